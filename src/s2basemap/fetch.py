@@ -1,0 +1,260 @@
+"""Fetch one scene: the AOI's window of five bands, read by HTTP range requests.
+
+Only the blocks under the AOI's bounding box are read (GDAL /vsicurl/), SCL is
+brought from 20 m to the 10 m grid by nearest neighbour, pixels outside the AOI
+polygon become nodata (0), and reflectance is harmonised to the pre-04.00
+convention. The result is one tiled, compressed GeoTIFF per scene plus a
+record (JSON) that says what happened; a scene that cannot be read after the
+retries gets a "failed" record and is left out of its period.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.features import geometry_mask
+from rasterio.windows import Window, from_bounds
+from shapely.geometry import box
+
+from s2basemap.aoi import AOI
+from s2basemap.atomic import atomic_path
+from s2basemap.radiometry import check_offset_against_pixels, harmonise
+from s2basemap.search import BANDS, REFLECTANCE_BANDS
+
+log = logging.getLogger(__name__)
+
+STRIP_ROWS = 1024  # rows per read/write step: bounds memory to ~50 MB per strip
+SAMPLE_EDGE = 512  # edge of the decimated sample used to check the offset
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    retries: int = 4
+    backoff_seconds: float = 2.0
+    timeout_seconds: int = 60
+    offset_check_threshold: float = 0.05
+
+    @classmethod
+    def from_config(cls, fetch_config: dict) -> FetchOptions:
+        return cls(**{k: fetch_config[k] for k in cls.__dataclass_fields__ if k in fetch_config})
+
+
+def gdal_http_options(options: FetchOptions) -> dict:
+    """GDAL settings for remote COGs: range reads only, retries on transient HTTP errors.
+
+    TLS verification stays on: GDAL_HTTP_UNSAFESSL is never set.
+    """
+    return {
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing per open
+        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.TIFF",
+        "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+        "GDAL_HTTP_MULTIPLEX": "YES",
+        "VSI_CACHE": "TRUE",
+        "GDAL_HTTP_MAX_RETRY": str(options.retries),
+        "GDAL_HTTP_RETRY_DELAY": str(max(options.backoff_seconds, 0.1)),
+        "GDAL_HTTP_RETRY_CODES": "429,500,502,503,504",
+        "GDAL_HTTP_TIMEOUT": str(options.timeout_seconds),
+        "GDAL_HTTP_CONNECTTIMEOUT": str(min(options.timeout_seconds, 30)),
+    }
+
+
+def fetch_spec(scene: dict) -> dict:
+    """The part of a manifest record that decides the fetched pixels (the job's params)."""
+    return {key: scene[key] for key in ("id", "assets", "offset")}
+
+
+def fetch_scene(spec: dict, aoi: AOI, tif_path, options: FetchOptions) -> dict:
+    """Fetch with retries and backoff; always return a record, write the GeoTIFF when ok."""
+    last_error = None
+    for attempt in range(options.retries + 1):
+        if attempt:
+            delay = options.backoff_seconds * 2 ** (attempt - 1)
+            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", spec["id"], attempt, last_error, delay)
+            time.sleep(delay)
+        try:
+            record = _fetch_once(spec, aoi, tif_path, options)
+            return record | {"attempts": attempt + 1}
+        except (RasterioError, OSError) as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+    reason = f"unreadable after {options.retries + 1} attempts: {last_error}"
+    log.error("%s: left out of its period: %s", spec["id"], reason)
+    write_placeholder(tif_path, "failed")
+    return {"id": spec["id"], "status": "failed", "reason": reason, "attempts": options.retries + 1}
+
+
+class SceneReadError(OSError):
+    """Reading one band failed; the message names the band and its href."""
+
+
+@contextmanager
+def naming(band: str, href: str):
+    """Re-raise GDAL's terse errors ("HTTP response code: 404") with the band and URL."""
+    try:
+        yield
+    except RasterioError as exc:
+        raise SceneReadError(f"{band} ({href}): {exc}") from exc
+
+
+def _open_bands(stack: ExitStack, assets: dict) -> dict:
+    sources = {}
+    for band in BANDS:
+        with naming(band, assets[band]):
+            sources[band] = stack.enter_context(rasterio.open(assets[band]))
+    return sources
+
+
+def _fetch_once(spec: dict, aoi: AOI, tif_path, options: FetchOptions) -> dict:
+    with rasterio.Env(**gdal_http_options(options)), ExitStack() as stack:
+        sources = _open_bands(stack, spec["assets"])
+        grid = sources["red"]
+        aoi_geom = aoi.in_crs(grid.crs)
+        window = scene_window(aoi_geom, grid, sources["scl"])
+        if window is None:
+            write_placeholder(tif_path, "no_overlap", grid.crs)
+            return {"id": spec["id"], "status": "no_overlap", "reason": "scene does not overlap the AOI"}
+        offset = _checked_offset(spec, sources, window, options)
+        stats = _write_scene(sources, aoi_geom, window, offset["dn"], tif_path, spec["id"])
+    log.info("%s: %d x %d px, offset %+d DN (%s)", spec["id"], window.width, window.height,
+             offset["dn"], offset["reason"])
+    return {
+        "id": spec["id"],
+        "status": "ok",
+        "offset": offset,
+        "crs": grid.crs.to_string(),
+        "width": int(window.width),
+        "height": int(window.height),
+        "transform": list(grid.window_transform(window))[:6],
+    } | stats
+
+
+def scene_window(aoi_geom, grid, coarse) -> Window | None:
+    """The AOI's window on the 10 m grid, snapped outward to whole pixels of the coarse (SCL) grid.
+
+    Snapping keeps the 20 m SCL window whole, so its nearest-neighbour
+    upsampling is an exact 2x repeat.
+    """
+    footprint = box(*grid.bounds)
+    if not aoi_geom.intersects(footprint):
+        return None
+    minx, miny, maxx, maxy = aoi_geom.intersection(footprint).bounds
+    coarse_win = from_bounds(minx, miny, maxx, maxy, transform=coarse.transform)
+    col0 = max(math.floor(coarse_win.col_off + 1e-9), 0)
+    row0 = max(math.floor(coarse_win.row_off + 1e-9), 0)
+    col1 = min(math.ceil(coarse_win.col_off + coarse_win.width - 1e-9), coarse.width)
+    row1 = min(math.ceil(coarse_win.row_off + coarse_win.height - 1e-9), coarse.height)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    snapped = coarse.window_bounds(Window(col0, row0, col1 - col0, row1 - row0))
+    fine = from_bounds(*snapped, transform=grid.transform)
+    col, row = round(fine.col_off), round(fine.row_off)
+    width = min(round(fine.width), grid.width - col)
+    height = min(round(fine.height), grid.height - row)
+    return Window(col, row, width, height) if width > 0 and height > 0 else None
+
+
+def _checked_offset(spec, sources, window, options) -> dict:
+    """The manifest's offset decision, checked against a decimated sample of the pixels."""
+    factor = max(1, math.ceil(max(window.width, window.height) / SAMPLE_EDGE))
+    shape = (math.ceil(window.height / factor), math.ceil(window.width / factor))
+    with naming("blue", sources["blue"].name):
+        blue = sources["blue"].read(1, window=window, out_shape=shape, resampling=Resampling.nearest)
+    scl = read_on_grid(sources["scl"], sources["red"], window, shape)
+    return check_offset_against_pixels(spec["offset"], blue, scl, options.offset_check_threshold)
+
+
+def read_on_grid(source, grid, window: Window, shape) -> np.ndarray:
+    """Read `source` over the ground area of `window` of `grid`, nearest-neighbour to `shape`."""
+    bounds = grid.window_bounds(window)
+    src_window = from_bounds(*bounds, transform=source.transform)
+    with naming("scl", source.name):
+        return source.read(1, window=src_window, out_shape=shape, resampling=Resampling.nearest)
+
+
+def _write_scene(sources, aoi_geom, window: Window, offset_dn: int, tif_path, scene_id) -> dict:
+    grid = sources["red"]
+    profile = scene_profile(grid, window)
+    aoi_pixels = valid_pixels = 0
+    with atomic_path(tif_path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.update_tags(SCENE_ID=scene_id, OFFSET_APPLIED_DN=str(offset_dn),
+                        REFLECTANCE="DN / 10000 (pre-04.00 convention)")
+        for i, band in enumerate(BANDS, start=1):
+            dst.set_band_description(i, band)
+        for row in range(0, int(window.height), STRIP_ROWS):
+            strip = Window(window.col_off, window.row_off + row, window.width,
+                           min(STRIP_ROWS, window.height - row))
+            inside = geometry_mask([aoi_geom], out_shape=(strip.height, strip.width),
+                                   transform=grid.window_transform(strip), invert=True)
+            stack = np.zeros((len(BANDS), strip.height, strip.width), dtype=np.uint16)
+            for i, band in enumerate(REFLECTANCE_BANDS):
+                with naming(band, sources[band].name):
+                    stack[i] = harmonise(sources[band].read(1, window=strip), offset_dn)
+            stack[-1] = read_on_grid(sources["scl"], grid, strip, (strip.height, strip.width))
+            stack[:, ~inside] = 0
+            dst.write(stack, window=Window(0, row, strip.width, strip.height))
+            aoi_pixels += int(inside.sum())
+            valid_pixels += int((stack[:4] > 0).all(axis=0).sum())
+            log.info("%s: rows %d-%d of %d written", scene_id, row, row + strip.height, window.height)
+    return {"aoi_pixels": aoi_pixels, "valid_pixels": valid_pixels}
+
+
+def scene_profile(grid, window: Window) -> dict:
+    return {
+        "driver": "GTiff",
+        "dtype": "uint16",
+        "count": len(BANDS),
+        "width": int(window.width),
+        "height": int(window.height),
+        "crs": grid.crs,
+        "transform": grid.window_transform(window),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "zstd",
+        "predictor": 2,
+        "interleave": "pixel",
+        "bigtiff": "if_safer",
+    }
+
+
+def write_placeholder(tif_path, status: str, crs=None) -> None:
+    """A 1x1 all-nodata GeoTIFF standing in for a scene that has no pixels to offer.
+
+    Snakemake needs every declared output; this one contributes nothing to a
+    composite even if read, and its record says why it exists.
+    """
+    profile = {"driver": "GTiff", "dtype": "uint16", "count": len(BANDS), "width": 1, "height": 1,
+               "crs": crs or "EPSG:4326", "transform": rasterio.transform.from_origin(0, 0, 10, 10),
+               "nodata": 0}
+    with atomic_path(tif_path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(np.zeros((len(BANDS), 1, 1), dtype=np.uint16))
+        dst.update_tags(STATUS=status)
+
+
+def summarise_period(manifest_path, record_paths) -> dict:
+    """One period's fetch outcome: which scenes are usable and which were left out, and why."""
+    import json
+    from pathlib import Path
+
+    from s2basemap.manifest import read_manifest
+
+    manifest = read_manifest(manifest_path)
+    records = [json.loads(Path(p).read_text()) for p in record_paths]
+    usable = [r["id"] for r in records if r["status"] == "ok"]
+    left_out = [{"id": r["id"], "status": r["status"], "reason": r["reason"]}
+                for r in records if r["status"] != "ok"]
+    status = "no_scenes" if not usable else "ok"
+    if status == "no_scenes":
+        log.warning("period %s: no usable scenes", manifest["period"])
+    for entry in left_out:
+        log.warning("period %s: %s left out (%s): %s", manifest["period"], entry["id"],
+                    entry["status"], entry["reason"])
+    return {"period": manifest["period"], "status": status, "scenes": usable, "left_out": left_out}

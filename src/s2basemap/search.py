@@ -1,0 +1,182 @@
+"""STAC search for one period: items over the AOI, deduplicated, as a small manifest."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime
+
+import shapely
+from shapely.geometry import mapping, shape
+from shapely.geometry.base import BaseGeometry
+
+from s2basemap.periods import Period
+from s2basemap.radiometry import offset_from_metadata
+
+log = logging.getLogger(__name__)
+
+BANDS = ("blue", "green", "red", "nir", "scl")
+REFLECTANCE_BANDS = ("blue", "green", "red", "nir")
+MANIFEST_VERSION = 1
+
+
+class SearchError(RuntimeError):
+    """The STAC API could not be searched; the message names the URL and the cause."""
+
+
+class SceneRecordError(ValueError):
+    """An item lacks what a scene needs (for example an asset); the item is left out."""
+
+
+def search_items(url: str, collection: str, geometry_4326: BaseGeometry, period: Period,
+                 timeout: float = 60) -> list[dict]:
+    """All items of `collection` intersecting the geometry's hull within the period."""
+    from pystac_client import Client
+    from pystac_client.exceptions import APIError
+
+    # The hull keeps the request small for detailed outlines; items are then
+    # filtered against the exact AOI on our side.
+    hull = geometry_4326.convex_hull
+    try:
+        client = Client.open(url, timeout=timeout)
+        search = client.search(
+            collections=[collection], intersects=mapping(hull), datetime=period.stac_datetime
+        )
+        return list(search.items_as_dicts())
+    except (APIError, OSError) as exc:
+        raise SearchError(f"STAC search at {url} (collection {collection}) failed: {exc}") from exc
+
+
+def tile_of(item: dict) -> str:
+    """The MGRS tile id (e.g. 15SVU) from the grid/mgrs extensions or the item id."""
+    props = item.get("properties", {})
+    if all(k in props for k in ("mgrs:utm_zone", "mgrs:latitude_band", "mgrs:grid_square")):
+        return f"{int(props['mgrs:utm_zone']):02d}{props['mgrs:latitude_band']}{props['mgrs:grid_square']}"
+    code = props.get("grid:code", "")
+    if code.startswith("MGRS-"):
+        return code.removeprefix("MGRS-")
+    match = re.search(r"_T?(\d{2}[A-Z]{3})_", item["id"])
+    if match:
+        return match[1]
+    raise SceneRecordError(f"item {item['id']}: no MGRS tile in its properties or id")
+
+
+def native_crs_of(item: dict) -> str | None:
+    props = item.get("properties", {})
+    if props.get("proj:code"):
+        return props["proj:code"]
+    if props.get("proj:epsg"):
+        return f"EPSG:{int(props['proj:epsg'])}"
+    return None
+
+
+def scene_from_item(item: dict, asset_keys: dict[str, str]) -> dict:
+    """The manifest record of one item: what fetching and provenance need, nothing more."""
+    assets = item.get("assets", {})
+    missing = [f"{band} (asset '{asset_keys[band]}')" for band in BANDS if asset_keys[band] not in assets]
+    if missing:
+        raise SceneRecordError(f"item {item['id']}: missing {', '.join(missing)}")
+    props = item["properties"]
+    return {
+        "id": item["id"],
+        "datetime": props["datetime"],
+        "tile": tile_of(item),
+        "crs": native_crs_of(item),
+        "assets": {band: assets[asset_keys[band]]["href"] for band in BANDS},
+        "processing_baseline": props.get("s2:processing_baseline"),
+        "cloud_cover": props.get("eo:cloud_cover"),
+        "relative_orbit": props.get("sat:relative_orbit"),
+        "updated": props.get("updated") or props.get("created"),
+        "offset": offset_from_metadata(props, assets[asset_keys["red"]]),
+    }
+
+
+def acquisition_key(scene: dict) -> tuple:
+    """Same tile, same UTC day and orbit: one acquisition (datastrip splits, reprocessings)."""
+    day = _parse_time(scene["datetime"]).date().isoformat()
+    return scene["tile"], day, scene.get("relative_orbit")
+
+
+def newness(scene: dict) -> tuple:
+    baseline = scene.get("processing_baseline") or ""
+    return baseline, scene.get("updated") or "", scene["id"]
+
+
+def deduplicate(scenes: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Keep the newest scene of each acquisition; return (kept, removed-with-reason)."""
+    groups: dict[tuple, list[dict]] = {}
+    for scene in scenes:
+        groups.setdefault(acquisition_key(scene), []).append(scene)
+    kept, removed = [], []
+    for group in groups.values():
+        group.sort(key=newness, reverse=True)
+        kept.append(group[0])
+        removed += [{"id": s["id"], "reason": f"duplicate of {group[0]['id']} (older)"} for s in group[1:]]
+    kept.sort(key=lambda s: (s["datetime"], s["id"]))
+    removed.sort(key=lambda r: r["id"])
+    return kept, removed
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def build_manifest(items: list[dict], aoi_4326: BaseGeometry, period: Period,
+                   source: dict, asset_keys: dict[str, str],
+                   max_cloud_cover: float | None) -> dict:
+    """Filter, record and deduplicate the searched items of one period."""
+    scenes, excluded = [], []
+    for item in sorted(items, key=lambda i: i["id"]):
+        reason = exclusion_reason(item, aoi_4326, max_cloud_cover)
+        if reason is None:
+            try:
+                scenes.append(scene_from_item(item, asset_keys))
+            except SceneRecordError as exc:
+                reason = str(exc)
+        if reason is not None:
+            excluded.append({"id": item["id"], "reason": reason})
+    kept, duplicates = deduplicate(scenes)
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "period": period.label,
+        "start": period.start.isoformat(),
+        "end": period.end.isoformat(),
+        "source": source,
+        "status": "ok" if kept else "no_scenes",
+        "scenes": kept,
+        "duplicates_removed": duplicates,
+        "excluded": excluded,
+    }
+
+
+def exclusion_reason(item: dict, aoi_4326: BaseGeometry, max_cloud_cover: float | None) -> str | None:
+    cloud = item.get("properties", {}).get("eo:cloud_cover")
+    if max_cloud_cover is not None and cloud is not None and cloud > max_cloud_cover:
+        return f"eo:cloud_cover {cloud} above max_cloud_cover {max_cloud_cover}"
+    geometry = item.get("geometry")
+    if geometry and not shapely.intersects(shape(geometry), aoi_4326):
+        return "footprint does not intersect the AOI"
+    return None
+
+
+def run_search(aoi, period_label: str, period_bounds: dict, stac: dict, manifest_path) -> dict:
+    """Search one period and write its manifest; zero scenes is an outcome, not an error."""
+    from datetime import date
+
+    from s2basemap.manifest import write_manifest
+
+    period = Period(date.fromisoformat(period_bounds["start"]),
+                    date.fromisoformat(period_bounds["end"]), period_label)
+    aoi_4326 = aoi.geometry_4326
+    items = search_items(stac["url"], stac["collection"], aoi_4326, period, stac["timeout_seconds"])
+    source = {"url": stac["url"], "collection": stac["collection"]}
+    manifest = build_manifest(items, aoi_4326, period, source, stac["assets"], stac["max_cloud_cover"])
+    write_manifest(manifest_path, manifest)
+    for entry in manifest["duplicates_removed"] + manifest["excluded"]:
+        log.info("left out %s: %s", entry["id"], entry["reason"])
+    if manifest["status"] == "no_scenes":
+        log.warning("period %s: no scenes (%d items found, %d left out): nothing to composite",
+                    period.label, len(items), len(manifest["excluded"]))
+    else:
+        log.info("period %s: %d scenes from %d items", period.label, len(manifest["scenes"]), len(items))
+    return manifest

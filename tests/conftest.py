@@ -1,0 +1,67 @@
+"""Session fixtures: the fabricated world and its servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testworld import RangeServer, StacServer, build_world
+
+
+@pytest.fixture(scope="session")
+def world_servers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    http = RangeServer(root).start()
+    world = build_world(root, http.url)
+    stac = StacServer(world.item_files, root / "rustac.log").wait_ready()
+    world.stac_url = stac.url
+    yield world, http, stac
+    stac.stop()
+    http.stop()
+
+
+@pytest.fixture(scope="session")
+def world(world_servers):
+    return world_servers[0]
+
+
+@pytest.fixture
+def http_server(world_servers):
+    server = world_servers[1]
+    server.reset_counts()
+    return server
+
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+
+
+def world_config(world, **overrides) -> dict:
+    """A workflow config for the test world; `overrides` replace top-level keys."""
+    config = {
+        "aoi": str(world.aoi_gpkg),
+        "months": ["2022-01", "2022-02"],
+        "stac": {"url": world.stac_url},
+        "fetch": {"retries": 1, "backoff_seconds": 0.1, "timeout_seconds": 10},
+        "target": {"crs": "EPSG:5070", "resolution": 10, "tile_size": 256},
+    }
+    config.update(overrides)
+    return config
+
+
+def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True,
+                  timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the workflow's CLI in `workdir` with `config` written to config.yaml there."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE),
+           "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
+           "--cores", "2", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result

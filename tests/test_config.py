@@ -1,0 +1,94 @@
+"""Config validation: defaults fill in, every bad value names its key."""
+
+from __future__ import annotations
+
+import copy
+from datetime import date
+
+import pytest
+
+from s2basemap.config import ConfigError, check_resolution, periods, validate_config
+
+
+@pytest.fixture
+def good(world) -> dict:
+    return {"aoi": str(world.aoi_gpkg), "months": ["2022-01"]}
+
+
+def test_defaults_fill_what_the_user_omits(good):
+    config = validate_config(copy.deepcopy(good))
+    assert config["stac"]["url"] == "https://earth-search.aws.element84.com/v1"
+    assert config["stac"]["collection"] == "sentinel-2-l2a"
+    assert config["stac"]["assets"] == {b: b for b in ("blue", "green", "red", "nir", "scl")}
+    assert config["composite"]["percentile"] == 25
+    assert config["target"] == {"crs": "EPSG:5070", "resolution": 10, "tile_size": 4096}
+    assert config["work_dir"] == "work" and config["results_dir"] == "results"
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "hint"),
+    [
+        (lambda c: c["target"].update(crs="EPSG:99999"), "target.crs", "is not a CRS"),
+        (lambda c: c["target"].update(crs="UTM please"), "target.crs", "is not a CRS"),
+        (lambda c: c["target"].update(crs="EPSG:4978"), "target.crs", "2D projected or geographic"),
+        (lambda c: c["target"].update(resolution=-10), "target.resolution", "positive number"),
+        (lambda c: c["target"].update(resolution=0), "target.resolution", "positive number"),
+        (lambda c: c["target"].update(crs="EPSG:4326", resolution=10), "target.resolution", "degree"),
+        (lambda c: c["target"].update(resolution=0.01), "target.resolution", "1 m to 10 km"),
+        (lambda c: c["target"].update(tile_size=100), "target.tile_size", "256-16384"),
+        (lambda c: c["composite"].update(percentile=150), "composite.percentile", "0-100"),
+        (lambda c: c["composite"].update(percentile="p25"), "composite.percentile", "0-100"),
+        (lambda c: c.update(aoi="missing/aoi.gpkg"), "aoi", "does not exist"),
+        (lambda c: c.update(months=["2025-13"]), "months[0]", "01-12"),
+        (lambda c: c.update(months=["2025-6"]), "months[0]", "YYYY-MM"),
+        (lambda c: c.update(months=[]), "months", "no period configured"),
+        (lambda c: c.update(months=["2022-01", "2022-01"]), "months", "non-unique"),
+        (lambda c: c.update(date_ranges=[{"start": "2022-02-30", "end": "2022-03-02"}]),
+         "date_ranges[0].start", "not a calendar date"),
+        (lambda c: c.update(date_ranges=[{"start": "2022-03-10", "end": "2022-03-02"}]),
+         "date_ranges[0]", "before start"),
+        (lambda c: c.update(date_ranges=[{"start": "2022-01-20", "end": "2022-02-05"}]),
+         "date_ranges", "overlap"),
+        (lambda c: c.update(colour="blue"), "colour", "unknown key"),
+        (lambda c: c["stac"].update(collection=""), "stac.collection", "STAC collection"),
+        (lambda c: c["stac"].update(url="ftp://x"), "stac.url", "http or https"),
+        (lambda c: c["stac"].update(max_cloud_cover=120), "stac.max_cloud_cover", "0-100"),
+        (lambda c: c["output"].update(filename_base="a/b"), "output.filename_base", "letters"),
+        (lambda c: c["fetch"].update(retries=-1), "fetch.retries", "0-20"),
+        (lambda c: c.pop("aoi"), "aoi", "required"),
+    ],
+)
+def test_bad_values_name_their_key(good, change, key, hint):
+    config = validate_config(copy.deepcopy(good))  # defaults in place, then break one value
+    change(config)
+    with pytest.raises(ConfigError) as excinfo:
+        validate_config(config)
+    assert excinfo.value.key == key
+    assert f"config key '{key}'" in str(excinfo.value)
+    assert hint in str(excinfo.value)
+
+
+def test_aoi_without_crs_is_named(good, tmp_path):
+    # GeoJSON always means CRS84, so use a shapefile written without a .prj
+    import geopandas
+    from shapely.geometry import box
+
+    shp = tmp_path / "nocrs.shp"
+    geopandas.GeoDataFrame(geometry=[box(0, 0, 1, 1)]).to_file(shp)
+    with pytest.raises(ConfigError, match="has no CRS"):
+        validate_config(good | {"aoi": str(shp)})
+
+
+def test_periods_are_months_and_ranges_sorted():
+    config = {"months": ["2022-02", "2021-12"],
+              "date_ranges": [{"start": "2022-01-03", "end": "2022-01-20"}]}
+    result = periods(config)
+    assert [p.label for p in result] == ["2021-12", "2022-01-03_2022-01-20", "2022-02"]
+    assert result[2].start == date(2022, 2, 1) and result[2].end == date(2022, 2, 28)
+    assert result[0].filename_dates == "2021_12_01_to_2021_12_31"
+
+
+@pytest.mark.parametrize(("crs", "res"), [("EPSG:4326", 0.0001), ("EPSG:5070", 10),
+                                          ("EPSG:32615", [10, 20]), ("EPSG:3857", 30)])
+def test_sensible_resolutions_pass(crs, res):
+    check_resolution({"target": {"crs": crs, "resolution": res}})

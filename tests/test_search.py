@@ -1,0 +1,108 @@
+"""STAC search against `rustac serve` on 127.0.0.1: manifests, dedup, collections, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from s2basemap.aoi import read_aoi
+from s2basemap.search import SearchError, deduplicate, run_search
+from testworld.build import C1_COLLECTION
+
+ASSETS = {b: b for b in ("blue", "green", "red", "nir", "scl")}
+MONTHS = {"2022-01": ("2022-01-01", "2022-01-31"), "2022-02": ("2022-02-01", "2022-02-28"),
+          "2022-03": ("2022-03-01", "2022-03-31")}
+
+
+def search(world, tmp_path, month="2022-01", aoi=None, **stac):
+    settings = {"url": world.stac_url, "collection": "sentinel-2-l2a", "timeout_seconds": 10,
+                "assets": ASSETS, "max_cloud_cover": None} | stac
+    start, end = MONTHS[month]
+    path = tmp_path / f"{month}.json"
+    manifest = run_search(read_aoi(aoi or world.aoi_gpkg), month, {"start": start, "end": end},
+                          settings, path)
+    assert json.loads(path.read_text()) == manifest  # what was written is what was returned
+    return manifest
+
+
+def expected_ids(world, month, collection_scenes=None):
+    """Newest copy of each (tile, date) in the world: the independent dedup reference."""
+    newest = {}
+    for scene in collection_scenes or world.scenes:
+        if scene.month == month:
+            key = (scene.tile, scene.spec.date)
+            if key not in newest or scene.spec.updated > newest[key].spec.updated:
+                newest[key] = scene
+    return sorted(s.id for s in newest.values())
+
+
+def test_manifest_records_every_scene_once(world, tmp_path):
+    manifest = search(world, tmp_path)
+    ids = [s["id"] for s in manifest["scenes"]]
+    assert sorted(ids) == expected_ids(world, "2022-01")
+    assert "S2B_15SYU_20220115_1_L2A" in ids and "S2B_15SYU_20220115_0_L2A" not in ids
+    assert manifest["duplicates_removed"] == [
+        {"id": "S2B_15SYU_20220115_0_L2A", "reason": "duplicate of S2B_15SYU_20220115_1_L2A (older)"}]
+    assert manifest["status"] == "ok" and manifest["period"] == "2022-01"
+    for record in manifest["scenes"]:
+        scene = world.scene(record["id"])
+        assert record["tile"] == scene.tile
+        assert record["crs"] == f"EPSG:{scene.epsg}"
+        assert record["datetime"].startswith(scene.spec.date)
+        assert record["processing_baseline"] == scene.spec.baseline
+        assert record["assets"] == {b: world.url(scene.path(b)) for b in ASSETS}
+        expected_dn = 0 if scene.spec.baseline < "04.00" else -1000
+        assert record["offset"]["dn"] == expected_dn
+
+
+def test_c1_collection_works(world, tmp_path):
+    manifest = search(world, tmp_path, "2022-02", collection=C1_COLLECTION)
+    ids = sorted(s["id"] for s in manifest["scenes"])
+    assert ids == expected_ids(world, "2022-02", world.c1_scenes)
+    assert {s["tile"] for s in manifest["scenes"]} == {"15SYU", "16SBU"}
+    assert all(s["crs"] in ("EPSG:32615", "EPSG:32616") for s in manifest["scenes"])
+
+
+def test_cloud_cover_filter_is_recorded(world, tmp_path):
+    everything = search(world, tmp_path, "2022-02")
+    covers = sorted(s["cloud_cover"] for s in everything["scenes"])
+    limit = covers[len(covers) // 2]
+    manifest = search(world, tmp_path, "2022-02", max_cloud_cover=limit)
+    assert all(s["cloud_cover"] <= limit for s in manifest["scenes"])
+    dropped = {e["id"] for e in manifest["excluded"]}
+    assert dropped == {s["id"] for s in everything["scenes"] if s["cloud_cover"] > limit}
+    assert dropped
+
+
+def test_multipolygon_aoi_drops_items_touching_only_the_hull(world, tmp_path):
+    # the two parts sit over different tiles; the convex hull touches both, the parts too
+    manifest = search(world, tmp_path, aoi=world.aoi_multi_geojson)
+    assert {s["tile"] for s in manifest["scenes"]} == {"15SYU", "16SBU"}
+
+
+def test_month_without_scenes_is_an_outcome(world, tmp_path):
+    manifest = search(world, tmp_path, "2022-03")
+    assert manifest["status"] == "no_scenes" and manifest["scenes"] == []
+
+
+def test_missing_asset_excludes_the_item_with_its_reason(world, tmp_path):
+    manifest = search(world, tmp_path, assets=ASSETS | {"scl": "scene_class"})
+    assert manifest["status"] == "no_scenes"
+    assert all("missing scl (asset 'scene_class')" in e["reason"] for e in manifest["excluded"])
+
+
+def test_unreachable_api_is_a_clear_error(world, tmp_path):
+    with pytest.raises(SearchError, match="127.0.0.1:9"):
+        search(world, tmp_path, url="http://127.0.0.1:9/v1")
+
+
+def test_dedup_keeps_newest_by_baseline_then_update():
+    def scene(id, baseline, updated):
+        return {"id": id, "tile": "15SVU", "datetime": "2025-11-03T16:54:19Z",
+                "relative_orbit": 12, "processing_baseline": baseline, "updated": updated}
+
+    kept, removed = deduplicate([scene("a_0", "05.11", "2025-11-04"), scene("a_1", "05.11", "2025-11-05"),
+                                 scene("old", "04.00", "2026-01-01")])
+    assert [s["id"] for s in kept] == ["a_1"]
+    assert {r["id"] for r in removed} == {"a_0", "old"}

@@ -1,0 +1,117 @@
+"""The Snakemake workflow end to end on the test world, through its CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_snakemake, world_config
+
+MONTHS = ["2022-01", "2022-02", "2022-03"]  # March has no scenes in the world
+
+
+def planned_jobs(output: str, rule: str) -> list[dict]:
+    """Wildcards of every job of `rule` in a dry-run's output."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) )", output):
+        if re.match(rf"(?:local)?(?:rule|checkpoint) {rule}:", block):
+            wildcards = re.search(r"wildcards: (.*)", block)
+            jobs.append(dict(kv.split("=", 1) for kv in wildcards[1].split(", ")) if wildcards else {})
+    return jobs
+
+
+def distinct_scenes(world, month):
+    newest = {}
+    for scene in world.scenes:
+        if scene.month == month:
+            key = (scene.tile, scene.spec.date)
+            if key not in newest or scene.spec.updated > newest[key].spec.updated:
+                newest[key] = scene
+    return sorted(s.id for s in newest.values())
+
+
+@pytest.fixture(scope="module")
+def fetched_run(world, tmp_path_factory):
+    """Search first, dry-run the rest (to see the DAG), then run everything."""
+    workdir = tmp_path_factory.mktemp("run")
+    config = world_config(world, months=MONTHS)
+    manifests = [f"work/{m}/manifest.json" for m in MONTHS]
+    run_snakemake(workdir, config, *manifests)
+    dry = run_snakemake(workdir, config, "--dry-run")
+    run = run_snakemake(workdir, config)
+    again = run_snakemake(workdir, config, "--dry-run")
+    return workdir, dry.stdout, run, again.stdout
+
+
+def test_dag_holds_one_fetch_job_per_distinct_scene(world, fetched_run):
+    _, dry, _, _ = fetched_run
+    jobs = planned_jobs(dry, "fetch_scene")
+    for month in MONTHS:
+        planned = sorted(j["scene"] for j in jobs if j["period"] == month)
+        assert planned == distinct_scenes(world, month)
+    assert len(jobs) == len({(j["period"], j["scene"]) for j in jobs}) == 12
+    assert "S2B_15SYU_20220115_0_L2A" not in dry  # the older duplicate never becomes a job
+
+
+def test_run_fetches_every_scene_and_reports_each_month(world, fetched_run):
+    workdir, _, _, _ = fetched_run
+    for month in MONTHS:
+        summary = json.loads((workdir / "work" / month / "fetched.json").read_text())
+        assert sorted(summary["scenes"]) == distinct_scenes(world, month)
+        assert summary["left_out"] == []
+        for scene_id in summary["scenes"]:
+            record = json.loads((workdir / "work" / month / "scenes" / f"{scene_id}.json").read_text())
+            assert record["status"] == "ok" and record["valid_pixels"] > 0
+    march = json.loads((workdir / "work" / "2022-03" / "fetched.json").read_text())
+    assert march["status"] == "no_scenes"
+    search_log = (workdir / "work" / "logs" / "search" / "2022-03.log").read_text()
+    assert "period 2022-03: no scenes" in search_log
+
+
+def test_pixel_harmonisation_is_recorded_per_scene(fetched_run):
+    workdir, _, _, _ = fetched_run
+    record = json.loads((workdir / "work/2022-02/scenes/S2B_15SYU_20220224_0_L2A.json").read_text())
+    assert record["offset"]["dn"] == 0 and record["offset"]["source"] == "pixels"
+    record = json.loads((workdir / "work/2022-01/scenes/S2A_15SYU_20220128_0_L2A.json").read_text())
+    assert record["offset"]["dn"] == -1000
+
+
+def test_second_run_has_nothing_to_do(fetched_run):
+    _, _, _, again = fetched_run
+    assert "Nothing to be done" in again
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"target": {"crs": "EPSG:not-a-code"}}, "target.crs"),
+        ({"target": {"resolution": -10}}, "target.resolution"),
+        ({"composite": {"percentile": 150}}, "composite.percentile"),
+        ({"aoi": "no/such/aoi.gpkg"}, "aoi"),
+        ({"months": ["2025-13"]}, "months[0]"),
+    ],
+)
+def test_bad_config_stops_before_any_job(world, tmp_path, change, key):
+    config = world_config(world) | change
+    result = run_snakemake(tmp_path, config, check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"Invalid configuration: config key '{key}'" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "work").exists()  # no job ran, nothing was written
+
+
+def test_lint_is_clean(world, tmp_path):
+    result = run_snakemake(tmp_path, world_config(world), "--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_snakefiles_are_snakefmt_formatted():
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", str(REPO / "workflow")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

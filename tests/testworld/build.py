@@ -1,0 +1,338 @@
+"""Fabricate a small Sentinel-2-like world: COGs, STAC items and AOI files.
+
+Two MGRS-like tiles sit either side of the UTM 15N/16N boundary (-90 deg) and
+overlap there, as real tiles do. Each scene has 10 m reflectance (uint16 COGs
+with internal overviews), a 20 m SCL, nodata edges, bright clouds (SCL 8/9),
+cirrus (10), dark shadows (3), and, from baseline 04.00 on, ESA's +1000 DN
+offset. One acquisition is duplicated (a newer `_1` copy) and one item's
+metadata claims an offset its pixels do not carry (earth-search issue #71).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.enums import Resampling
+from pyproj import Transformer
+from rasterio.transform import from_origin
+from shapely.geometry import Polygon, box, mapping
+
+SIZE = 512  # 10 m pixels per tile edge
+RES = 10.0
+ANCHOR = (-90.0, 35.0)  # lon/lat on the 15N/16N zone boundary
+COLLECTION = "sentinel-2-l2a"
+C1_COLLECTION = "sentinel-2-c1-l2a"
+FILES = {"blue": "B02.tif", "green": "B03.tif", "red": "B04.tif", "nir": "B08.tif", "scl": "SCL.tif"}
+CLOUD_CLASSES = (3, 8, 9, 10)
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    name: str
+    epsg: int
+    west_of_anchor_m: float  # how far the tile reaches west of the anchor
+
+
+TILES = (TileSpec("15SYU", 32615, 3500.0), TileSpec("16SBU", 32616, 1620.0))
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    date: str
+    platform: str
+    baseline: str
+    flag: bool  # earthsearch:boa_offset_applied
+    raster_offset: float  # raster:bands offset written in the item
+    data_offset: bool  # whether the pixels really carry +1000 DN
+    orbit: int
+    copy: int = 0  # the _N suffix of the id
+    updated: str = "2022-03-01T00:00:00Z"
+    tiles: tuple[str, ...] = ("15SYU", "16SBU")
+    c1: bool = False  # also published in the C1 collection
+
+
+SCENES = (
+    SceneSpec("2022-01-05", "S2A", "03.01", False, -0.1, False, 83),
+    SceneSpec("2022-01-15", "S2B", "03.01", False, 0.0, False, 83),
+    SceneSpec("2022-01-15", "S2B", "03.01", False, 0.0, False, 83, copy=1,
+              updated="2022-06-01T00:00:00Z", tiles=("15SYU",)),
+    SceneSpec("2022-01-28", "S2A", "04.00", True, -0.1, True, 40),
+    SceneSpec("2022-02-04", "S2B", "04.00", True, -0.1, True, 83, c1=True),
+    SceneSpec("2022-02-14", "S2A", "04.00", True, -0.1, True, 83, c1=True),
+    # earth-search #71: the metadata says offset, the pixels say otherwise
+    SceneSpec("2022-02-24", "S2B", "04.00", False, -0.1, False, 83),
+)
+
+
+@dataclass
+class Scene:
+    id: str
+    tile: str
+    epsg: int
+    spec: SceneSpec
+    directory: Path
+    collection: str = COLLECTION
+
+    def path(self, band: str) -> Path:
+        return self.directory / FILES[band]
+
+    @property
+    def month(self) -> str:
+        return self.spec.date[:7]
+
+
+@dataclass
+class World:
+    root: Path
+    base_url: str
+    scenes: list[Scene] = field(default_factory=list)
+    c1_scenes: list[Scene] = field(default_factory=list)
+    tile_bounds: dict = field(default_factory=dict)  # tile -> (crs, bounds)
+
+    @property
+    def aoi_gpkg(self) -> Path:
+        return self.root / "aoi" / "aoi_5070.gpkg"
+
+    @property
+    def aoi_multi_geojson(self) -> Path:
+        return self.root / "aoi" / "aoi_multi.geojson"
+
+    @property
+    def item_files(self) -> list[Path]:
+        return [self.root / "stac" / f"{c}.json" for c in (COLLECTION, C1_COLLECTION)] + [
+            self.root / "stac" / f"{c}-items.json" for c in (COLLECTION, C1_COLLECTION)
+        ]
+
+    def scene(self, scene_id: str) -> Scene:
+        return next(s for s in self.scenes + self.c1_scenes if s.id == scene_id)
+
+    def url(self, path: Path) -> str:
+        return f"{self.base_url}/{path.relative_to(self.root).as_posix()}"
+
+
+def tile_origin(tile: TileSpec) -> tuple[float, float]:
+    x, y = Transformer.from_crs(4326, tile.epsg, always_xy=True).transform(*ANCHOR)
+    snap = 60.0  # real tile origins sit on a 60 m lattice
+    return (np.floor((x - tile.west_of_anchor_m) / snap) * snap,
+            np.floor((y + SIZE * RES / 2) / snap) * snap)
+
+
+def land(tile: TileSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Static surface reflectance (DN, no offset) of 4 bands and its SCL classes, at 10 m.
+
+    Built from geographic coordinates so that overlapping tiles agree.
+    """
+    x0, y0 = tile_origin(tile)
+    cols, rows = np.meshgrid(np.arange(SIZE) + 0.5, np.arange(SIZE) + 0.5)
+    lon, lat = Transformer.from_crs(tile.epsg, 4326, always_xy=True).transform(
+        x0 + cols * RES, y0 - rows * RES)
+    u, v = (lon - ANCHOR[0]) * 90.0, (lat - ANCHOR[1]) * 110.0  # ~km
+    river = np.abs(v - 0.8 * np.sin(u * 1.3) + 0.6) < 0.18
+    field = 0.5 + 0.5 * np.sin(u * 2.1) * np.cos(v * 1.7)
+    bands = np.stack([
+        420 + 380 * field,  # blue
+        560 + 520 * field,  # green
+        380 + 800 * field,  # red
+        2100 + 1700 * (1 - field),  # nir
+    ])
+    water = np.array([260, 330, 120, -60])[:, None]  # negative NIR over water
+    bands[:, river] = water + 40 * np.sin(u[river] * 9)[None, :]
+    scl = np.where(river, 6, np.where(field > 0.5, 4, 5)).astype(np.uint8)
+    return bands, scl
+
+
+def clouds(rng: np.random.Generator) -> np.ndarray:
+    """SCL cloud classes at 20 m: cloud blobs (8/9), cirrus rims (10), shadows (3), 0 elsewhere."""
+    n = SIZE // 2
+    yy, xx = np.mgrid[0:n, 0:n]
+    out = np.zeros((n, n), dtype=np.uint8)
+    for _ in range(rng.integers(2, 5)):
+        cy, cx, r = rng.integers(0, n), rng.integers(0, n), rng.integers(8, 30)
+        d = np.hypot(yy - cy, xx - cx)
+        shadow = np.hypot(yy - cy - r - 6, xx - cx - r // 2) < r * 0.8
+        out[shadow & (out == 0)] = 3
+        out[(d < r * 1.2) & (d >= r)] = 10
+        out[d < r] = 9
+        out[d < r * 0.6] = 8
+    return out
+
+
+def scene_pixels(tile: TileSpec, spec: SceneSpec, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Stored DNs (uint16, 4 bands at 10 m) and SCL (uint8 at 20 m) of one scene."""
+    bands, scl10 = land(tile)
+    bands = bands + rng.normal(0, 25, bands.shape)
+    cloud20 = clouds(rng)
+    cloud10 = cloud20.repeat(2, 0).repeat(2, 1)
+    bands[:, np.isin(cloud10, (8, 9))] += 3500
+    bands[:, cloud10 == 10] += 900
+    bands[:, cloud10 == 3] *= 0.45
+    scl10 = np.where(cloud10 > 0, cloud10, scl10)
+    dn = bands + (1000 if spec.data_offset else 0)
+    dn = np.clip(np.round(dn), 1, 65535).astype(np.uint16)
+    # a swath edge: everything past a diagonal is nodata, in every band and in SCL
+    rows, cols = np.mgrid[0:SIZE, 0:SIZE]
+    edge = cols + rows * (0.3 + spec.orbit % 7 * 0.1) > SIZE * (1.05 + 0.1 * (spec.orbit % 3))
+    edge20 = edge[::2, ::2]
+    dn[:, edge] = 0
+    scl20 = scl10[::2, ::2].copy()
+    scl20[edge20] = 0
+    saturated = rng.random(scl20.shape) < 0.002
+    scl20[saturated & (scl20 > 0)] = 1
+    return dn, scl20
+
+
+def write_cog(path: Path, data: np.ndarray, epsg: int, transform, resampling: str) -> None:
+    """A COG with 64 px blocks (GDAL's COG driver insists on >= 128, too coarse for
+    512 px tiles): overviews built on a scratch GTiff, then copied with
+    COPY_SRC_OVERVIEWS, GDAL's classic COG recipe."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(".scratch.tif")
+    profile = {
+        "driver": "GTiff", "width": data.shape[1], "height": data.shape[0], "count": 1,
+        "dtype": data.dtype.name, "crs": f"EPSG:{epsg}", "transform": transform, "nodata": 0,
+    }
+    with rasterio.open(scratch, "w", **profile) as dst:
+        dst.write(data, 1)
+        dst.build_overviews([2, 4], Resampling[resampling])
+    rasterio.shutil.copy(scratch, path, driver="GTiff", tiled=True, blockxsize=64, blockysize=64,
+                         compress="DEFLATE", copy_src_overviews=True)
+    scratch.unlink()
+
+
+def scene_id(spec: SceneSpec, tile: str, c1: bool = False) -> str:
+    day = spec.date.replace("-", "")
+    if c1:
+        return f"{spec.platform}_T{tile}_{day}T165419_L2A"
+    return f"{spec.platform}_{tile}_{day}_{spec.copy}_L2A"
+
+
+def build_world(root: Path, base_url: str) -> World:
+    world = World(root=root, base_url=base_url)
+    items = {COLLECTION: [], C1_COLLECTION: []}
+    for t_index, tile in enumerate(TILES):
+        x0, y0 = tile_origin(tile)
+        bounds = (x0, y0 - SIZE * RES, x0 + SIZE * RES, y0)
+        world.tile_bounds[tile.name] = (f"EPSG:{tile.epsg}", bounds)
+        for s_index, spec in enumerate(SCENES):
+            if tile.name not in spec.tiles:
+                continue
+            rng = np.random.default_rng(1000 * t_index + s_index)
+            dn, scl = scene_pixels(tile, spec, rng)
+            scene = Scene(scene_id(spec, tile.name), tile.name, tile.epsg, spec,
+                          root / "cogs" / scene_id(spec, tile.name))
+            for i, band in enumerate(("blue", "green", "red", "nir")):
+                write_cog(scene.path(band), dn[i], tile.epsg, from_origin(x0, y0, RES, RES), "average")
+            write_cog(scene.path("scl"), scl, tile.epsg, from_origin(x0, y0, 2 * RES, 2 * RES), "nearest")
+            world.scenes.append(scene)
+            items[COLLECTION].append(stac_item(world, scene, tile, bounds, scl))
+            if spec.c1:
+                c1 = Scene(scene_id(spec, tile.name, c1=True), tile.name, tile.epsg, spec,
+                           scene.directory, C1_COLLECTION)
+                world.c1_scenes.append(c1)
+                items[C1_COLLECTION].append(stac_item(world, c1, tile, bounds, scl))
+    write_stac(world, items)
+    write_aois(world)
+    return world
+
+
+def footprint_4326(epsg: int, bounds) -> Polygon:
+    ring = np.array(box(*bounds).exterior.coords)
+    lon, lat = Transformer.from_crs(epsg, 4326, always_xy=True).transform(ring[:, 0], ring[:, 1])
+    return Polygon(zip(np.round(lon, 7), np.round(lat, 7)))
+
+
+def stac_item(world: World, scene: Scene, tile: TileSpec, bounds, scl: np.ndarray) -> dict:
+    spec = scene.spec
+    footprint = footprint_4326(tile.epsg, bounds)
+    valid = scl > 0
+    cloud_cover = round(float(np.isin(scl[valid], CLOUD_CLASSES).mean() * 100), 4)
+    x0, _, _, y0 = bounds[0], bounds[1], bounds[2], bounds[3]
+    reflectance_band = {"nodata": 0, "data_type": "uint16", "bits_per_sample": 15,
+                        "spatial_resolution": 10, "scale": 0.0001, "offset": spec.raster_offset}
+    assets = {}
+    for band, name in FILES.items():
+        is_scl = band == "scl"
+        res = 20 if is_scl else 10
+        assets[band] = {
+            "href": world.url(scene.path(band)),
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "title": name.removesuffix(".tif"),
+            "roles": ["data"] if is_scl else ["data", "reflectance"],
+            "proj:shape": [SIZE * 10 // res] * 2,
+            "proj:transform": [res, 0, x0, 0, -res, y0],
+            "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20}]
+            if is_scl else [reflectance_band],
+        }
+    props = {
+        "datetime": f"{spec.date}T16:54:{12 + spec.copy:02d}.{spec.orbit:03d}000Z",
+        "created": "2022-02-28T00:00:00Z",
+        "updated": spec.updated,
+        "platform": {"S2A": "sentinel-2a", "S2B": "sentinel-2b"}[spec.platform],
+        "constellation": "sentinel-2",
+        "instruments": ["msi"],
+        "eo:cloud_cover": cloud_cover,
+        "sat:relative_orbit": spec.orbit,
+        "s2:processing_baseline": spec.baseline,
+        "earthsearch:boa_offset_applied": spec.flag,
+    }
+    if scene.collection == C1_COLLECTION:
+        props |= {"grid:code": f"MGRS-{tile.name}", "proj:code": f"EPSG:{tile.epsg}"}
+    else:
+        props |= {"mgrs:utm_zone": int(tile.name[:2]), "mgrs:latitude_band": tile.name[2],
+                  "mgrs:grid_square": tile.name[3:], "proj:epsg": tile.epsg}
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [
+            "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+            "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+        ],
+        "id": scene.id,
+        "collection": scene.collection,
+        "geometry": mapping(footprint),
+        "bbox": list(footprint.bounds),
+        "properties": props,
+        "assets": assets,
+        "links": [],
+    }
+
+
+def write_stac(world: World, items: dict) -> None:
+    stac = world.root / "stac"
+    stac.mkdir(parents=True, exist_ok=True)
+    for collection, features in items.items():
+        doc = {
+            "type": "Collection", "stac_version": "1.0.0", "id": collection,
+            "description": f"test world {collection}", "license": "proprietary", "links": [],
+            "extent": {"spatial": {"bbox": [[-91, 34, -89, 36]]},
+                       "temporal": {"interval": [["2015-06-27T00:00:00Z", None]]}},
+        }
+        (stac / f"{collection}.json").write_text(json.dumps(doc))
+        (stac / f"{collection}-items.json").write_text(
+            json.dumps({"type": "FeatureCollection", "features": features}))
+
+
+def aoi_polygon_4326() -> Polygon:
+    """An irregular hexagon around the anchor, covering parts of both tiles."""
+    lon, lat = ANCHOR
+    return Polygon([(lon - 0.013, lat - 0.004), (lon - 0.004, lat - 0.011), (lon + 0.010, lat - 0.008),
+                    (lon + 0.012, lat + 0.006), (lon + 0.003, lat + 0.012), (lon - 0.011, lat + 0.009)])
+
+
+def write_aois(world: World) -> None:
+    import geopandas
+
+    world.aoi_gpkg.parent.mkdir(parents=True, exist_ok=True)
+    hexagon = geopandas.GeoDataFrame({"name": ["hexagon"]}, geometry=[aoi_polygon_4326()], crs=4326)
+    hexagon.to_crs(5070).to_file(world.aoi_gpkg, driver="GPKG")
+    lon, lat = ANCHOR
+    west = box(lon - 0.030, lat - 0.006, lon - 0.022, lat + 0.004)
+    east = box(lon + 0.020, lat - 0.004, lon + 0.030, lat + 0.008)
+    multi = geopandas.GeoDataFrame({"name": ["two parts"]}, geometry=[west.union(east)], crs=4326)
+    multi.to_file(world.aoi_multi_geojson, driver="GeoJSON")

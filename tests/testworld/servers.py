@@ -1,0 +1,188 @@
+"""Real servers on 127.0.0.1 for the test world.
+
+RangeServer: an HTTP file server that honours Range requests (single and
+multipart) and counts the body bytes it sends per path. StacServer: the
+`rustac serve` STAC API as a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+RANGE = re.compile(r"(\d*)-(\d*)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RangeServer:
+    """Serves `root` over HTTP/1.1 with byte ranges; `bytes_sent[path]` counts body bytes."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.bytes_sent: Counter = Counter()
+        self.requests: Counter = Counter()
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(_RangeHandler):
+            owner = server
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self) -> RangeServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def count(self, path: str, sent: int) -> None:
+        with self._lock:
+            self.bytes_sent[path] += sent
+            self.requests[path] += 1
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.bytes_sent.clear()
+            self.requests.clear()
+
+
+class _RangeHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    owner: RangeServer
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def _file(self) -> Path | None:
+        rel = self.path.split("?", 1)[0].lstrip("/")
+        path = (self.owner.root / rel).resolve()
+        if self.owner.root.resolve() not in path.parents or not path.is_file():
+            self.send_error(404)
+            return None
+        return path
+
+    def do_HEAD(self):
+        path = self._file()
+        if path:
+            self.send_response(200)
+            self.send_header("Content-Length", str(path.stat().st_size))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Type", "image/tiff")
+            self.end_headers()
+
+    def do_GET(self):
+        self._last_body = 0
+        path = self._file()
+        if not path:
+            return
+        data = path.read_bytes()
+        size = len(data)
+        ranges = parse_ranges(self.headers.get("Range"), size)
+        if ranges is None:
+            self._send(200, data, {"Content-Type": "image/tiff"})
+        elif not ranges:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif len(ranges) == 1:
+            start, end = ranges[0]
+            self._send(206, data[start:end + 1], {
+                "Content-Type": "image/tiff", "Content-Range": f"bytes {start}-{end}/{size}"})
+        else:
+            boundary = "s2basemap-test-boundary"
+            parts = []
+            for start, end in ranges:
+                parts.append(f"--{boundary}\r\nContent-Type: image/tiff\r\n"
+                             f"Content-Range: bytes {start}-{end}/{size}\r\n\r\n".encode())
+                parts.append(data[start:end + 1] + b"\r\n")
+            parts.append(f"--{boundary}--\r\n".encode())
+            self._send(206, b"".join(parts),
+                       {"Content-Type": f"multipart/byteranges; boundary={boundary}"})
+        self.owner.count(self.path.split("?", 1)[0], self._last_body)
+
+    def _send(self, code: int, body: bytes, headers: dict) -> None:
+        self.send_response(code)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self._last_body = len(body)
+
+
+def parse_ranges(header: str | None, size: int) -> list[tuple[int, int]] | None:
+    """[(start, end)] inclusive, [] when unsatisfiable, None when there is no Range header."""
+    if not header or not header.startswith("bytes="):
+        return None
+    ranges = []
+    for spec in header.removeprefix("bytes=").split(","):
+        match = RANGE.fullmatch(spec.strip())
+        if not match:
+            return None
+        first, last = match.groups()
+        if first == "":
+            start, end = max(size - int(last), 0), size - 1
+        else:
+            start, end = int(first), min(int(last) if last else size - 1, size - 1)
+        if start < size and start <= end:
+            ranges.append((start, end))
+    return ranges
+
+
+class StacServer:
+    """`rustac serve` on a free port, loaded with the world's collections and items."""
+
+    def __init__(self, files: list[Path], log_path: Path):
+        exe = shutil.which("rustac")
+        if exe is None:
+            raise RuntimeError("rustac is not installed: pip install rustac (see the README)")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = open(log_path, "w")
+        env = {**os.environ, "RUST_LOG": "warn"}
+        self.proc = subprocess.Popen(
+            [exe, "serve", "--addr", f"127.0.0.1:{self.port}", *map(str, files)],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self, timeout: float = 60.0) -> StacServer:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rustac serve exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/collections", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"rustac serve did not answer on {self.url} within {timeout} s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
