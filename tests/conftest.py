@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,9 +41,24 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 
 
-def world_config(world, **overrides) -> dict:
-    """A workflow config for the test world; `overrides` replace top-level keys."""
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory):
+    """Fabricated OmniCloudMask v4 weights: "cloud", "clear" (one class everywhere), "random"."""
+    from testworld.weights import fabricate_weights
+
+    root = tmp_path_factory.mktemp("weights")
+    return {kind: fabricate_weights(root / kind, kind) for kind in ("cloud", "clear", "random")}
+
+
+def world_config(world, weights_dir=None, **overrides) -> dict:
+    """A workflow config for the test world; `overrides` replace top-level keys.
+
+    Without `weights_dir` the masks come from SCL alone (no model)."""
+    mask = {"mode": "scl"}
+    if weights_dir is not None:
+        mask = {"mode": "ocm+scl", "ocm": {"weights_dir": str(weights_dir)}}
     config = {
+        "mask": mask,
         "aoi": str(world.aoi_gpkg),
         "months": ["2022-01", "2022-02"],
         "stac": {"url": world.stac_url},
@@ -54,14 +70,15 @@ def world_config(world, **overrides) -> dict:
 
 
 def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True,
-                  timeout: float = 600) -> subprocess.CompletedProcess:
+                  timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the workflow's CLI in `workdir` with `config` written to config.yaml there."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE),
            "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
            "--cores", "2", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

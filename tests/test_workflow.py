@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -15,12 +16,14 @@ MONTHS = ["2022-01", "2022-02", "2022-03"]  # March has no scenes in the world
 
 
 def planned_jobs(output: str, rule: str) -> list[dict]:
-    """Wildcards of every job of `rule` in a dry-run's output."""
+    """Wildcards (and the input line, as "_input") of every job of `rule` in a dry-run."""
     jobs = []
     for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) )", output):
         if re.match(rf"(?:local)?(?:rule|checkpoint) {rule}:", block):
             wildcards = re.search(r"wildcards: (.*)", block)
-            jobs.append(dict(kv.split("=", 1) for kv in wildcards[1].split(", ")) if wildcards else {})
+            job = dict(kv.split("=", 1) for kv in wildcards[1].split(", ")) if wildcards else {}
+            job["_input"] = (re.search(r"input: (.*)", block) or [None, ""])[1]
+            jobs.append(job)
     return jobs
 
 
@@ -35,10 +38,11 @@ def distinct_scenes(world, month):
 
 
 @pytest.fixture(scope="module")
-def fetched_run(world, tmp_path_factory):
-    """Search first, dry-run the rest (to see the DAG), then run everything."""
+def fetched_run(world, weights, tmp_path_factory):
+    """Search first, dry-run the rest (to see the DAG), then run everything,
+    masking with OmniCloudMask (fabricated "always clear" weights) and SCL."""
     workdir = tmp_path_factory.mktemp("run")
-    config = world_config(world, months=MONTHS)
+    config = world_config(world, weights["clear"], months=MONTHS)
     manifests = [f"work/{m}/manifest.json" for m in MONTHS]
     run_snakemake(workdir, config, *manifests)
     dry = run_snakemake(workdir, config, "--dry-run")
@@ -57,16 +61,30 @@ def test_dag_holds_one_fetch_job_per_distinct_scene(world, fetched_run):
     assert "S2B_15SYU_20220115_0_L2A" not in dry  # the older duplicate never becomes a job
 
 
-def test_run_fetches_every_scene_and_reports_each_month(world, fetched_run):
+def test_dag_holds_one_mask_job_per_scene_after_its_fetch(fetched_run):
+    _, dry, _, _ = fetched_run
+    fetches = {(j["period"], j["scene"]) for j in planned_jobs(dry, "fetch_scene")}
+    masks = planned_jobs(dry, "mask_scene")
+    assert sorted((j["period"], j["scene"]) for j in masks) == sorted(fetches)
+    for job in masks:  # Snakemake links jobs by files: the fetch output is the mask input
+        assert f"work/{job['period']}/scenes/{job['scene']}.tif" in job["_input"]
+        assert "PM_model_OCM_7.97" in job["_input"]  # and the model weights
+
+
+def test_run_fetches_and_masks_every_scene_and_reports_each_month(world, fetched_run):
     workdir, _, _, _ = fetched_run
     for month in MONTHS:
-        summary = json.loads((workdir / "work" / month / "fetched.json").read_text())
-        assert sorted(summary["scenes"]) == distinct_scenes(world, month)
-        assert summary["left_out"] == []
-        for scene_id in summary["scenes"]:
-            record = json.loads((workdir / "work" / month / "scenes" / f"{scene_id}.json").read_text())
-            assert record["status"] == "ok" and record["valid_pixels"] > 0
-    march = json.loads((workdir / "work" / "2022-03" / "fetched.json").read_text())
+        summary = json.loads((workdir / "work" / month / "scenes.json").read_text())
+        assert sorted(s["id"] for s in summary["scenes"]) == distinct_scenes(world, month)
+        assert [e["id"] for e in summary["left_out"]] == (
+            ["S2B_15SYU_20220115_0_L2A"] if month == "2022-01" else [])
+        for entry in summary["scenes"]:
+            record = json.loads((workdir / "work" / month / "scenes" / f"{entry['id']}.json").read_text())
+            stats = json.loads((workdir / "work" / month / "masks" / f"{entry['id']}.json").read_text())
+            assert record["status"] == "ok" and stats["status"] == "ok"
+            assert entry["valid_fraction"] == stats["valid_fraction"] > 0
+            assert stats["ocm"]["inference_resolution"] == 20 and stats["ocm"]["device"] == "cpu"
+    march = json.loads((workdir / "work" / "2022-03" / "scenes.json").read_text())
     assert march["status"] == "no_scenes"
     search_log = (workdir / "work" / "logs" / "search" / "2022-03.log").read_text()
     assert "period 2022-03: no scenes" in search_log
@@ -83,6 +101,18 @@ def test_pixel_harmonisation_is_recorded_per_scene(fetched_run):
 def test_second_run_has_nothing_to_do(fetched_run):
     _, _, _, again = fetched_run
     assert "Nothing to be done" in again
+
+
+def test_offline_machine_without_weights_stops_with_staging_instructions(world, tmp_path):
+    config = world_config(world, tmp_path / "no-weights", months=["2022-01"])
+    started = time.monotonic()
+    result = run_snakemake(tmp_path, config, check=False, env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert result.returncode != 0
+    assert time.monotonic() - started < 120
+    log = (tmp_path / "work" / "logs" / "ocm_weights.log").read_text()
+    assert "cannot reach the model hub http://127.0.0.1:9" in log
+    assert "snakemake ocm_weights" in log and str(tmp_path / "no-weights") in log
+    assert not list((tmp_path / "work").glob("*/masks/*.tif"))  # no mask without a model
 
 
 @pytest.mark.parametrize(

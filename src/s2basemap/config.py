@@ -81,6 +81,10 @@ def check_semantics(config: dict) -> None:
     periods(config)
     target_crs(config)
     check_resolution(config)
+    ocm = config["mask"]["ocm"]
+    if ocm["patch_overlap"] >= ocm["patch_size"]:
+        raise ConfigError("mask.ocm.patch_overlap",
+                          f"{ocm['patch_overlap']} is not less than patch_size {ocm['patch_size']}")
     try:
         read_aoi(config["aoi"])
     except AOIError as exc:

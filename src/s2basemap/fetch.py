@@ -238,23 +238,3 @@ def write_placeholder(tif_path, status: str, crs=None) -> None:
         dst.write(np.zeros((len(BANDS), 1, 1), dtype=np.uint16))
         dst.update_tags(STATUS=status)
 
-
-def summarise_period(manifest_path, record_paths) -> dict:
-    """One period's fetch outcome: which scenes are usable and which were left out, and why."""
-    import json
-    from pathlib import Path
-
-    from s2basemap.manifest import read_manifest
-
-    manifest = read_manifest(manifest_path)
-    records = [json.loads(Path(p).read_text()) for p in record_paths]
-    usable = [r["id"] for r in records if r["status"] == "ok"]
-    left_out = [{"id": r["id"], "status": r["status"], "reason": r["reason"]}
-                for r in records if r["status"] != "ok"]
-    status = "no_scenes" if not usable else "ok"
-    if status == "no_scenes":
-        log.warning("period %s: no usable scenes", manifest["period"])
-    for entry in left_out:
-        log.warning("period %s: %s left out (%s): %s", manifest["period"], entry["id"],
-                    entry["status"], entry["reason"])
-    return {"period": manifest["period"], "status": status, "scenes": usable, "left_out": left_out}

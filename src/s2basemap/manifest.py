@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from functools import lru_cache
 from pathlib import Path
 
 from s2basemap.atomic import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 
 def write_manifest(path: str | Path, manifest: dict) -> None:
@@ -35,3 +38,26 @@ def scene(manifest: dict, scene_id: str) -> dict:
         if record["id"] == scene_id:
             return record
     raise KeyError(f"scene {scene_id} is not in the manifest of {manifest['period']}")
+
+
+def summarise_period(manifest_path, record_paths, stats_paths) -> dict:
+    """A period's scenes after fetch and mask: usable ones with their statistics,
+    and every scene left out on the way, with its reason."""
+    manifest = read_manifest(manifest_path)
+    records = [json.loads(Path(p).read_text()) for p in record_paths]
+    stats = {s["id"]: s for s in (json.loads(Path(p).read_text()) for p in stats_paths)}
+    usable, left_out = [], list(manifest["excluded"]) + list(manifest["duplicates_removed"])
+    for record in records:
+        if record["status"] == "ok":
+            mask = stats[record["id"]]
+            usable.append({"id": record["id"], "offset": record["offset"],
+                           "valid_fraction": mask["valid_fraction"],
+                           "cloud_fraction": mask["cloud_fraction"]})
+        else:
+            left_out.append({"id": record["id"], "reason": f"{record['status']}: {record['reason']}"})
+    for entry in left_out:
+        log.info("period %s: %s left out: %s", manifest["period"], entry["id"], entry["reason"])
+    if not usable:
+        log.warning("period %s: no usable scenes", manifest["period"])
+    return {"period": manifest["period"], "status": "ok" if usable else "no_scenes",
+            "scenes": usable, "left_out": sorted(left_out, key=lambda e: e["id"])}

@@ -11,6 +11,8 @@ sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 from s2basemap import config as cfg
 from s2basemap.fetch import fetch_spec
 from s2basemap.manifest import read_manifest, scene, scene_ids
+from s2basemap.masks import MaskOptions
+from s2basemap.ocm import weight_paths
 from s2basemap.periods import PERIOD_LABEL_PATTERN
 
 try:
@@ -25,6 +27,13 @@ WORK = config["work_dir"]
 RESULTS = config["results_dir"]
 LOGS = f"{WORK}/logs"
 BENCHMARKS = f"{WORK}/benchmarks"
+MASK_USES_OCM = MaskOptions.from_config(config["mask"]).uses_ocm
+OCM_WEIGHTS = [
+    str(path)
+    for path in weight_paths(
+        config["mask"]["ocm"]["weights_dir"], config["mask"]["ocm"]["model_version"]
+    )
+]
 
 
 wildcard_constraints:
@@ -42,6 +51,13 @@ def period_scenes(wildcards):
     return scene_ids(read_manifest(manifest))
 
 
+def period_files(wildcards, pattern):
+    """One path per scene of the period, e.g. pattern "masks/{scene}.json"."""
+    return expand(
+        f"{WORK}/{wildcards.period}/{pattern}", scene=period_scenes(wildcards)
+    )
+
+
 def scene_fetch_spec(wildcards):
     """Only what decides the pixels, so unchanged scenes keep their params (and outputs)."""
     manifest = read_manifest(manifest_path(wildcards.period))
@@ -54,4 +70,4 @@ def period_bounds(wildcards):
 
 
 def all_targets():
-    return [f"{WORK}/{period}/fetched.json" for period in PERIODS]
+    return [f"{WORK}/{period}/scenes.json" for period in PERIODS]

@@ -17,20 +17,3 @@ rule fetch_scene:
         options=config["fetch"],
     script:
         "../scripts/fetch_scene.py"
-
-
-rule fetch_summary:
-    input:
-        manifest=lambda wildcards: manifest_path(wildcards.period),
-        records=lambda wildcards: expand(
-            f"{WORK}/{wildcards.period}/scenes/{{scene}}.json",
-            scene=period_scenes(wildcards),
-        ),
-    output:
-        f"{WORK}/{{period}}/fetched.json",
-    log:
-        f"{LOGS}/fetch_summary/{{period}}.log",
-    conda:
-        "../../envs/geo.yaml"
-    script:
-        "../scripts/fetch_summary.py"

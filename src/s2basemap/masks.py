@@ -1,0 +1,147 @@
+"""Per-scene invalid-pixel masks: OmniCloudMask OR SCL classes OR nodata, optionally dilated.
+
+The mask is uint8 on the fetched scene's grid; 0 means valid, and each reason
+for being invalid sets its own bit, so a user can see why a pixel was dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from scipy.ndimage import distance_transform_edt
+
+from s2basemap.atomic import atomic_path
+from s2basemap.ocm import OCMOptions, predict
+
+log = logging.getLogger(__name__)
+
+NODATA = 1  # a band (or SCL) is 0: outside the AOI or the swath
+SCL_INVALID = 2  # SCL class in mask.scl_invalid
+OCM_CLOUD = 4  # OmniCloudMask: thick cloud, thin cloud or shadow
+DILATED = 8  # within mask.dilation_metres of cloud or shadow
+SCL_CLOUD_AND_SHADOW = (3, 8, 9, 10)  # the SCL classes that dilation grows
+MODES = ("ocm+scl", "scl", "ocm")
+
+
+@dataclass(frozen=True)
+class MaskOptions:
+    mode: str = "ocm+scl"
+    scl_invalid: tuple[int, ...] = (1, 3, 8, 9, 10, 11)
+    dilation_metres: float = 0.0
+    ocm: OCMOptions = OCMOptions()
+
+    @classmethod
+    def from_config(cls, mask_config: dict) -> MaskOptions:
+        return cls(mode=mask_config["mode"], scl_invalid=tuple(mask_config["scl_invalid"]),
+                   dilation_metres=float(mask_config["dilation_metres"]),
+                   ocm=OCMOptions.from_config(mask_config["ocm"]))
+
+    @property
+    def uses_ocm(self) -> bool:
+        return "ocm" in self.mode.split("+")
+
+    @property
+    def uses_scl(self) -> bool:
+        return "scl" in self.mode.split("+")
+
+
+def combine(bands: np.ndarray, scl: np.ndarray, ocm_classes: np.ndarray | None,
+            options: MaskOptions, pixel_size: float) -> np.ndarray:
+    """The bit mask of one scene; `ocm_classes` is None in `scl` mode."""
+    mask = np.zeros(scl.shape, dtype=np.uint8)
+    mask[(bands == 0).any(axis=0) | (scl == 0)] |= NODATA
+    cloud = np.zeros(scl.shape, dtype=bool)
+    if options.uses_scl:
+        mask[np.isin(scl, options.scl_invalid)] |= SCL_INVALID
+        cloud |= np.isin(scl, [c for c in SCL_CLOUD_AND_SHADOW if c in options.scl_invalid])
+    if options.uses_ocm:
+        mask[ocm_classes > 0] |= OCM_CLOUD
+        cloud |= ocm_classes > 0
+    if options.dilation_metres > 0 and cloud.any():
+        mask[dilate(cloud, options.dilation_metres, pixel_size) & ~cloud] |= DILATED
+    return mask
+
+
+def dilate(region: np.ndarray, metres: float, pixel_size: float) -> np.ndarray:
+    """Every pixel whose centre lies within `metres` of a region pixel's centre."""
+    return distance_transform_edt(~region, sampling=pixel_size) <= metres
+
+
+def mask_scene(scene_tif, fetch_record: dict, mask_tif, options: MaskOptions, models=None) -> dict:
+    """Write the scene's mask GeoTIFF and return its statistics."""
+    if fetch_record["status"] != "ok":
+        write_empty_mask(scene_tif, mask_tif)
+        return {"id": fetch_record["id"], "status": "skipped",
+                "reason": f"fetch {fetch_record['status']}: {fetch_record.get('reason', '')}"}
+    with rasterio.open(scene_tif) as src:
+        stack = src.read()
+        profile = mask_profile(src.profile)
+        pixel_size = abs(src.transform.a)
+    bands, scl = stack[:4], stack[4]
+    ocm_classes, run = None, None
+    if options.uses_ocm:
+        red_green_nir = stack[[2, 1, 3]]
+        ocm_classes, run = predict(red_green_nir, options.ocm, models=models)
+        log.info("%s: OmniCloudMask at %d m on %s (%s, batch %d) in %.1f s", fetch_record["id"],
+                 options.ocm.inference_resolution, run.device, run.dtype, run.batch_size, run.seconds)
+    mask = combine(bands, scl, ocm_classes, options, pixel_size)
+    with atomic_path(mask_tif) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(mask, 1)
+        dst.update_tags(BITS="1 nodata, 2 SCL invalid class, 4 OmniCloudMask cloud/shadow, "
+                             "8 dilation; 0 valid", MODE=options.mode)
+    return statistics(fetch_record, mask, scl, ocm_classes, options, run)
+
+
+def statistics(fetch_record, mask, scl, ocm_classes, options: MaskOptions, run) -> dict:
+    data = (mask & NODATA) == 0
+    cloud = np.zeros(mask.shape, dtype=bool)
+    if options.uses_scl:
+        cloud |= np.isin(scl, SCL_CLOUD_AND_SHADOW)
+    if options.uses_ocm:
+        cloud |= ocm_classes > 0
+    valid = int((mask == 0).sum())
+    aoi_pixels = int(fetch_record.get("aoi_pixels") or mask.size)
+    data_pixels = int(data.sum())
+    stats = {
+        "id": fetch_record["id"],
+        "status": "ok",
+        "mode": options.mode,
+        "aoi_pixels": aoi_pixels,
+        "data_pixels": data_pixels,
+        "valid_pixels": valid,
+        "valid_fraction": round(valid / aoi_pixels, 6) if aoi_pixels else 0.0,
+        "cloud_fraction": round(int((cloud & data).sum()) / data_pixels, 6) if data_pixels else 0.0,
+        "scl_invalid": list(options.scl_invalid),
+        "dilation_metres": options.dilation_metres,
+    }
+    if run is not None:
+        stats["ocm"] = {"inference_resolution": options.ocm.inference_resolution,
+                        "model_version": options.ocm.model_version,
+                        "patch_size": options.ocm.patch_size, "patch_overlap": options.ocm.patch_overlap,
+                        **vars(run)}
+    return stats
+
+
+def mask_profile(scene_profile: dict) -> dict:
+    return {"driver": "GTiff", "dtype": "uint8", "count": 1, "width": scene_profile["width"],
+            "height": scene_profile["height"], "crs": scene_profile["crs"],
+            "transform": scene_profile["transform"], "tiled": True, "blockxsize": 512,
+            "blockysize": 512, "compress": "deflate", "predictor": 2}
+
+
+def write_empty_mask(scene_tif, mask_tif) -> None:
+    """A placeholder scene gets a placeholder mask: every pixel nodata."""
+    with rasterio.open(scene_tif) as src:
+        profile = mask_profile(src.profile) | {"tiled": False}
+        profile.pop("blockxsize"), profile.pop("blockysize")
+    with atomic_path(mask_tif) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(np.full((1, profile["height"], profile["width"]), NODATA, dtype=np.uint8))
+
+
+def load_record(path) -> dict:
+    return json.loads(Path(path).read_text())

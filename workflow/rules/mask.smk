@@ -1,0 +1,50 @@
+rule ocm_weights:
+    output:
+        OCM_WEIGHTS,
+    log:
+        f"{LOGS}/ocm_weights.log",
+    conda:
+        "../../envs/mask.yaml"
+    params:
+        weights_dir=lambda wildcards, output: Path(output[0]).parent,
+        version=config["mask"]["ocm"]["model_version"],
+    script:
+        "../scripts/download_weights.py"
+
+
+rule mask_scene:
+    input:
+        scene=f"{WORK}/{{period}}/scenes/{{scene}}.tif",
+        record=f"{WORK}/{{period}}/scenes/{{scene}}.json",
+        weights=OCM_WEIGHTS if MASK_USES_OCM else [],
+    output:
+        mask=f"{WORK}/{{period}}/masks/{{scene}}.tif",
+        stats=f"{WORK}/{{period}}/masks/{{scene}}.json",
+    log:
+        f"{LOGS}/mask/{{period}}/{{scene}}.log",
+    benchmark:
+        f"{BENCHMARKS}/mask/{{period}}/{{scene}}.tsv"
+    conda:
+        "../../envs/mask.yaml"
+    threads: 4
+    resources:
+        gpu=1 if MASK_USES_OCM else 0,
+    params:
+        options=config["mask"],
+    script:
+        "../scripts/mask_scene.py"
+
+
+rule scene_summary:
+    input:
+        manifest=lambda wildcards: manifest_path(wildcards.period),
+        records=lambda wildcards: period_files(wildcards, "scenes/{scene}.json"),
+        stats=lambda wildcards: period_files(wildcards, "masks/{scene}.json"),
+    output:
+        f"{WORK}/{{period}}/scenes.json",
+    log:
+        f"{LOGS}/scene_summary/{{period}}.log",
+    conda:
+        "../../envs/geo.yaml"
+    script:
+        "../scripts/scene_summary.py"
