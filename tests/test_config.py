@@ -21,7 +21,8 @@ def test_defaults_fill_what_the_user_omits(good):
     assert config["stac"]["collection"] == "sentinel-2-l2a"
     assert config["stac"]["assets"] == {b: b for b in ("blue", "green", "red", "nir", "scl")}
     assert config["composite"]["percentile"] == 25
-    assert config["target"] == {"crs": "EPSG:5070", "resolution": 10, "tile_size": 4096}
+    assert config["target"] == {"crs": "EPSG:5070", "resolution": 10, "tile_size": 2048}
+    assert config["mask"]["mode"] == "ocm+scl" and config["mask"]["ocm"]["inference_resolution"] == 20
     assert config["work_dir"] == "work" and config["results_dir"] == "results"
 
 

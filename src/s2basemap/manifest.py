@@ -29,6 +29,10 @@ def _read_cached(path: str, mtime_ns: int, size: int) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def load_json(path: str | Path):
+    return json.loads(Path(path).read_text())
+
+
 def scene_ids(manifest: dict) -> list[str]:
     return [scene["id"] for scene in manifest["scenes"]]
 

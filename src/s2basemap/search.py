@@ -87,6 +87,7 @@ def scene_from_item(item: dict, asset_keys: dict[str, str]) -> dict:
         "cloud_cover": props.get("eo:cloud_cover"),
         "relative_orbit": props.get("sat:relative_orbit"),
         "updated": props.get("updated") or props.get("created"),
+        "bbox": item.get("bbox") or list(shape(item["geometry"]).bounds),
         "offset": offset_from_metadata(props, assets[asset_keys["red"]]),
     }
 

@@ -8,8 +8,14 @@ from snakemake.exceptions import WorkflowError
 # (Snakemake puts a script's directory on sys.path, conda envs included).
 sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 
+from dataclasses import asdict
+
+from shapely.geometry import box
+
 from s2basemap import config as cfg
+from s2basemap.aoi import read_aoi
 from s2basemap.fetch import fetch_spec
+from s2basemap.grid import TILE_ID_PATTERN, output_grid
 from s2basemap.manifest import read_manifest, scene, scene_ids
 from s2basemap.masks import MaskOptions
 from s2basemap.ocm import weight_paths
@@ -25,6 +31,16 @@ except cfg.ConfigError as exc:
 PERIODS = {period.label: period for period in cfg.periods(config)}
 WORK = config["work_dir"]
 RESULTS = config["results_dir"]
+BASE = config["output"]["filename_base"]
+AOI = read_aoi(config["aoi"])
+GRID = output_grid(
+    AOI,
+    config["target"]["crs"],
+    cfg.resolution(config),
+    config["target"]["tile_size"],
+)
+TILES = GRID.tile_ids(AOI.in_crs(GRID.crs))
+TILE_FOOTPRINTS = {tile: GRID.tile_footprint_4326(tile) for tile in TILES}
 LOGS = f"{WORK}/logs"
 BENCHMARKS = f"{WORK}/benchmarks"
 MASK_USES_OCM = MaskOptions.from_config(config["mask"]).uses_ocm
@@ -39,6 +55,8 @@ OCM_WEIGHTS = [
 wildcard_constraints:
     period=PERIOD_LABEL_PATTERN,
     scene=r"[A-Za-z0-9][A-Za-z0-9_.\-]*",
+    tile=TILE_ID_PATTERN,
+    dates=r"[0-9]{4}_[0-9]{2}_[0-9]{2}_to_[0-9]{4}_[0-9]{2}_[0-9]{2}",
 
 
 def manifest_path(period):
@@ -69,5 +87,45 @@ def period_bounds(wildcards):
     return {"start": period.start.isoformat(), "end": period.end.isoformat()}
 
 
+def period_manifest(wildcards):
+    return read_manifest(
+        checkpoints.search.get(period=wildcards.period).output.manifest
+    )
+
+
+def tile_scene_files(wildcards, pattern):
+    """Files of the period's scenes whose footprint touches the tile."""
+    footprint = TILE_FOOTPRINTS[wildcards.tile]
+    scenes = [
+        s["id"]
+        for s in period_manifest(wildcards)["scenes"]
+        if footprint.intersects(box(*s["bbox"]))
+    ]
+    return expand(f"{WORK}/{wildcards.period}/{pattern}", scene=scenes)
+
+
+def product_files(period):
+    stem = f"{RESULTS}/{period}/{BASE}_{PERIODS[period].filename_dates}"
+    return {
+        "mosaic": f"{stem}.tif",
+        "counts": f"{stem}_count.tif",
+        "quicklook": f"{stem}_quicklook.png",
+    }
+
+
+def metadata_inputs(wildcards):
+    """Everything a period's metadata needs; the mosaic only when there are scenes."""
+    inputs = {
+        "manifest": manifest_path(wildcards.period),
+        "summary": f"{WORK}/{wildcards.period}/scenes.json",
+        "aoi": rules.prepare_aoi.output[0],
+        "records": period_files(wildcards, "scenes/{scene}.json"),
+        "stats": period_files(wildcards, "masks/{scene}.json"),
+    }
+    if period_manifest(wildcards)["scenes"]:
+        inputs |= product_files(wildcards.period)
+    return inputs
+
+
 def all_targets():
-    return [f"{WORK}/{period}/scenes.json" for period in PERIODS]
+    return [f"{RESULTS}/{period}/metadata.json" for period in PERIODS]

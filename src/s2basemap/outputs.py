@@ -1,0 +1,277 @@
+"""One period's products: the mosaic COG, the observation-count COG, metadata.json,
+a STAC Item and a quicklook PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from pyproj import CRS
+from shapely.geometry import mapping
+
+import s2basemap
+from s2basemap.aoi import AOI
+from s2basemap.atomic import atomic_path, atomic_write_json
+from s2basemap.composite import PRODUCT_BANDS
+from s2basemap.grid import OutputGrid
+from s2basemap.periods import Period
+
+log = logging.getLogger(__name__)
+
+REFLECTANCE_SCALE = 0.0001
+QUICKLOOK_EDGE = 1024
+COLOR_INTERP = {"Red": "Red", "Green": "Green", "Blue": "Blue"}
+ITEM_SIMPLIFY_DEGREES = 1e-5  # ~1 m: the Item's outline, not the clip, so keep it small
+
+
+def product_name(base: str, period: Period) -> str:
+    """`{base}_{YYYY_MM_DD}_to_{YYYY_MM_DD}`, the reference system's naming."""
+    return f"{base}_{period.filename_dates}"
+
+
+def mosaic_vrt(grid: OutputGrid, tiles: dict[str, str], bands: list[int], descriptions: list[str],
+               nodata: int | None, scale: float | None, tags: dict) -> str:
+    """A VRT placing each tile GeoTIFF at its offset in the output grid.
+
+    Descriptions, scale and tags live in the VRT so that the COG driver copies
+    them: editing a COG afterwards would break its layout.
+    """
+    lines = [f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">',
+             f"  <SRS>{escape(CRS.from_user_input(grid.crs).to_wkt())}</SRS>",
+             f"  <GeoTransform>{grid.x0!r}, {grid.res_x!r}, 0, {grid.y0!r}, 0, {-grid.res_y!r}</GeoTransform>",
+             "  <Metadata>",
+             *(f'    <MDI key="{escape(k)}">{escape(str(v))}</MDI>' for k, v in sorted(tags.items())),
+             "  </Metadata>"]
+    for out_band, (band, description) in enumerate(zip(bands, descriptions), start=1):
+        lines.append(f'  <VRTRasterBand dataType="UInt16" band="{out_band}">')
+        lines.append(f"    <Description>{escape(description)}</Description>")
+        lines.append(f"    <ColorInterp>{COLOR_INTERP.get(description, 'Undefined')}</ColorInterp>")
+        if nodata is not None:
+            lines.append(f"    <NoDataValue>{nodata}</NoDataValue>")
+        if scale is not None:
+            lines.append(f"    <Offset>0</Offset><Scale>{scale!r}</Scale>")
+        for tile_id, path in sorted(tiles.items()):
+            row_off, col_off, height, width = grid.tile_window(tile_id)
+            lines += [
+                "    <SimpleSource>",
+                f'      <SourceFilename relativeToVRT="0">{escape(str(Path(path).resolve()))}</SourceFilename>',
+                f"      <SourceBand>{band}</SourceBand>",
+                f'      <SrcRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>',
+                f'      <DstRect xOff="{col_off}" yOff="{row_off}" xSize="{width}" ySize="{height}"/>',
+                "    </SimpleSource>",
+            ]
+        lines.append("  </VRTRasterBand>")
+    lines.append("</VRTDataset>")
+    return "\n".join(lines)
+
+
+def write_cog(vrt_xml: str, out_path, compress: str, resampling: str) -> None:
+    """GDAL's COG driver: 512 px blocks, predictor 2, internal overviews."""
+    out_path = Path(out_path)
+    vrt = out_path.with_name(f".{out_path.stem}.vrt")  # scratch, removed below
+    try:
+        vrt.write_text(vrt_xml)
+        with atomic_path(out_path) as tmp:
+            rasterio.shutil.copy(
+                vrt, tmp, driver="COG", COMPRESS=compress.upper(), PREDICTOR="YES", BLOCKSIZE=512,
+                OVERVIEW_RESAMPLING=resampling.upper(), BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+    finally:
+        vrt.unlink(missing_ok=True)
+
+
+def assemble(grid: OutputGrid, tiles: dict[str, str], mosaic_path, count_path, compress: str,
+             tags: dict) -> None:
+    """The mosaic (averaged overviews) and the count (nearest overviews) as COGs."""
+    reflectance = tags | {"REFLECTANCE": f"DN * {REFLECTANCE_SCALE} (band scale)"}
+    write_cog(mosaic_vrt(grid, tiles, [1, 2, 3, 4], list(PRODUCT_BANDS), 0, REFLECTANCE_SCALE,
+                         reflectance), mosaic_path, compress, "average")
+    write_cog(mosaic_vrt(grid, tiles, [5], ["valid observations"], None, None, tags),
+              count_path, compress, "nearest")
+
+
+def coverage(mosaic_path, aoi: AOI) -> float:
+    """Share of the AOI's pixels that got a value."""
+    from rasterio.features import geometry_mask
+
+    with rasterio.open(mosaic_path) as src:
+        inside = geometry_mask([aoi.in_crs(src.crs)], out_shape=src.shape, transform=src.transform,
+                               invert=True)
+        filled = src.read(1) > 0
+    return float((filled & inside).sum() / max(int(inside.sum()), 1))
+
+
+def quicklook(mosaic_path, png_path, edge: int = QUICKLOOK_EDGE) -> None:
+    """A small RGBA PNG: red, green, blue stretched 2-98 %, nodata transparent."""
+    with rasterio.open(mosaic_path) as src:
+        factor = max(1, int(np.ceil(max(src.width, src.height) / edge)))
+        shape = (3, max(1, src.height // factor), max(1, src.width // factor))
+        rgb = src.read([1, 2, 3], out_shape=shape, resampling=rasterio.enums.Resampling.average)
+    valid = (rgb > 0).all(axis=0)
+    rgba = np.zeros((4, *shape[1:]), dtype=np.uint8)
+    for band in range(3):
+        values = rgb[band][valid]
+        low, high = np.percentile(values, (2, 98)) if values.size else (0, 1)
+        stretched = (rgb[band].astype(np.float64) - low) / max(high - low, 1) * 254 + 1
+        rgba[band] = np.where(valid, np.clip(stretched, 1, 255), 0).astype(np.uint8)
+    rgba[3] = np.where(valid, 255, 0)
+    with atomic_path(png_path) as tmp:
+        with rasterio.open(tmp, "w", driver="PNG", width=shape[2], height=shape[1], count=4,
+                           dtype="uint8") as dst:
+            dst.write(rgba)
+        Path(str(tmp) + ".aux.xml").unlink(missing_ok=True)
+
+
+def attribution(datetimes: list[str], fallback_year: int) -> str:
+    years = sorted({text[:4] for text in datetimes}) or [str(fallback_year)]
+    return f"Contains modified Copernicus Sentinel data {', '.join(years)}"
+
+
+def software_versions() -> dict:
+    import numpy
+    import pyproj
+
+    versions = {"s2basemap": s2basemap.__version__, "python": platform.python_version(),
+                "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__,
+                "numpy": numpy.__version__, "pyproj": pyproj.__version__}
+    try:
+        from importlib.metadata import version
+
+        versions["omnicloudmask"] = version("omnicloudmask")
+    except Exception:  # not installed: scl-only runs do not need it
+        pass
+    return versions
+
+
+def scene_entries(manifest: dict, records: dict, stats: dict) -> list[dict]:
+    """Provenance of every scene that went into the mosaic."""
+    entries = []
+    for scene in manifest["scenes"]:
+        record = records.get(scene["id"], {})
+        if record.get("status") != "ok":
+            continue
+        mask = stats.get(scene["id"], {})
+        entries.append({
+            "id": scene["id"], "datetime": scene["datetime"], "tile": scene["tile"],
+            "processing_baseline": scene["processing_baseline"], "hrefs": scene["assets"],
+            "offset": record["offset"], "valid_fraction": mask.get("valid_fraction"),
+            "cloud_fraction": mask.get("cloud_fraction"),
+        })
+    return entries
+
+
+def build_metadata(period: Period, grid: OutputGrid, manifest: dict, summary: dict, records: dict,
+                   stats: dict, settings: dict, files: dict, valid_coverage: float | None,
+                   processing_seconds: dict) -> dict:
+    crs = CRS.from_user_input(grid.crs)
+    scenes = scene_entries(manifest, records, stats)
+    status = "ok" if scenes else ("no_scenes" if not manifest["scenes"] else "no_usable_scenes")
+    return {
+        "product": files.get("mosaic", "").removesuffix(".tif") or None,
+        "status": status,
+        "period": {"label": period.label, "start": period.start.isoformat(), "end": period.end.isoformat()},
+        "files": files,
+        "crs": {"name": crs.name, "epsg": crs.to_epsg(), "wkt": crs.to_wkt()},
+        "resolution": [grid.res_x, grid.res_y],
+        "resolution_unit": crs.axis_info[0].unit_name,
+        "bounds": list(grid.bounds),
+        "size": {"width": grid.width, "height": grid.height},
+        "bands": list(PRODUCT_BANDS),
+        "nodata": 0,
+        "reflectance_scale": REFLECTANCE_SCALE,
+        "percentile": settings["percentile"],
+        "composite": {"resampling": settings["resampling"], "tile_size": grid.tile_size},
+        "mask": settings["mask"],
+        "source": manifest["source"],
+        "scenes": scenes,
+        "left_out": summary["left_out"],
+        "valid_coverage": valid_coverage,
+        "software": software_versions(),
+        "processing_seconds": processing_seconds,
+        "attribution": attribution([s["datetime"] for s in scenes], period.start.year),
+    }
+
+
+def stac_item(metadata: dict, aoi: AOI, period: Period, files: dict) -> dict:
+    """A STAC 1.1 Item of the mosaic (core fields only, so it validates offline)."""
+    geometry = aoi.geometry_4326.simplify(ITEM_SIMPLIFY_DEGREES, preserve_topology=True)
+    source = metadata["source"]
+    links = [{"rel": "derived_from", "type": "application/geo+json",
+              "href": f"{source['url'].rstrip('/')}/collections/{source['collection']}/items/{s['id']}"}
+             for s in metadata["scenes"]]
+    assets = {"metadata": {"href": f"./{files['metadata']}", "type": "application/json",
+                           "roles": ["metadata"], "title": "Provenance and settings"}}
+    if "mosaic" in files:
+        bands = [{"name": name.lower(), "description": f"{name} surface reflectance, DN * 0.0001",
+                  "nodata": 0, "data_type": "uint16"} for name in PRODUCT_BANDS]
+        assets |= {
+            "mosaic": {"href": f"./{files['mosaic']}", "roles": ["data"], "bands": bands,
+                       "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                       "title": f"{metadata['percentile']}th percentile cloud-free mosaic"},
+            "count": {"href": f"./{files['counts']}", "roles": ["data"],
+                      "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                      "title": "Valid observations per pixel",
+                      "bands": [{"name": "count", "data_type": "uint16"}]},
+            "thumbnail": {"href": f"./{files['quicklook']}", "type": "image/png",
+                          "roles": ["thumbnail", "overview"], "title": "Quicklook"},
+        }
+    return {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "stac_extensions": [],
+        "id": metadata["product"] or f"no-scenes-{period.label}",
+        "geometry": mapping(geometry),
+        "bbox": list(geometry.bounds),
+        "properties": {
+            "datetime": None,
+            "start_datetime": f"{period.start.isoformat()}T00:00:00Z",
+            "end_datetime": f"{period.end.isoformat()}T23:59:59Z",
+            "description": f"{metadata['attribution']}. Status: {metadata['status']}.",
+            "constellation": "sentinel-2",
+            "instruments": ["msi"],
+            "license": "other",
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "links": links,
+        "assets": assets,
+    }
+
+
+def processing_seconds(benchmarks_dir, period_label: str) -> dict:
+    """Wall seconds per stage from the jobs' Snakemake benchmark files."""
+    totals = {}
+    for stage in ("fetch", "mask", "composite"):
+        seconds = 0.0
+        for path in sorted(Path(benchmarks_dir, stage, period_label).glob("*.tsv")):
+            rows = path.read_text().splitlines()
+            if len(rows) > 1:
+                seconds += float(rows[-1].split("\t")[0])
+        totals[stage] = round(seconds, 3)
+    return totals
+
+
+def describe_period(period: Period, grid: OutputGrid, aoi: AOI, manifest: dict, summary: dict,
+                    record_paths, stats_paths, settings: dict, mosaic_files: dict | None,
+                    benchmarks_dir, metadata_path, item_path) -> dict:
+    """Write metadata.json and the STAC Item of one period (with or without a mosaic)."""
+    records = {r["id"]: r for r in (json.loads(Path(p).read_text()) for p in record_paths)}
+    stats = {s["id"]: s for s in (json.loads(Path(p).read_text()) for p in stats_paths)}
+    files = {"metadata": Path(metadata_path).name, "stac_item": Path(item_path).name}
+    valid_coverage = None
+    if mosaic_files:
+        files |= {key: Path(path).name for key, path in mosaic_files.items()}
+        valid_coverage = round(coverage(mosaic_files["mosaic"], aoi), 6)
+    metadata = build_metadata(period, grid, manifest, summary, records, stats, settings, files,
+                              valid_coverage, processing_seconds(benchmarks_dir, period.label))
+    atomic_write_json(metadata_path, metadata)
+    atomic_write_json(item_path, stac_item(metadata, aoi, period, files))
+    log.info("period %s: %s, %d scenes, coverage %s", period.label, metadata["status"],
+             len(metadata["scenes"]), valid_coverage)
+    return metadata

@@ -1,0 +1,109 @@
+"""Output grid and the percentile kernels, against numpy."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from shapely.geometry import box
+
+from pyproj import CRS
+
+from s2basemap.aoi import AOI, read_aoi
+from s2basemap.grid import output_grid
+from s2basemap.percentile import (CUDA_SOURCE, MAX_OBSERVATIONS_GPU, gpu_available, percentile_cpu,
+                                  percentile_gpu)
+
+
+def numpy_reference(values, valid, q):
+    """np.percentile over each pixel's valid values, rounded half to even; 0 where none."""
+    n_obs, n_bands, height, width = values.shape
+    out = np.zeros((n_bands, height, width), dtype=np.uint16)
+    for row in range(height):
+        for col in range(width):
+            sample = values[valid[:, row, col], :, row, col]
+            if len(sample):
+                out[:, row, col] = np.rint(np.percentile(sample, q, axis=0))
+    return out, valid.sum(axis=0).astype(np.uint16)
+
+
+def random_stack(seed, n_obs=9, shape=(40, 37), invalid=0.4):
+    rng = np.random.default_rng(seed)
+    values = rng.integers(1, 12000, (n_obs, 4, *shape)).astype(np.uint16)
+    valid = rng.random((n_obs, *shape)) > invalid
+    # the edge cases: no, one and two valid observations
+    valid[:, 0, 0] = False
+    valid[:, 0, 1] = False
+    valid[4, 0, 1] = True
+    valid[:, 0, 2] = False
+    valid[[2, 7], 0, 2] = True
+    values[2, :, 0, 2], values[7, :, 0, 2] = 101, 102  # a midpoint of x.5: rounds to even
+    return values, valid
+
+
+@pytest.mark.parametrize("q", [0, 25, 33.3, 50, 62.5, 90, 100])
+def test_cpu_kernel_equals_numpy(q):
+    values, valid = random_stack(int(q * 10))
+    out, count = percentile_cpu(values, valid, q)
+    expected, expected_count = numpy_reference(values, valid, q)
+    np.testing.assert_array_equal(count, expected_count)
+    np.testing.assert_array_equal(out, expected)
+    assert count[0, 0] == 0 and (out[:, 0, 0] == 0).all()
+    assert (out[:, 0, 1] == values[4, :, 0, 1]).all()  # one observation: itself
+
+
+def test_midpoints_round_half_to_even():
+    values, valid = random_stack(1)
+    out, _ = percentile_cpu(values, valid, 50)
+    assert (out[:, 0, 2] == 102).all()  # median of 101 and 102 is 101.5 -> 102 (even)
+
+
+def test_kernel_rejects_wrong_types():
+    values, valid = random_stack(2)
+    with pytest.raises(TypeError):
+        percentile_cpu(values.astype(np.int32), valid, 25)
+    with pytest.raises(ValueError, match="within 0-100"):
+        percentile_cpu(values, valid, 101)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="needs cupy and a CUDA device")
+@pytest.mark.parametrize("q", [0, 25, 33.3, 50, 90, 100])
+def test_gpu_kernel_is_identical_to_cpu(q):
+    values, valid = random_stack(int(q) + 5, n_obs=40, shape=(300, 257))
+    np.testing.assert_array_equal(percentile_gpu(values, valid, q)[0], percentile_cpu(values, valid, q)[0])
+    np.testing.assert_array_equal(percentile_gpu(values, valid, q)[1], percentile_cpu(values, valid, q)[1])
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_cuda_source_compiles(tmp_path):
+    """Without a GPU the kernel cannot run, but nvcc can still reject a broken source."""
+    source = tmp_path / "kernel.cu"
+    source.write_text(CUDA_SOURCE.replace("MAX_OBS", str(MAX_OBSERVATIONS_GPU)))
+    result = subprocess.run(["nvcc", "-c", str(source), "-o", str(tmp_path / "kernel.o")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_grid_snaps_to_whole_pixels_and_keeps_only_tiles_touching_the_aoi():
+    # an L-shaped AOI: its bounding box has a corner the AOI never touches
+    shape = box(0, 0, 1000, 300).union(box(0, 0, 300, 1000))
+    aoi = AOI(shape, CRS.from_epsg(32615))
+    grid = output_grid(aoi, "EPSG:32615", (30.0, 30.0), tile_size=10)  # 300 m tiles
+    assert (grid.x0, grid.y0, grid.width, grid.height) == (0.0, 1020.0, 34, 34)
+    tiles = grid.tile_ids(shape)
+    assert "0000_0000" in tiles and "0003_0000" in tiles and "0003_0003" in tiles
+    assert "0000_0003" not in tiles  # top-right corner of the L's bounding box
+    assert grid.tile_window("0003_0003") == (30, 30, 4, 4)  # the last tile is cut at the edge
+
+
+def test_grid_in_degrees(world):
+    aoi = read_aoi(world.aoi_gpkg)
+    grid = output_grid(aoi, "EPSG:4326", (0.0001, 0.0001), tile_size=256)
+    minx, miny, maxx, maxy = aoi.geometry_4326.bounds
+    assert grid.x0 <= minx < grid.x0 + 0.0001 and grid.y0 - 0.0001 < maxy <= grid.y0
+    left, bottom, right, top = grid.bounds
+    assert right >= maxx and bottom <= miny
+    assert grid.width == pytest.approx((maxx - minx) / 0.0001, abs=2)

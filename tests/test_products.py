@@ -1,0 +1,180 @@
+"""The whole mosaic, end to end through Snakemake, against an independent numpy reference.
+
+The reference never touches the workflow's code: it reads the world's source
+COGs, finds each output pixel's source pixel with pyproj, applies the world's
+known offset and SCL, clips with shapely, and calls np.nanpercentile.
+
+Nearest neighbour has ties: a target pixel centre that maps within a hair of a
+source pixel edge (or of the AOI outline) may fall either way, and PROJ's
+iterative inverse projections differ between builds by ~0.1 mm. Such pixels
+(TIE_PIXELS of a source pixel, TIE_METRES of the outline) are reported and
+left out of the exact comparison; they are a handful in tens of thousands.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import geopandas
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from pyproj import Transformer
+from rio_cogeo.cogeo import cog_validate
+
+from conftest import run_snakemake, world_config
+
+SCL_INVALID = (1, 3, 8, 9, 10, 11)
+TIE_PIXELS = 1e-4
+TIE_METRES = 1e-3
+PERCENTILE = 25
+RUNS = {
+    "albers": {"crs": "EPSG:5070", "resolution": 10, "tile_size": 256},
+    "wgs84": {"crs": "EPSG:4326", "resolution": 0.0001, "tile_size": 256},
+}
+METADATA_FIELDS = {
+    "product", "status", "period", "files", "crs", "resolution", "resolution_unit", "bounds", "size",
+    "bands", "nodata", "reflectance_scale", "percentile", "composite", "mask", "source", "scenes",
+    "left_out", "valid_coverage", "software", "processing_seconds", "attribution",
+}
+SCENE_FIELDS = {"id", "datetime", "tile", "processing_baseline", "hrefs", "offset",
+                "valid_fraction", "cloud_fraction"}
+
+
+@pytest.fixture(scope="module", params=list(RUNS))
+def product_run(request, world, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp(f"products-{request.param}")
+    config = world_config(world, target=RUNS[request.param],
+                          composite={"percentile": PERCENTILE})
+    run_snakemake(workdir, config)
+    return request.param, workdir
+
+
+def kept_scenes(world, month):
+    newest = {}
+    for scene in world.scenes:
+        if scene.month == month:
+            key = (scene.tile, scene.spec.date)
+            if key not in newest or scene.spec.updated > newest[key].spec.updated:
+                newest[key] = scene
+    return list(newest.values())
+
+
+def near_edge(geometry, x, y, crs_is_geographic):
+    """Points within TIE_METRES of the outline (in degrees: about that many metres)."""
+    tolerance = TIE_METRES / 111_320 if crs_is_geographic else TIE_METRES
+    return shapely.distance(geometry.boundary, shapely.points(x, y)) < tolerance
+
+
+def reference_mosaic(world, month, crs, transform, shape):
+    """(4, H, W) R, G, B, NIR, the (H, W) count and the (H, W) tie pixels, from the source files."""
+    aoi = geopandas.read_file(world.aoi_gpkg)
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    x, y = transform * (cols + 0.5, rows + 0.5)
+    target_aoi = aoi.to_crs(crs).geometry.union_all()
+    inside_target = shapely.contains_xy(target_aoi, x, y)
+    ties = near_edge(target_aoi, x, y, crs.is_geographic)
+    layers, valid_layers = [], []
+    for scene in kept_scenes(world, month):
+        with rasterio.open(scene.path("red")) as src:
+            src_transform, size = src.transform, src.width
+        sx, sy = Transformer.from_crs(crs, scene.epsg, always_xy=True).transform(x, y)
+        fcol, frow = (sx - src_transform.c) / 10, (src_transform.f - sy) / 10
+        col, row = np.floor(fcol).astype(int), np.floor(frow).astype(int)
+        on_tile = (col >= 0) & (col < size) & (row >= 0) & (row < size)
+        ties |= on_tile & ((np.abs(fcol - np.round(fcol)) < TIE_PIXELS)
+                           | (np.abs(frow - np.round(frow)) < TIE_PIXELS))
+        col, row = np.clip(col, 0, size - 1), np.clip(row, 0, size - 1)
+        dn = []
+        for band in ("red", "green", "blue", "nir"):
+            with rasterio.open(scene.path(band)) as src:
+                dn.append(src.read(1)[row, col].astype(np.int64))
+        dn = np.stack(dn)
+        with rasterio.open(scene.path("scl")) as src:
+            scl = src.read(1)[row // 2, col // 2]
+        centre_x = src_transform.c + (col + 0.5) * 10
+        centre_y = src_transform.f - (row + 0.5) * 10
+        source_aoi = aoi.to_crs(scene.epsg).geometry.union_all()
+        inside_source = shapely.contains_xy(source_aoi, centre_x, centre_y)
+        ties |= on_tile & near_edge(source_aoi, centre_x, centre_y, False)
+        offset = -1000 if scene.spec.data_offset else 0
+        value = np.where(dn == 0, 0, np.maximum(dn + offset, 1))
+        valid = (on_tile & inside_target & inside_source & (dn > 0).all(axis=0)
+                 & (scl != 0) & ~np.isin(scl, SCL_INVALID))
+        layers.append(value.astype(np.float64))
+        valid_layers.append(valid)
+    stack = np.stack(layers)  # (N, 4, H, W)
+    valid = np.stack(valid_layers)
+    stack[~np.broadcast_to(valid[:, None], stack.shape)] = np.nan
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning, match="All-NaN"):
+        mosaic = np.nanpercentile(stack, PERCENTILE, axis=0)
+    return np.where(np.isnan(mosaic), 0, np.rint(mosaic)).astype(np.uint16), valid.sum(axis=0), ties
+
+
+@pytest.mark.parametrize("month", ["2022-01", "2022-02"])
+def test_mosaic_equals_the_numpy_reference_for_every_pixel(world, product_run, month):
+    name, workdir = product_run
+    start, end = {"2022-01": ("2022_01_01", "2022_01_31"), "2022-02": ("2022_02_01", "2022_02_28")}[month]
+    stem = workdir / "results" / month / f"S2_RGBNIR_{start}_to_{end}"
+    with rasterio.open(f"{stem}.tif") as src:
+        mosaic, crs, transform = src.read(), src.crs, src.transform
+        assert src.descriptions == ("Red", "Green", "Blue", "NIR")
+        assert src.scales == (0.0001,) * 4 and src.nodata == 0 and src.dtypes[0] == "uint16"
+        assert src.compression.name == "deflate" and src.block_shapes == [(512, 512)] * 4
+    with rasterio.open(f"{stem}_count.tif") as src:
+        count = src.read(1)
+    assert crs.to_string() == RUNS[name]["crs"]
+    assert transform.a == pytest.approx(RUNS[name]["resolution"])
+    expected, expected_count, ties = reference_mosaic(world, month, crs, transform, mosaic.shape[1:])
+    print(f"{name} {month}: {int(ties.sum())} tie pixels of {ties.size} left out")
+    assert ties.sum() < 0.005 * ties.size
+    np.testing.assert_array_equal(count[~ties], expected_count[~ties])
+    np.testing.assert_array_equal(mosaic[:, ~ties], expected[:, ~ties])
+    assert (count > 0).mean() > 0.5  # the comparison covered real data, not just nodata
+    assert (count >= 2).any()  # including pixels seen from both UTM zones or dates
+
+
+def test_products_are_valid_cogs_items_and_metadata(world, product_run):
+    name, workdir = product_run
+    month_dir = workdir / "results" / "2022-02"
+    metadata = json.loads((month_dir / "metadata.json").read_text())
+    assert METADATA_FIELDS <= set(metadata)
+    assert metadata["status"] == "ok" and metadata["percentile"] == PERCENTILE
+    assert metadata["crs"]["epsg"] == int(RUNS[name]["crs"].split(":")[1])
+    assert metadata["attribution"] == "Contains modified Copernicus Sentinel data 2022"
+    assert metadata["mask"]["mode"] == "scl" and metadata["mask"]["scl_invalid"] == list(SCL_INVALID)
+    assert {s["id"] for s in metadata["scenes"]} == {s.id for s in kept_scenes(world, "2022-02")}
+    for scene in metadata["scenes"]:
+        assert SCENE_FIELDS <= set(scene)
+        assert scene["hrefs"]["red"] == world.url(world.scene(scene["id"]).path("red"))
+    wrong_flag = next(s for s in metadata["scenes"] if s["id"] == "S2B_16SBU_20220224_0_L2A")
+    assert wrong_flag["offset"]["source"] == "pixels" and wrong_flag["offset"]["dn"] == 0
+    assert set(metadata["processing_seconds"]) == {"fetch", "mask", "composite"}
+    assert 0.9 < metadata["valid_coverage"] <= 1.0
+    for key in ("mosaic", "counts"):
+        valid, errors, _ = cog_validate(str(month_dir / metadata["files"][key]))
+        assert valid, errors
+    item_path = month_dir / metadata["files"]["stac_item"]
+    result = subprocess.run(["rustac", "validate", str(item_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    import pystac
+
+    item = pystac.Item.from_file(str(item_path))
+    assert item.validate()  # pystac's own (local) copy of the STAC 1.1 core schemas
+    assert {a for a in item.assets} == {"mosaic", "count", "metadata", "thumbnail"}
+    with pytest.warns(rasterio.errors.NotGeoreferencedWarning), \
+            rasterio.open(month_dir / metadata["files"]["quicklook"]) as png:
+        assert png.count == 4 and png.dtypes[0] == "uint8"
+        alpha = png.read(4)
+        assert 0 < (alpha == 255).mean() < 1  # clipped to the hexagon: transparent corners
+
+
+def test_month_without_scenes_gets_an_explicit_outcome(world, tmp_path):
+    config = world_config(world, months=["2022-03"])
+    run_snakemake(tmp_path, config)
+    metadata = json.loads((tmp_path / "results" / "2022-03" / "metadata.json").read_text())
+    assert metadata["status"] == "no_scenes" and metadata["scenes"] == []
+    assert "mosaic" not in metadata["files"]
+    assert not list((tmp_path / "results" / "2022-03").glob("*.tif"))

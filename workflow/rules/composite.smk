@@ -1,0 +1,24 @@
+rule composite_tile:
+    input:
+        aoi=rules.prepare_aoi.output[0],
+        scenes=lambda wildcards: tile_scene_files(wildcards, "scenes/{scene}.tif"),
+        masks=lambda wildcards: tile_scene_files(wildcards, "masks/{scene}.tif"),
+        stats=lambda wildcards: tile_scene_files(wildcards, "masks/{scene}.json"),
+    output:
+        f"{WORK}/{{period}}/tiles/{{tile}}.tif",
+    log:
+        f"{LOGS}/composite/{{period}}/{{tile}}.log",
+    benchmark:
+        f"{BENCHMARKS}/composite/{{period}}/{{tile}}.tsv"
+    conda:
+        "../../envs/composite.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        grid=asdict(GRID),
+        percentile=config["composite"]["percentile"],
+        resampling=config["composite"]["resampling"],
+        backend=config["composite"]["backend"],
+    script:
+        "../scripts/composite_tile.py"

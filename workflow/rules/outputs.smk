@@ -1,0 +1,42 @@
+rule assemble_mosaic:
+    input:
+        expand(f"{WORK}/{{{{period}}}}/tiles/{{tile}}.tif", tile=TILES),
+    output:
+        mosaic=f"{RESULTS}/{{period}}/{BASE}_{{dates}}.tif",
+        counts=f"{RESULTS}/{{period}}/{BASE}_{{dates}}_count.tif",
+        quicklook=f"{RESULTS}/{{period}}/{BASE}_{{dates}}_quicklook.png",
+    log:
+        f"{LOGS}/assemble/{{period}}_{{dates}}.log",
+    benchmark:
+        f"{BENCHMARKS}/assemble/{{period}}_{{dates}}.tsv"
+    conda:
+        "../../envs/geo.yaml"
+    params:
+        grid=asdict(GRID),
+        tiles=TILES,
+        compress=config["output"]["compress"],
+    script:
+        "../scripts/assemble_mosaic.py"
+
+
+rule period_metadata:
+    input:
+        unpack(metadata_inputs),
+    output:
+        metadata=f"{RESULTS}/{{period}}/metadata.json",
+        item=f"{RESULTS}/{{period}}/item.json",
+    log:
+        f"{LOGS}/metadata/{{period}}.log",
+    conda:
+        "../../envs/geo.yaml"
+    params:
+        period=period_bounds,
+        grid=asdict(GRID),
+        settings={
+            "percentile": config["composite"]["percentile"],
+            "resampling": config["composite"]["resampling"],
+            "mask": config["mask"],
+        },
+        benchmarks=BENCHMARKS,
+    script:
+        "../scripts/period_metadata.py"
