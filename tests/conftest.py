@@ -70,11 +70,12 @@ def world_config(world, weights_dir=None, **overrides) -> dict:
 
 
 def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True,
-                  timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+                  timeout: float = 600, env: dict | None = None,
+                  snakefile: Path = SNAKEFILE) -> subprocess.CompletedProcess:
     """Run the workflow's CLI in `workdir` with `config` written to config.yaml there."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE),
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile),
            "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
            "--cores", "2", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
@@ -82,3 +83,19 @@ def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True,
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def planned_jobs(output: str) -> list[dict]:
+    """Every job of a dry-run's output: {"rule": ..., wildcards..., "_input": ...}."""
+    import re
+
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", output):
+        head = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
+        if head:
+            wildcards = re.search(r"wildcards: (.*)", block)
+            job = dict(kv.split("=", 1) for kv in wildcards[1].split(", ")) if wildcards else {}
+            job["rule"] = head[1]
+            job["_input"] = (re.search(r"input: (.*)", block) or [None, ""])[1]
+            jobs.append(job)
+    return jobs

@@ -10,21 +10,13 @@ import time
 
 import pytest
 
-from conftest import REPO, run_snakemake, world_config
+from conftest import REPO, planned_jobs, run_snakemake, world_config
 
 MONTHS = ["2022-01", "2022-02", "2022-03"]  # March has no scenes in the world
 
 
-def planned_jobs(output: str, rule: str) -> list[dict]:
-    """Wildcards (and the input line, as "_input") of every job of `rule` in a dry-run."""
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) )", output):
-        if re.match(rf"(?:local)?(?:rule|checkpoint) {rule}:", block):
-            wildcards = re.search(r"wildcards: (.*)", block)
-            job = dict(kv.split("=", 1) for kv in wildcards[1].split(", ")) if wildcards else {}
-            job["_input"] = (re.search(r"input: (.*)", block) or [None, ""])[1]
-            jobs.append(job)
-    return jobs
+def jobs_of(output: str, rule: str) -> list[dict]:
+    return [job for job in planned_jobs(output) if job["rule"] == rule]
 
 
 def distinct_scenes(world, month):
@@ -39,12 +31,11 @@ def distinct_scenes(world, month):
 
 @pytest.fixture(scope="module")
 def fetched_run(world, weights, tmp_path_factory):
-    """Search first, dry-run the rest (to see the DAG), then run everything,
-    masking with OmniCloudMask (fabricated "always clear" weights) and SCL."""
+    """Plan first (search and HEADs), dry-run the rest (to see the DAG), then run
+    everything, masking with OmniCloudMask ("always clear" weights) and SCL."""
     workdir = tmp_path_factory.mktemp("run")
     config = world_config(world, weights["clear"], months=MONTHS)
-    manifests = [f"work/{m}/manifest.json" for m in MONTHS]
-    run_snakemake(workdir, config, *manifests)
+    run_snakemake(workdir, config, "plan")
     dry = run_snakemake(workdir, config, "--dry-run")
     run = run_snakemake(workdir, config)
     again = run_snakemake(workdir, config, "--dry-run")
@@ -53,7 +44,7 @@ def fetched_run(world, weights, tmp_path_factory):
 
 def test_dag_holds_one_fetch_job_per_distinct_scene(world, fetched_run):
     _, dry, _, _ = fetched_run
-    jobs = planned_jobs(dry, "fetch_scene")
+    jobs = jobs_of(dry, "fetch_scene")
     for month in MONTHS:
         planned = sorted(j["scene"] for j in jobs if j["period"] == month)
         assert planned == distinct_scenes(world, month)
@@ -63,8 +54,8 @@ def test_dag_holds_one_fetch_job_per_distinct_scene(world, fetched_run):
 
 def test_dag_holds_one_mask_job_per_scene_after_its_fetch(fetched_run):
     _, dry, _, _ = fetched_run
-    fetches = {(j["period"], j["scene"]) for j in planned_jobs(dry, "fetch_scene")}
-    masks = planned_jobs(dry, "mask_scene")
+    fetches = {(j["period"], j["scene"]) for j in jobs_of(dry, "fetch_scene")}
+    masks = jobs_of(dry, "mask_scene")
     assert sorted((j["period"], j["scene"]) for j in masks) == sorted(fetches)
     for job in masks:  # Snakemake links jobs by files: the fetch output is the mask input
         assert f"work/{job['period']}/scenes/{job['scene']}.tif" in job["_input"]

@@ -81,6 +81,7 @@ def check_semantics(config: dict) -> None:
     periods(config)
     target_crs(config)
     check_resolution(config)
+    check_overrides(config)
     ocm = config["mask"]["ocm"]
     if ocm["patch_overlap"] >= ocm["patch_size"]:
         raise ConfigError("mask.ocm.patch_overlap",
@@ -89,6 +90,20 @@ def check_semantics(config: dict) -> None:
         read_aoi(config["aoi"])
     except AOIError as exc:
         raise ConfigError("aoi", str(exc).removeprefix("aoi: ")) from None
+
+
+def check_overrides(config: dict) -> None:
+    labels = {p.label for p in periods(config)}
+    for label in config.get("overrides", {}):
+        if label not in labels:
+            raise ConfigError(f"overrides.{label}",
+                              f"is not a configured period; configured: {', '.join(sorted(labels))}")
+
+
+def composite_settings(config: dict, period_label: str) -> dict:
+    """The composite section with the period's overrides applied."""
+    override = config.get("overrides", {}).get(period_label, {}).get("composite", {})
+    return {**config["composite"], **override}
 
 
 def periods(config: dict) -> list[Period]:

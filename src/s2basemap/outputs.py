@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 from datetime import datetime, timezone
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -17,12 +16,12 @@ import rasterio.shutil
 from pyproj import CRS
 from shapely.geometry import mapping
 
-import s2basemap
 from s2basemap.aoi import AOI
 from s2basemap.atomic import atomic_path, atomic_write_json
 from s2basemap.composite import PRODUCT_BANDS
 from s2basemap.grid import OutputGrid
 from s2basemap.periods import Period
+from s2basemap.provenance import software_versions
 
 log = logging.getLogger(__name__)
 
@@ -133,21 +132,6 @@ def attribution(datetimes: list[str], fallback_year: int) -> str:
     years = sorted({text[:4] for text in datetimes}) or [str(fallback_year)]
     return f"Contains modified Copernicus Sentinel data {', '.join(years)}"
 
-
-def software_versions() -> dict:
-    import numpy
-    import pyproj
-
-    versions = {"s2basemap": s2basemap.__version__, "python": platform.python_version(),
-                "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__,
-                "numpy": numpy.__version__, "pyproj": pyproj.__version__}
-    try:
-        from importlib.metadata import version
-
-        versions["omnicloudmask"] = version("omnicloudmask")
-    except Exception:  # not installed: scl-only runs do not need it
-        pass
-    return versions
 
 
 def scene_entries(manifest: dict, records: dict, stats: dict) -> list[dict]:

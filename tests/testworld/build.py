@@ -336,3 +336,28 @@ def write_aois(world: World) -> None:
     east = box(lon + 0.020, lat - 0.004, lon + 0.030, lat + 0.008)
     multi = geopandas.GeoDataFrame({"name": ["two parts"]}, geometry=[west.union(east)], crs=4326)
     multi.to_file(world.aoi_multi_geojson, driver="GeoJSON")
+
+
+def add_acquisition(world: World, like: str, date: str) -> str:
+    """Publish a new acquisition (a copy of scene `like`'s files on `date`); returns its id.
+
+    Rewrites the collection's item file: restart the STAC server to serve it.
+    """
+    import shutil
+
+    original = world.scene(like)
+    spec = SceneSpec(date, original.spec.platform, original.spec.baseline, original.spec.flag,
+                     original.spec.raster_offset, original.spec.data_offset, original.spec.orbit,
+                     tiles=(original.tile,))
+    new_id = scene_id(spec, original.tile)
+    scene = Scene(new_id, original.tile, original.epsg, spec, world.root / "cogs" / new_id)
+    shutil.copytree(original.directory, scene.directory)
+    items_path = world.root / "stac" / f"{COLLECTION}-items.json"
+    items = json.loads(items_path.read_text())
+    template = next(f for f in items["features"] if f["id"] == like)
+    item = json.loads(json.dumps(template).replace(like, new_id))
+    item["properties"]["datetime"] = template["properties"]["datetime"].replace(original.spec.date, date)
+    items["features"].append(item)
+    items_path.write_text(json.dumps(items))
+    world.scenes.append(scene)
+    return new_id

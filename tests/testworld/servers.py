@@ -154,13 +154,13 @@ def parse_ranges(header: str | None, size: int) -> list[tuple[int, int]] | None:
 class StacServer:
     """`rustac serve` on a free port, loaded with the world's collections and items."""
 
-    def __init__(self, files: list[Path], log_path: Path):
+    def __init__(self, files: list[Path], log_path: Path, port: int | None = None):
         exe = shutil.which("rustac")
         if exe is None:
             raise RuntimeError("rustac is not installed: pip install rustac (see the README)")
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log_path, "w")
+        self._log = open(log_path, "a")
         env = {**os.environ, "RUST_LOG": "warn"}
         self.proc = subprocess.Popen(
             [exe, "serve", "--addr", f"127.0.0.1:{self.port}", *map(str, files)],

@@ -20,6 +20,8 @@ from s2basemap.manifest import read_manifest, scene, scene_ids
 from s2basemap.masks import MaskOptions
 from s2basemap.ocm import weight_paths
 from s2basemap.periods import PERIOD_LABEL_PATTERN
+from s2basemap.provenance import code_digest
+from s2basemap.storage import DiskSpaceError, check_disk, load_plan
 
 try:
     cfg.validate_config(
@@ -41,6 +43,15 @@ GRID = output_grid(
 )
 TILES = GRID.tile_ids(AOI.in_crs(GRID.crs))
 TILE_FOOTPRINTS = {tile: GRID.tile_footprint_4326(tile) for tile in TILES}
+KEEP_SCENE_RASTERS = config["storage"]["keep_scene_rasters"]
+# A stage's jobs rerun when the package code behind that stage changes.
+CODE = {
+    "search": code_digest("search", "radiometry"),
+    "fetch": code_digest("fetch", "radiometry", "aoi"),
+    "mask": code_digest("masks", "ocm"),
+    "composite": code_digest("composite", "percentile", "grid"),
+    "outputs": code_digest("outputs", "provenance"),
+}
 LOGS = f"{WORK}/logs"
 BENCHMARKS = f"{WORK}/benchmarks"
 MASK_USES_OCM = MaskOptions.from_config(config["mask"]).uses_ocm
@@ -63,10 +74,37 @@ def manifest_path(period):
     return f"{WORK}/{period}/manifest.json"
 
 
+_DISK_CHECKED = []
+
+
+def planned(period):
+    """Wait for the storage plan; on a real run, refuse to go on without the disk for it.
+
+    Every per-scene job of a period not yet completed is created through here,
+    so a refusal comes before any fetch. Completed periods skip the wait: the
+    plan is global, and its rerun (a month added, scene lists refreshed) must
+    not hold up months that are already done.
+    """
+    if Path(f"{RESULTS}/{period}/metadata.json").exists():
+        return None
+    plan = load_plan(checkpoints.plan.get().output.plan)
+    if (
+        config["storage"]["check_free_disk"]
+        and not workflow.dryrun
+        and not _DISK_CHECKED
+    ):
+        try:
+            check_disk(plan, WORK, RESULTS, config["storage"]["free_disk_limit_gb"])
+        except DiskSpaceError as exc:
+            raise WorkflowError(str(exc)) from None
+        _DISK_CHECKED.append(True)
+    return plan
+
+
 def period_scenes(wildcards):
-    """Scene ids of a period; defers the DAG until its search checkpoint has run."""
-    manifest = checkpoints.search.get(period=wildcards.period).output.manifest
-    return scene_ids(read_manifest(manifest))
+    """Scene ids of a period, once the period is searched and the run is planned."""
+    planned(wildcards.period)
+    return scene_ids(period_manifest(wildcards))
 
 
 def period_files(wildcards, pattern):
@@ -82,6 +120,11 @@ def scene_fetch_spec(wildcards):
     return fetch_spec(scene(manifest, wildcards.scene))
 
 
+def composite_setting(name):
+    """A composite setting of the job's period, overrides applied."""
+    return lambda wildcards: cfg.composite_settings(config, wildcards.period)[name]
+
+
 def period_bounds(wildcards):
     period = PERIODS[wildcards.period]
     return {"start": period.start.isoformat(), "end": period.end.isoformat()}
@@ -95,6 +138,7 @@ def period_manifest(wildcards):
 
 def tile_scene_files(wildcards, pattern):
     """Files of the period's scenes whose footprint touches the tile."""
+    planned(wildcards.period)
     footprint = TILE_FOOTPRINTS[wildcards.tile]
     scenes = [
         s["id"]

@@ -17,8 +17,9 @@ rule composite_tile:
         gpu=1,
     params:
         grid=asdict(GRID),
-        percentile=config["composite"]["percentile"],
-        resampling=config["composite"]["resampling"],
+        percentile=composite_setting("percentile"),
+        resampling=composite_setting("resampling"),
         backend=config["composite"]["backend"],
+        code=CODE["composite"],
     script:
         "../scripts/composite_tile.py"

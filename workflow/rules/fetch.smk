@@ -2,7 +2,11 @@ rule fetch_scene:
     input:
         aoi=rules.prepare_aoi.output[0],
     output:
-        tif=f"{WORK}/{{period}}/scenes/{{scene}}.tif",
+        tif=(
+            f"{WORK}/{{period}}/scenes/{{scene}}.tif"
+            if KEEP_SCENE_RASTERS
+            else temp(f"{WORK}/{{period}}/scenes/{{scene}}.tif")
+        ),
         record=f"{WORK}/{{period}}/scenes/{{scene}}.json",
     log:
         f"{LOGS}/fetch/{{period}}/{{scene}}.log",
@@ -15,5 +19,6 @@ rule fetch_scene:
     params:
         scene=scene_fetch_spec,
         options=config["fetch"],
+        code=CODE["fetch"],
     script:
         "../scripts/fetch_scene.py"

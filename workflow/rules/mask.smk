@@ -31,6 +31,7 @@ rule mask_scene:
         gpu=1 if MASK_USES_OCM else 0,
     params:
         options=config["mask"],
+        code=CODE["mask"],
     script:
         "../scripts/mask_scene.py"
 

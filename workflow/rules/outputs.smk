@@ -15,6 +15,7 @@ rule assemble_mosaic:
         grid=asdict(GRID),
         tiles=TILES,
         compress=config["output"]["compress"],
+        code=CODE["outputs"],
     script:
         "../scripts/assemble_mosaic.py"
 
@@ -32,11 +33,9 @@ rule period_metadata:
     params:
         period=period_bounds,
         grid=asdict(GRID),
-        settings={
-            "percentile": config["composite"]["percentile"],
-            "resampling": config["composite"]["resampling"],
-            "mask": config["mask"],
-        },
+        settings=lambda wildcards: cfg.composite_settings(config, wildcards.period)
+        | {"mask": config["mask"]},
+        code=CODE["outputs"],
         benchmarks=BENCHMARKS,
     script:
         "../scripts/period_metadata.py"

@@ -1,0 +1,242 @@
+"""Storage planning: what a run will read, write and hold, from the search and HTTP HEADs.
+
+The estimates come from the source files' sizes (HEAD requests; Earth Search
+items carry no file:size) scaled by how much of each scene the AOI covers, and
+from the output grid. Factors were calibrated on the test world (synthetic
+reflectance with noise, which compresses about like real Sentinel-2 data) and
+err on the large side.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pyproj import CRS
+from shapely.geometry import box
+
+from s2basemap.aoi import AOI, WGS84, reproject_geometry
+from s2basemap.grid import OutputGrid
+
+log = logging.getLogger(__name__)
+
+HEADER_BYTES = 65_536  # per asset: GDAL reads the header and tile index first
+BLOCK_OVERHEAD = 1.15  # whole blocks are read at the window's edges
+SCENE_RASTER_FACTOR = 0.95  # fetched GeoTIFF (zstd) vs the source COGs' (deflate) bytes
+MASK_BYTES_PER_PIXEL = 0.1  # uint8 deflate masks are mostly zeros
+TILE_BYTES_PER_PIXEL = 5.0  # 5 uint16 bands at about half their raw size
+PRODUCT_BYTES_PER_PIXEL = 6.0  # 4-band COG with overviews plus the count COG
+GB = 1e9
+EQUAL_AREA = CRS.from_epsg(6933)
+
+
+class DiskSpaceError(RuntimeError):
+    """The plan needs more disk than is free; the message has the numbers."""
+
+
+def head_sizes(hrefs: list[str], timeout: float = 30, workers: int = 16) -> dict[str, int | None]:
+    """Content-Length of each href by HTTP HEAD (None where the server did not say)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    retry = Retry(total=4, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
+                  allowed_methods=("HEAD",))
+    session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=workers))
+    session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=workers))
+
+    def size(href: str) -> int | None:
+        try:
+            response = session.head(href, timeout=timeout, allow_redirects=True)
+            response.raise_for_status()
+            length = response.headers.get("Content-Length")
+            return int(length) if length is not None else None
+        except (requests.RequestException, ValueError) as exc:
+            log.warning("HEAD %s failed: %s", href, exc)
+            return None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(hrefs, pool.map(size, hrefs)))
+
+
+def scene_footprint(scene: dict, aoi: AOI):
+    """(window area share, AOI area share, window pixels at 10 m) of one scene."""
+    crs = CRS.from_user_input(scene["crs"]) if scene.get("crs") else None
+    if crs is None or not crs.is_projected:
+        crs = EQUAL_AREA  # areas only feed ratios and a pixel estimate
+    footprint = reproject_geometry(box(*scene["bbox"]), WGS84, crs)
+    overlap = aoi.in_crs(crs).intersection(footprint)
+    if overlap.is_empty or footprint.area == 0:
+        return 0.0, 0.0, 0
+    window = box(*overlap.bounds)
+    return window.area / footprint.area, overlap.area / footprint.area, int(window.area / 100)
+
+
+def size_scenes(manifest: dict, aoi: AOI) -> dict:
+    """Per scene: asset sizes and how much of the scene the AOI's window covers."""
+    hrefs = [href for scene in manifest["scenes"] for href in scene["assets"].values()]
+    sizes = head_sizes(hrefs)
+    known = [s for s in sizes.values() if s]
+    typical = sorted(known)[len(known) // 2] if known else 0
+    scenes = {}
+    for scene in manifest["scenes"]:
+        window_share, aoi_share, pixels = scene_footprint(scene, aoi)
+        asset_sizes = {band: sizes[href] for band, href in scene["assets"].items()}
+        scenes[scene["id"]] = {
+            "asset_bytes": asset_sizes,
+            "unknown_sizes": sorted(b for b, s in asset_sizes.items() if s is None),
+            "source_bytes": sum(s if s is not None else typical for s in asset_sizes.values()),
+            "window_share": round(window_share, 6),
+            "aoi_share": round(aoi_share, 6),
+            "window_pixels": pixels,
+        }
+    return {"period": manifest["period"], "scenes": scenes}
+
+
+def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI) -> dict:
+    """Bytes one period reads and writes."""
+    scenes = sizes["scenes"].values()
+    aoi_pixels = aoi.in_crs(grid.crs).area / (grid.res_x * grid.res_y)
+    network = sum(s["source_bytes"] * s["window_share"] * BLOCK_OVERHEAD
+                  + HEADER_BYTES * len(s["asset_bytes"]) for s in scenes if s["window_share"] > 0)
+    scene_rasters = sum(s["source_bytes"] * s["aoi_share"] * SCENE_RASTER_FACTOR for s in scenes)
+    masks = sum(s["window_pixels"] * MASK_BYTES_PER_PIXEL for s in scenes)
+    has_scenes = bool(sizes["scenes"])
+    tiles = aoi_pixels * TILE_BYTES_PER_PIXEL if has_scenes else 0
+    products = aoi_pixels * PRODUCT_BYTES_PER_PIXEL if has_scenes else 0
+    return {
+        "scenes": len(sizes["scenes"]),
+        "unknown_sizes": sum(len(s["unknown_sizes"]) for s in scenes),
+        "network_bytes": int(network),
+        "scene_raster_bytes": int(scene_rasters),
+        "mask_bytes": int(masks),
+        "tile_bytes": int(tiles),
+        "output_bytes": int(products),
+    }
+
+
+def free_bytes(path, limit_gb: float | None) -> int:
+    """Free disk at `path` (its nearest existing parent), capped by the configured limit."""
+    path = Path(path).resolve()
+    while not path.exists():
+        path = path.parent
+    free = shutil.disk_usage(path).free
+    return min(free, int(limit_gb * GB)) if limit_gb is not None else free
+
+
+def peak_bytes(periods: dict[str, dict], keep_scene_rasters: bool) -> tuple[int, int]:
+    """(peak, final) bytes on disk for the whole run.
+
+    Fetches are ready first, so the worst case holds every period's scene
+    rasters and masks at once; temporary rasters go once their period's tiles
+    are done, by which time at most about one period's tiles and products exist.
+    """
+    def total(key):
+        return sum(p[key] for p in periods.values())
+
+    kept = total("mask_bytes") + total("tile_bytes") + total("output_bytes")
+    if keep_scene_rasters:
+        return kept + total("scene_raster_bytes"), kept + total("scene_raster_bytes")
+    largest = max((p["tile_bytes"] + p["output_bytes"] for p in periods.values()), default=0)
+    during = total("scene_raster_bytes") + total("mask_bytes") + largest
+    return max(during, kept), kept
+
+
+def build_plan(periods: dict[str, dict], keep_scene_rasters: bool, work_dir, results_dir,
+               limit_gb: float | None) -> dict:
+    """Per period and in total, with the run's peak and final disk."""
+    for p in periods.values():
+        p["peak_bytes"] = peak_bytes({"one": p}, keep_scene_rasters)[0]
+    total = {key: sum(p[key] for p in periods.values())
+             for key in ("scenes", "unknown_sizes", "network_bytes", "scene_raster_bytes",
+                         "mask_bytes", "tile_bytes", "output_bytes")}
+    peak, final = peak_bytes(periods, keep_scene_rasters)
+    return {
+        "periods": periods,
+        "total": total | {"peak_bytes": peak, "final_bytes": final},
+        "keep_scene_rasters": keep_scene_rasters,
+        "free_bytes": {"work_dir": free_bytes(work_dir, limit_gb),
+                       "results_dir": free_bytes(results_dir, limit_gb)},
+        "free_disk_limit_gb": limit_gb,
+    }
+
+
+def check_disk(plan: dict, work_dir, results_dir, limit_gb: float | None) -> None:
+    """Refuse when what the plan still has to write exceeds the free disk now.
+
+    Files already under work_dir and results_dir count as written, so a resumed
+    run is not refused for space its own earlier part occupies.
+    """
+    peak = plan["total"]["peak_bytes"]
+    written = bytes_under(work_dir) + bytes_under(results_dir)
+    needed, free = max(peak - written, 0), free_bytes(work_dir, limit_gb)
+    if needed <= free:
+        return
+    per_period = ", ".join(f"{label}: {human(p['peak_bytes'])}" for label, p in plan["periods"].items())
+    capped = " (capped by storage.free_disk_limit_gb)" if limit_gb is not None else ""
+    raise DiskSpaceError(
+        f"not enough free disk: the plan needs {human(peak)} at peak ({per_period}); "
+        f"{human(written)} of it is already written, so {human(needed)} more must fit in "
+        f"work_dir '{work_dir}', but only {human(free)} are free there{capped}. Free some space, "
+        f"point work_dir at a larger disk, or set storage.check_free_disk: false to run anyway.")
+
+
+def bytes_under(path) -> int:
+    path = Path(path)
+    if not path.exists():
+        return 0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def format_plan(plan: dict) -> str:
+    rows = [("period", "scenes", "network", "scene rasters", "masks", "tiles", "outputs", "peak")]
+    for label, p in list(plan["periods"].items()) + [("total", plan["total"])]:
+        rows.append((label, str(p["scenes"]), human(p["network_bytes"]), human(p["scene_raster_bytes"]),
+                     human(p["mask_bytes"]), human(p["tile_bytes"]), human(p["output_bytes"]),
+                     human(p["peak_bytes"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    scene_rasters = "kept" if plan["keep_scene_rasters"] else "deleted once their month is composited"
+    lines += [
+        f"final disk after the run: {human(plan['total']['final_bytes'])} (scene rasters {scene_rasters})",
+        f"free disk: work_dir {human(plan['free_bytes']['work_dir'])}, "
+        f"results_dir {human(plan['free_bytes']['results_dir'])}",
+    ]
+    if plan["total"]["unknown_sizes"]:
+        lines.append(f"{plan['total']['unknown_sizes']} asset sizes unknown (HEAD failed): "
+                     f"estimated from the typical asset")
+    return "\n".join(lines)
+
+
+def load_plan(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def plan_run(size_paths, grid: OutputGrid, aoi: AOI, storage: dict, work_dir, results_dir,
+             plan_path, report_path) -> str:
+    """Write plan.json and plan.txt; return the human-readable report."""
+    from s2basemap.atomic import atomic_write_json, atomic_write_text
+
+    periods = {}
+    for path in size_paths:
+        sizes = json.loads(Path(path).read_text())
+        periods[sizes["period"]] = estimate_period(sizes, grid, aoi)
+    plan = build_plan(dict(sorted(periods.items())), storage["keep_scene_rasters"], work_dir,
+                      results_dir, storage["free_disk_limit_gb"])
+    report = format_plan(plan)
+    atomic_write_json(plan_path, plan)
+    atomic_write_text(report_path, report + "\n")
+    log.info("storage plan:\n%s", report)
+    return report

@@ -1,0 +1,180 @@
+"""A monthly series: only invalidated months rerun; storage is planned before fetching.
+
+Each case compares the jobs a dry run plans. The series keeps its scene rasters
+(storage.keep_scene_rasters), so reruns redo only what changed; the default,
+which deletes them, is covered at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, planned_jobs, run_snakemake, world_config
+from s2basemap.storage import bytes_under
+from testworld import RangeServer, StacServer, build_world
+from testworld.build import add_acquisition
+
+BOTH = ["2022-01", "2022-02"]
+GLOBAL_RULES = {"all", "plan"}
+
+
+@pytest.fixture(scope="module")
+def own_world(tmp_path_factory):
+    """A world of this module's own: its STAC catalogue gets a new scene half way."""
+    root = tmp_path_factory.mktemp("series-world")
+    http = RangeServer(root).start()
+    world = build_world(root, http.url)
+    stac = StacServer(world.item_files, root / "rustac.log").wait_ready()
+    world.stac_url = stac.url
+    servers = {"stac": stac}
+    yield world, servers
+    servers["stac"].stop()
+    http.stop()
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory):
+    """The workflow and package copied, so a test can change the code."""
+    copy = tmp_path_factory.mktemp("repo")
+    for part in ("workflow", "src", "envs", "profiles"):
+        shutil.copytree(REPO / part, copy / part, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def periods_of(jobs, rule=None):
+    return {j.get("period") for j in jobs if rule is None or j["rule"] == rule}
+
+
+@pytest.fixture(scope="module")
+def series(own_world, repo_copy, tmp_path_factory):
+    world, servers = own_world
+    workdir = tmp_path_factory.mktemp("series")
+    snakefile = repo_copy / "workflow" / "Snakefile"
+
+    def run(config, *args):
+        return run_snakemake(workdir, config, *args, snakefile=snakefile)
+
+    def dry(config):
+        return planned_jobs(run(config, "--dry-run").stdout)
+
+    storage = {"keep_scene_rasters": True}
+    first = world_config(world, months=["2022-01"], storage=storage)
+    both = world_config(world, months=BOTH, storage=storage)
+    run(first)
+    found = {"month_added": dry(both)}
+    run(both)
+    found["unchanged"] = dry(both)
+    found["override"] = dry(both | {"overrides": {"2022-02": {"composite": {"percentile": 50}}}})
+
+    code = repo_copy / "src" / "s2basemap" / "percentile.py"
+    original = code.read_text()
+    code.write_text(original + "\n# a change to the compositing code\n")
+    found["code_changed"] = dry(both)
+    code.write_text(original)
+
+    new_id = add_acquisition(world, "S2A_16SBU_20220214_0_L2A", "2022-02-19")
+    servers["stac"].stop()
+    servers["stac"] = StacServer(world.item_files, world.root / "rustac.log",
+                                 port=servers["stac"].port).wait_ready()
+    run(both, "plan", "--forcerun", "search")  # refresh every month's scene list
+    found["new_scene"] = dry(both)
+    found["new_scene_id"] = new_id
+    return found
+
+
+def test_nothing_changed_nothing_runs(series):
+    assert series["unchanged"] == []
+
+
+def test_month_added_runs_only_that_month(series):
+    jobs = series["month_added"]
+    assert periods_of(jobs) - {None} == {"2022-02"}, [j for j in jobs if j.get("period") == "2022-01"]
+    assert {j["rule"] for j in jobs if "period" not in j} <= GLOBAL_RULES
+    assert any(j["rule"] == "search" for j in jobs)
+
+
+def test_changed_override_reruns_only_that_months_composite(series):
+    jobs = series["override"]
+    assert periods_of(jobs) - {None} == {"2022-02"}
+    assert {j["rule"] for j in jobs} == {"composite_tile", "assemble_mosaic", "period_metadata", "all"}
+
+
+def test_code_change_in_compositing_reruns_composites_not_fetches(series):
+    jobs = series["code_changed"]
+    assert periods_of(jobs, "composite_tile") == set(BOTH)
+    assert {j["rule"] for j in jobs} == {"composite_tile", "assemble_mosaic", "period_metadata", "all"}
+
+
+def test_new_scene_reruns_only_what_depends_on_it(series, own_world):
+    world, _ = own_world
+    jobs = series["new_scene"]
+    new_id = series["new_scene_id"]
+    assert periods_of(jobs) - {None} == {"2022-02"}
+    assert [j["scene"] for j in jobs if j["rule"] == "fetch_scene"] == [new_id]
+    assert [j["scene"] for j in jobs if j["rule"] == "mask_scene"] == [new_id]
+    composites = [j for j in jobs if j["rule"] == "composite_tile"]
+    assert composites and all(new_id in j["_input"] for j in composites)  # only tiles it touches
+    assert {j["rule"] for j in jobs} == {"fetch_scene", "mask_scene", "composite_tile", "scene_summary",
+                                         "assemble_mosaic", "period_metadata", "all"}
+
+
+
+def measure_peak(workdir, config):
+    """Run the workflow, sampling the bytes under work_dir and results_dir; (peak, result)."""
+    (workdir / "config.yaml").write_text(__import__("yaml").safe_dump(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+         "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, bytes_under(workdir / "work") + bytes_under(workdir / "results"))
+        time.sleep(0.02)
+    output = proc.stdout.read()
+    assert proc.returncode == 0, output
+    return peak, output
+
+
+def test_plan_estimates_peak_disk_within_a_quarter(world, tmp_path):
+    config = world_config(world, months=BOTH)
+    run_snakemake(tmp_path, config, "plan")
+    plan = json.loads((tmp_path / "work" / "plan.json").read_text())
+    report = (tmp_path / "work" / "plan.txt").read_text()
+    assert "total" in report and "free disk" in report
+    assert plan["total"]["scenes"] == 12 and set(plan["periods"]) == set(BOTH)
+    # after planning, a dry run shows every per-scene job
+    jobs = planned_jobs(run_snakemake(tmp_path, config, "--dry-run").stdout)
+    assert len([j for j in jobs if j["rule"] == "fetch_scene"]) == 12
+    peak, _ = measure_peak(tmp_path, config)
+    estimate = plan["total"]["peak_bytes"]
+    print(f"estimated peak {estimate} B, measured peak {peak} B ({estimate / peak - 1:+.1%})")
+    assert abs(estimate - peak) <= 0.25 * peak
+    # the default deletes scene rasters: only masks stay per scene
+    assert not list((tmp_path / "work").glob("*/scenes/*.tif"))
+    assert len(list((tmp_path / "work").glob("*/masks/*.tif"))) == 12
+    # and a later change to one month reruns that month only (fetches included)
+    changed = world_config(world, months=BOTH, overrides={"2022-01": {"composite": {"percentile": 40}}})
+    jobs = planned_jobs(run_snakemake(tmp_path, changed, "--dry-run").stdout)
+    assert periods_of(jobs) - {None} == {"2022-01"}
+
+
+def test_too_little_disk_stops_before_fetching_with_the_numbers(world, tmp_path):
+    config = world_config(world, months=BOTH, storage={"free_disk_limit_gb": 0.0001})
+    result = run_snakemake(tmp_path, config, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "not enough free disk: the plan needs" in output and "100.0 kB are free" in output
+    assert "storage.check_free_disk: false" in output
+    assert not list((tmp_path / "work").glob("*/scenes/*"))  # nothing fetched
+    assert not (tmp_path / "work" / "logs" / "fetch").exists()
+    # the switch lets the same run go ahead
+    allowed = config | {"storage": {"free_disk_limit_gb": 0.0001, "check_free_disk": False}}
+    run_snakemake(tmp_path, allowed, "work/2022-01/scenes.json")
+    assert len(list((tmp_path / "work" / "2022-01" / "masks").glob("*.tif"))) == 6

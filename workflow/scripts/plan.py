@@ -1,0 +1,16 @@
+from s2basemap.aoi import load_aoi
+from s2basemap.grid import OutputGrid
+from s2basemap.logs import logging_to
+from s2basemap.storage import plan_run
+
+with logging_to(snakemake.log[0]):
+    plan_run(
+        size_paths=snakemake.input.sizes,
+        grid=OutputGrid(**snakemake.params.grid),
+        aoi=load_aoi(snakemake.input.aoi),
+        storage=snakemake.params.storage,
+        work_dir=snakemake.params.work_dir,
+        results_dir=snakemake.params.results_dir,
+        plan_path=snakemake.output.plan,
+        report_path=snakemake.output.report,
+    )
