@@ -45,7 +45,7 @@ checkpoint plan:
     params:
         grid=asdict(GRID),
         storage=config["storage"],
-        work_dir=WORK,
+        work_dir=lambda wildcards, output: str(Path(output.plan).parent),
         results_dir=RESULTS,
     script:
         "../scripts/plan.py"
