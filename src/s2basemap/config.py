@@ -82,6 +82,8 @@ def check_semantics(config: dict) -> None:
     target_crs(config)
     check_resolution(config)
     check_overrides(config)
+    if config["upload"]["enabled"] and not config["upload"]["bucket"]:
+        raise ConfigError("upload.bucket", "is required when upload.enabled is true")
     ocm = config["mask"]["ocm"]
     if ocm["patch_overlap"] >= ocm["patch_size"]:
         raise ConfigError("mask.ocm.patch_overlap",

@@ -259,3 +259,24 @@ def describe_period(period: Period, grid: OutputGrid, aoi: AOI, manifest: dict, 
     log.info("period %s: %s, %d scenes, coverage %s", period.label, metadata["status"],
              len(metadata["scenes"]), valid_coverage)
     return metadata
+
+
+def write_statistics(metadata: dict, path) -> None:
+    """A two-column table of the period's headline numbers (for Snakemake's report)."""
+    scenes = metadata["scenes"]
+    clouds = [s["cloud_fraction"] for s in scenes if s.get("cloud_fraction") is not None]
+    coverage = metadata["valid_coverage"]
+    rows = [
+        ("period", metadata["period"]["label"]),
+        ("status", metadata["status"]),
+        ("scenes used", len(scenes)),
+        ("scenes left out", len(metadata["left_out"])),
+        ("valid coverage (%)", f"{coverage * 100:.2f}" if coverage is not None else "-"),
+        ("mean cloud fraction (%)", f"{100 * sum(clouds) / len(clouds):.2f}" if clouds else "-"),
+        ("percentile", metadata["percentile"]),
+        ("processing (s)", f"{sum(metadata['processing_seconds'].values()):.1f}"),
+    ]
+    text = "statistic\tvalue\n" + "".join(f"{k}\t{v}\n" for k, v in rows)
+    from s2basemap.atomic import atomic_write_text
+
+    atomic_write_text(path, text)

@@ -1,4 +1,5 @@
 import sys
+import time
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -17,6 +18,7 @@ from s2basemap.aoi import read_aoi
 from s2basemap.fetch import fetch_spec
 from s2basemap.grid import TILE_ID_PATTERN, output_grid
 from s2basemap.manifest import read_manifest, scene, scene_ids
+from s2basemap import notify, upload
 from s2basemap.masks import MaskOptions
 from s2basemap.ocm import weight_paths
 from s2basemap.periods import PERIOD_LABEL_PATTERN
@@ -171,5 +173,43 @@ def metadata_inputs(wildcards):
     return inputs
 
 
+def upload_destination(period):
+    """Where the period's products end up, for the month's message."""
+    if not config["upload"]["enabled"]:
+        return str(Path(RESULTS, period).resolve())
+    return upload.destination(config["upload"], period)
+
+
+def upload_inputs(wildcards):
+    """A period's products (when it has any), metadata and STAC Item."""
+    inputs = metadata_inputs(wildcards)
+    products = {k: inputs[k] for k in ("mosaic", "counts", "quicklook") if k in inputs}
+    return products | {
+        "metadata": f"{RESULTS}/{wildcards.period}/metadata.json",
+        "item": f"{RESULTS}/{wildcards.period}/item.json",
+    }
+
+
 def all_targets():
-    return [f"{RESULTS}/{period}/metadata.json" for period in PERIODS]
+    targets = [f"{RESULTS}/{period}/metadata.json" for period in PERIODS]
+    if config["upload"]["enabled"]:
+        targets += [f"{WORK}/{period}/upload.json" for period in PERIODS]
+    return targets
+
+
+NOTIFIER = notify.Notifier(config["notify"]["webhook_env"])
+STARTED = time.monotonic()
+
+
+def notify_start():
+    NOTIFIER.send(notify.start_message(list(PERIODS), config["aoi"], str(Path.cwd())))
+
+
+def notify_summary():
+    elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - STARTED))
+    paths = [Path(f"{RESULTS}/{period}/metadata.json") for period in PERIODS]
+    NOTIFIER.send(notify.summary_message(paths, elapsed))
+
+
+def notify_errors(snakemake_log):
+    notify.report_errors(NOTIFIER, snakemake_log, Path.cwd())

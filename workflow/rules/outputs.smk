@@ -4,7 +4,12 @@ rule assemble_mosaic:
     output:
         mosaic=f"{RESULTS}/{{period}}/{BASE}_{{dates}}.tif",
         counts=f"{RESULTS}/{{period}}/{BASE}_{{dates}}_count.tif",
-        quicklook=f"{RESULTS}/{{period}}/{BASE}_{{dates}}_quicklook.png",
+        quicklook=report(
+            f"{RESULTS}/{{period}}/{BASE}_{{dates}}_quicklook.png",
+            caption="../report/quicklook.rst",
+            category="Mosaics",
+            labels={"period": "{period}", "figure": "quicklook"},
+        ),
     log:
         f"{LOGS}/assemble/{{period}}_{{dates}}.log",
     benchmark:
@@ -26,6 +31,12 @@ rule period_metadata:
     output:
         metadata=f"{RESULTS}/{{period}}/metadata.json",
         item=f"{RESULTS}/{{period}}/item.json",
+        statistics=report(
+            f"{WORK}/{{period}}/statistics.tsv",
+            caption="../report/statistics.rst",
+            category="Mosaics",
+            labels={"period": "{period}", "figure": "statistics"},
+        ),
     log:
         f"{LOGS}/metadata/{{period}}.log",
     conda:
@@ -37,5 +48,7 @@ rule period_metadata:
         | {"mask": config["mask"]},
         code=CODE["outputs"],
         benchmarks=BENCHMARKS,
+        webhook_env=config["notify"]["webhook_env"],
+        destination=lambda wildcards: upload_destination(wildcards.period),
     script:
         "../scripts/period_metadata.py"

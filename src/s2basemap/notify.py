@@ -1,0 +1,118 @@
+"""Slack messages through an incoming webhook (slack-sdk's WebhookClient).
+
+The webhook URL comes from an environment variable and is never logged,
+written or sent: it is a secret. No variable means no messages, and a webhook
+that fails never fails the workflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENV = "SLACK_WEBHOOK_URL"
+LOG_TAIL_LINES = 15
+MAX_LISTED = 10
+
+
+class Notifier:
+    def __init__(self, env_var: str = DEFAULT_ENV, timeout: float = 10):
+        self._url = os.environ.get(env_var) or None
+        self.timeout = timeout
+
+    @property
+    def enabled(self) -> bool:
+        return self._url is not None
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._url, "<webhook>") if self._url else text
+
+    def send(self, text: str) -> bool:
+        """Post `text`; True when Slack (or whoever listens) answered 200."""
+        if not self._url:
+            return False
+        from slack_sdk.webhook import WebhookClient
+
+        try:
+            response = WebhookClient(self._url, timeout=self.timeout).send(text=self.redact(text))
+        except Exception as exc:  # network trouble of any kind must not fail a run
+            log.warning("Slack message not sent: %s", self.redact(f"{type(exc).__name__}: {exc}"))
+            return False
+        if response.status_code != 200:
+            log.warning("Slack message not sent: HTTP %s", response.status_code)
+            return False
+        return True
+
+
+def start_message(periods: list[str], aoi: str, workdir: str) -> str:
+    return (f":satellite: s2basemap run started in {workdir}: {len(periods)} period(s) "
+            f"({', '.join(periods)}), AOI {Path(aoi).name}")
+
+
+def month_message(metadata: dict, location: str) -> str:
+    period = metadata["period"]["label"]
+    if metadata["status"] != "ok":
+        text = f":warning: {period}: no mosaic ({metadata['status'].replace('_', ' ')})"
+    else:
+        coverage = metadata["valid_coverage"] or 0
+        seconds = sum(metadata["processing_seconds"].values())
+        text = (f":white_check_mark: {period} mosaic done: {len(metadata['scenes'])} scenes used, "
+                f"valid coverage {coverage:.1%}, {seconds:.0f} s of processing, {location}")
+    left_out = metadata["left_out"]
+    if left_out:
+        lines = [f"• {e['id']}: {e['reason']}" for e in left_out[:MAX_LISTED]]
+        more = f"\n… and {len(left_out) - MAX_LISTED} more" if len(left_out) > MAX_LISTED else ""
+        text += f"\n{len(left_out)} scene(s) left out:\n" + "\n".join(lines) + more
+    return text
+
+
+def summary_message(metadata_paths: list[Path], elapsed: str) -> str:
+    lines = []
+    for path in metadata_paths:
+        if path.exists():
+            meta = json.loads(path.read_text())
+            coverage = f"{meta['valid_coverage']:.1%}" if meta.get("valid_coverage") is not None else "-"
+            lines.append(f"• {meta['period']['label']}: {meta['status']}, {len(meta['scenes'])} scenes, "
+                         f"coverage {coverage}")
+        else:
+            lines.append(f"• {path.parent.name}: not produced")
+    return f":checkered_flag: s2basemap run finished in {elapsed}\n" + "\n".join(lines)
+
+
+ERROR_BLOCK = re.compile(r"Error in rule (?P<rule>\S+):\n(?P<body>(?:[ \t]+.*\n?)*)")
+
+
+def failed_jobs(snakemake_log: str) -> list[dict]:
+    """Failed jobs from Snakemake's main log: rule, wildcards and log files."""
+    jobs = []
+    for match in ERROR_BLOCK.finditer(snakemake_log):
+        body = match["body"]
+        wildcards = re.search(r"wildcards: (.*)", body)
+        logs = re.search(r"log: (.*?)(?: \(check log file)", body)
+        jobs.append({"rule": match["rule"], "wildcards": wildcards[1] if wildcards else "",
+                     "logs": [p.strip() for p in logs[1].split(",")] if logs else []})
+    return jobs
+
+
+def error_message(job: dict, workdir: Path) -> str:
+    text = f":x: rule {job['rule']} failed" + (f" ({job['wildcards']})" if job["wildcards"] else "")
+    for log_path in job["logs"]:
+        path = workdir / log_path
+        if path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            text += f"\nlast lines of {log_path}:\n```\n" + "\n".join(tail) + "\n```"
+    return text
+
+
+def report_errors(notifier: Notifier, snakemake_log_path, workdir: Path) -> None:
+    text = Path(snakemake_log_path).read_text(errors="replace") if snakemake_log_path else ""
+    jobs = failed_jobs(text)
+    for job in jobs:
+        notifier.send(error_message(job, workdir))
+    if not jobs:
+        notifier.send(":x: s2basemap run failed before any job (see the Snakemake log)")
