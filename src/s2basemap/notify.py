@@ -85,16 +85,30 @@ def summary_message(metadata_paths: list[Path], elapsed: str) -> str:
 
 
 ERROR_BLOCK = re.compile(r"Error in rule (?P<rule>\S+):\n(?P<body>(?:[ \t]+.*\n?)*)")
+JOB_BLOCK = re.compile(r"^(?:local)?(?:rule|checkpoint) \S+:\n(?P<body>(?:[ \t]+.*\n?)*)", re.M)
 
 
 def failed_jobs(snakemake_log: str) -> list[dict]:
-    """Failed jobs from Snakemake's main log: rule, wildcards and log files."""
+    """Failed jobs from Snakemake's main log: rule, wildcards and log files.
+
+    Error blocks name the job id but not always the wildcards; those come from
+    the block that announced the job.
+    """
+    wildcards_of = {}
+    for match in JOB_BLOCK.finditer(snakemake_log):
+        jobid = re.search(r"jobid: (\d+)", match["body"])
+        wildcards = re.search(r"wildcards: (.*)", match["body"])
+        if jobid and wildcards:
+            wildcards_of[jobid[1]] = wildcards[1].strip()
     jobs = []
     for match in ERROR_BLOCK.finditer(snakemake_log):
         body = match["body"]
+        jobid = re.search(r"jobid: (\d+)", body)
         wildcards = re.search(r"wildcards: (.*)", body)
         logs = re.search(r"log: (.*?)(?: \(check log file)", body)
-        jobs.append({"rule": match["rule"], "wildcards": wildcards[1] if wildcards else "",
+        jobs.append({"rule": match["rule"],
+                     "wildcards": wildcards[1].strip() if wildcards
+                     else wildcards_of.get(jobid[1] if jobid else "", ""),
                      "logs": [p.strip() for p in logs[1].split(",")] if logs else []})
     return jobs
 
@@ -109,8 +123,11 @@ def error_message(job: dict, workdir: Path) -> str:
     return text
 
 
-def report_errors(notifier: Notifier, snakemake_log_path, workdir: Path) -> None:
-    text = Path(snakemake_log_path).read_text(errors="replace") if snakemake_log_path else ""
+def report_errors(notifier: Notifier, snakemake_logs, workdir: Path) -> None:
+    """One message per failed job in Snakemake's main log(s)."""
+    if isinstance(snakemake_logs, (str, Path)):
+        snakemake_logs = [snakemake_logs]
+    text = "\n".join(Path(p).read_text(errors="replace") for p in snakemake_logs or [] if Path(p).exists())
     jobs = failed_jobs(text)
     for job in jobs:
         notifier.send(error_message(job, workdir))

@@ -7,6 +7,7 @@ multipart) and counts the body bytes it sends per path. StacServer: the
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -186,3 +187,42 @@ class StacServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self._log.close()
+
+
+class WebhookReceiver:
+    """A Slack-like incoming webhook on 127.0.0.1 that records every JSON body."""
+
+    def __init__(self, status: int = 200):
+        self.messages: list[dict] = []
+        self.paths: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.paths.append(self.path)
+                receiver.messages.append(json.loads(body or b"{}"))
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    @property
+    def texts(self) -> list[str]:
+        return [m.get("text", "") for m in self.messages]

@@ -1,0 +1,174 @@
+"""Operations: Slack messages to a webhook receiver and uploads to an S3 server, both
+on 127.0.0.1; secrets stay out of every file; profiles and the report work."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from conftest import REPO, run_snakemake, world_config
+from s2basemap.notify import Notifier, failed_jobs
+from testworld.servers import WebhookReceiver, free_port
+
+BUCKET = "mosaics"
+SECRET_KEY = "s3-secret-9f8e7d6c5b4a"
+WEBHOOK_SECRET = "T0000/B0000/hooksecret1234567890"
+MONTHS = ["2022-01", "2022-02"]
+PRODUCT_FILES = {"metadata.json", "item.json", "S2_RGBNIR_{d}.tif", "S2_RGBNIR_{d}_count.tif",
+                 "S2_RGBNIR_{d}_quicklook.png"}
+DATES = {"2022-01": "2022_01_01_to_2022_01_31", "2022-02": "2022_02_01_to_2022_02_28"}
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "s3-key-id", "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    yield url, env, s3
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def operated_run(world, s3_server, tmp_path_factory):
+    url, s3_env, s3 = s3_server
+    hook = WebhookReceiver().start()
+    workdir = tmp_path_factory.mktemp("ops")
+    webhook_url = f"{hook.url}/services/{WEBHOOK_SECRET}"
+    env = s3_env | {"S2B_TEST_WEBHOOK": webhook_url}
+    config = world_config(world, months=MONTHS, notify={"webhook_env": "S2B_TEST_WEBHOOK"},
+                          upload={"enabled": True, "endpoint_url": url, "bucket": BUCKET,
+                                  "prefix": "arkansas/monthly"})
+    first = run_snakemake(workdir, config, env=env)
+    first_messages = list(hook.texts)
+    objects = {o["Key"]: o for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    second = run_snakemake(workdir, config, env=env)  # nothing to do
+    forced = run_snakemake(workdir, config, "--forcerun", "upload_period", env=env)
+    again = {o["Key"]: o for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    report = workdir / "report.html"
+    run_snakemake(workdir, config, "--report", str(report), env=env)
+    yield {"workdir": workdir, "hook": hook, "first_messages": first_messages, "objects": objects,
+           "again": again, "webhook_url": webhook_url, "runs": [first, second, forced],
+           "report": report, "s3": s3}
+    hook.stop()
+
+
+def test_messages_cover_start_each_month_and_the_summary(operated_run):
+    texts = operated_run["first_messages"]
+    assert "s2basemap run started" in texts[0] and "2022-01, 2022-02" in texts[0]
+    for month in MONTHS:
+        done = [t for t in texts if t.startswith(f":white_check_mark: {month} mosaic done")]
+        assert len(done) == 1
+        assert "6 scenes used" in done[0] and "valid coverage" in done[0]
+        assert f"s3://{BUCKET}/arkansas/monthly/{month}/" in done[0]
+    january = next(t for t in texts if t.startswith(":white_check_mark: 2022-01"))
+    assert "S2B_15SYU_20220115_0_L2A: duplicate of" in january  # left-out scenes are named
+    assert texts[-1].startswith(":checkered_flag: s2basemap run finished")
+    assert all(p.endswith(WEBHOOK_SECRET) for p in operated_run["hook"].paths)
+
+
+def test_products_are_uploaded_once_and_verified(operated_run):
+    workdir, objects = operated_run["workdir"], operated_run["objects"]
+    expected = {f"arkansas/monthly/{m}/{name.format(d=DATES[m])}" for m in MONTHS for name in PRODUCT_FILES}
+    assert set(objects) == expected
+    s3 = operated_run["s3"]
+    for key in expected:
+        month, name = key.split("/")[-2:]
+        local = workdir / "results" / month / name
+        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        assert body == local.read_bytes()
+    # the forced rerun of the upload jobs found every object already there
+    assert operated_run["again"] == objects
+    for month in MONTHS:
+        receipt = json.loads((workdir / "work" / month / "upload.json").read_text())
+        assert {o["action"] for o in receipt["objects"]} == {"skipped"}
+    assert "Nothing to be done" in operated_run["runs"][1].stdout + operated_run["runs"][1].stderr
+
+
+def test_no_secret_reaches_any_log_output_or_report(operated_run):
+    workdir = operated_run["workdir"]
+    secrets = [operated_run["webhook_url"].encode(), WEBHOOK_SECRET.encode(), SECRET_KEY.encode()]
+    scanned = 0
+    for path in workdir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            scanned += 1
+            for secret in secrets:
+                assert secret not in data, f"{secret!r} found in {path}"
+                assert base64.b64encode(secret)[:-4] not in data, f"{secret!r} (base64) in {path}"
+    for run in operated_run["runs"]:
+        for secret in secrets:
+            assert secret.decode() not in run.stdout + run.stderr
+    assert scanned > 100  # logs, benchmarks, metadata, products, .snakemake, the report
+
+
+def test_report_holds_each_months_quicklook_and_statistics(operated_run):
+    html = operated_run["report"].read_text()
+    workdir = operated_run["workdir"]
+    for month in MONTHS:
+        png = (workdir / "results" / month / f"S2_RGBNIR_{DATES[month]}_quicklook.png").read_bytes()
+        stats = (workdir / "work" / month / "statistics.tsv").read_bytes()
+        assert base64.b64encode(png)[:200].decode() in html
+        assert base64.b64encode(stats)[:60].decode() in html
+        assert b"valid coverage (%)" in stats and b"scenes used\t6" in stats
+
+
+def test_a_failing_job_is_reported_with_its_log(world, tmp_path):
+    hook = WebhookReceiver().start()
+    try:
+        config = world_config(world, months=["2022-01"], notify={"webhook_env": "S2B_TEST_WEBHOOK"},
+                              stac={"url": "http://127.0.0.1:9/v1"})  # nothing listens
+        result = run_snakemake(tmp_path, config, check=False, env={"S2B_TEST_WEBHOOK": hook.url})
+    finally:
+        hook.stop()
+    assert result.returncode != 0
+    errors = [t for t in hook.texts if t.startswith(":x:")]
+    assert errors and "rule search failed (period=2022-01)" in errors[0]
+    assert "last lines of work/logs/search/2022-01.log" in errors[0]
+    assert "STAC search at http://127.0.0.1:9/v1" in errors[0]
+
+
+def test_a_broken_webhook_never_fails_the_run(world, tmp_path):
+    config = world_config(world, months=["2022-01"], notify={"webhook_env": "S2B_TEST_WEBHOOK"})
+    result = run_snakemake(tmp_path, config, "plan", env={"S2B_TEST_WEBHOOK": "http://127.0.0.1:9/hook"})
+    assert result.returncode == 0
+    assert "Slack message not sent" in result.stdout + result.stderr
+    assert "127.0.0.1:9/hook" not in result.stdout + result.stderr  # redacted
+
+
+def test_unset_webhook_sends_nothing(monkeypatch):
+    monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
+    notifier = Notifier()
+    assert not notifier.enabled and notifier.send("hello") is False
+
+
+def test_failed_jobs_are_read_from_snakemakes_log():
+    log = ("rule fetch_scene:\n    input: work/aoi.json\n    jobid: 7\n"
+           "    wildcards: period=2022-01, scene=x\n    resources: tmpdir=/tmp\n\n"
+           "Error in rule fetch_scene:\n    message: None\n    jobid: 7\n"
+           "    input: work/aoi.json\n    output: work/2022-01/scenes/x.tif\n"
+           "    log: work/logs/fetch/2022-01/x.log (check log file(s) for error details)\n"
+           "\nShutting down\n")
+    assert failed_jobs(log) == [{"rule": "fetch_scene", "wildcards": "period=2022-01, scene=x",
+                                 "logs": ["work/logs/fetch/2022-01/x.log"]}]
+
+
+def test_vast_profile_resolves_from_the_repository_root():
+    """The literal command of the README, as a dry run (it needs no network)."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "vast", "--cores", "all",
+                             "-n"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Using profiles vast" in result.stdout + result.stderr
+    assert Path(REPO / "vast").resolve() == (REPO / "profiles" / "vast").resolve()
