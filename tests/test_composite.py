@@ -13,8 +13,8 @@ from pyproj import CRS
 
 from s2basemap.aoi import AOI, read_aoi
 from s2basemap.grid import output_grid
-from s2basemap.percentile import (CUDA_SOURCE, MAX_OBSERVATIONS_GPU, gpu_available, percentile_cpu,
-                                  percentile_gpu)
+from s2basemap.percentile import (CUDA_FAST_SOURCE, CUDA_SOURCE, MAX_OBSERVATIONS_GPU,
+                                  gpu_available, percentile_cpu, percentile_gpu)
 
 
 def numpy_reference(values, valid, q):
@@ -71,17 +71,24 @@ def test_kernel_rejects_wrong_types():
 @pytest.mark.gpu
 @pytest.mark.skipif(not gpu_available(), reason="needs cupy and a CUDA device")
 @pytest.mark.parametrize("q", [0, 25, 33.3, 50, 90, 100])
-def test_gpu_kernel_is_identical_to_cpu(q):
-    values, valid = random_stack(int(q) + 5, n_obs=40, shape=(300, 257))
-    np.testing.assert_array_equal(percentile_gpu(values, valid, q)[0], percentile_cpu(values, valid, q)[0])
-    np.testing.assert_array_equal(percentile_gpu(values, valid, q)[1], percentile_cpu(values, valid, q)[1])
+@pytest.mark.parametrize("n_obs", [1, 2, 40, 64, 80])  # 80: the general kernel beyond 64
+def test_gpu_kernel_is_identical_to_cpu(q, n_obs):
+    values, valid = random_stack(int(q) + n_obs, n_obs=max(n_obs, 8), shape=(300, 257))
+    values, valid = values[:n_obs], valid[:n_obs]
+    gpu, cpu = percentile_gpu(values, valid, q), percentile_cpu(values, valid, q)
+    np.testing.assert_array_equal(gpu[0], cpu[0])
+    np.testing.assert_array_equal(gpu[1], cpu[1])
+    if n_obs >= 8:
+        np.testing.assert_array_equal(cpu[0], numpy_reference(values, valid, q)[0])
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
-def test_cuda_source_compiles(tmp_path):
-    """Without a GPU the kernel cannot run, but nvcc can still reject a broken source."""
+@pytest.mark.parametrize("source_text", [CUDA_SOURCE.replace("MAX_OBS", str(MAX_OBSERVATIONS_GPU)),
+                                         CUDA_FAST_SOURCE.replace("KEEP", "11")])
+def test_cuda_source_compiles(tmp_path, source_text):
+    """Without a GPU the kernels cannot run, but nvcc can still reject a broken source."""
     source = tmp_path / "kernel.cu"
-    source.write_text(CUDA_SOURCE.replace("MAX_OBS", str(MAX_OBSERVATIONS_GPU)))
+    source.write_text(source_text)
     result = subprocess.run(["nvcc", "-c", str(source), "-o", str(tmp_path / "kernel.o")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

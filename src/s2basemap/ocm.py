@@ -36,7 +36,7 @@ class OCMOptions:
     device: str = "auto"
     batch_size: int = 4
     patch_size: int = 1000
-    patch_overlap: int = 200
+    patch_overlap: int = 100
     model_version: float = 4.0
     weights_dir: str = "resources/models/omnicloudmask"
 

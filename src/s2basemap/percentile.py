@@ -26,6 +26,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MAX_OBSERVATIONS_GPU = 512
+FAST_OBSERVATIONS_GPU = 64  # validity fits one 64-bit register
+SENTINEL = np.uint16(65535)
 
 
 @numba.njit(cache=True, inline="always")
@@ -48,34 +50,60 @@ def _lerp(a: float, b: float, gamma: float) -> float:
     return a + d * gamma
 
 
+@numba.njit(cache=True)
+def _ranks(count, q, lo, hi, gamma):
+    for col in range(count.shape[0]):
+        lo[col], hi[col], gamma[col] = _rank(max(count[col], 1), q)
+
+
 @numba.njit(parallel=True, cache=True)
-def _percentile_cpu(values, valid, q, out, count):
+def _percentile_cpu(values, valid, q, keep, out, count):
+    """Rows in parallel; within a row, every step runs across all columns (SIMD).
+
+    Invalid observations become the sentinel 65535, which sorts last, and each
+    column keeps only its `keep` smallest values, sorted, in a compare-exchange
+    chain (min/max, no branches). A valid 65535 ties with the sentinel and so
+    still lands on the right rank.
+    """
     n_obs, n_bands, height, width = values.shape
     for row in numba.prange(height):
-        taken = np.empty(n_obs, dtype=np.int64)
-        sample = np.empty(n_obs, dtype=np.uint16)
-        for col in range(width):
-            n = 0
+        n = np.zeros(width, dtype=np.int64)
+        for i in range(n_obs):
+            for col in range(width):
+                n[col] += valid[i, row, col]
+        lo = np.empty(width, dtype=np.int64)
+        hi = np.empty(width, dtype=np.int64)
+        gamma = np.empty(width, dtype=np.float64)
+        _ranks(n, q, lo, hi, gamma)
+        smallest = np.empty((keep, width), dtype=np.uint16)
+        incoming = np.empty(width, dtype=np.uint16)
+        for band in range(n_bands):
+            smallest[:] = SENTINEL
             for i in range(n_obs):
-                if valid[i, row, col]:
-                    taken[n] = i
-                    n += 1
-            count[row, col] = n
-            if n == 0:
-                for band in range(n_bands):
+                source = values[i, band, row]
+                ok = valid[i, row]
+                for col in range(width):
+                    incoming[col] = source[col] if ok[col] else SENTINEL
+                for j in range(keep):
+                    kept = smallest[j]
+                    for col in range(width):
+                        a, x = kept[col], incoming[col]
+                        kept[col] = min(a, x)
+                        incoming[col] = max(a, x)
+            for col in range(width):
+                if n[col] == 0:
                     out[band, row, col] = 0
-                continue
-            lo, hi, gamma = _rank(n, q)
-            for band in range(n_bands):
-                for k in range(n):  # insertion sort: n is tens, not thousands
-                    value = values[taken[k], band, row, col]
-                    j = k
-                    while j > 0 and sample[j - 1] > value:
-                        sample[j] = sample[j - 1]
-                        j -= 1
-                    sample[j] = value
-                result = _lerp(float(sample[lo]), float(sample[hi]), gamma)
-                out[band, row, col] = np.uint16(np.rint(result))
+                else:
+                    result = _lerp(float(smallest[lo[col], col]), float(smallest[hi[col], col]),
+                                   gamma[col])
+                    out[band, row, col] = np.uint16(np.rint(result))
+        for col in range(width):
+            count[row, col] = n[col]
+
+
+def kept_ranks(n_obs: int, percentile: float) -> int:
+    """How many smallest values per pixel reach the percentile's upper neighbour."""
+    return min(n_obs, int(np.floor(percentile / 100.0 * (n_obs - 1))) + 2) if n_obs else 0
 
 
 def percentile_cpu(values: np.ndarray, valid: np.ndarray, percentile: float):
@@ -83,7 +111,11 @@ def percentile_cpu(values: np.ndarray, valid: np.ndarray, percentile: float):
     _check(values, valid, percentile)
     out = np.empty(values.shape[1:], dtype=np.uint16)
     count = np.empty(values.shape[2:], dtype=np.uint16)
-    _percentile_cpu(values, valid, percentile / 100.0, out, count)
+    if values.shape[0] == 0:
+        out[:], count[:] = 0, 0
+        return out, count
+    _percentile_cpu(values, valid, percentile / 100.0, kept_ranks(values.shape[0], percentile),
+                    out, count)
     return out, count
 
 
@@ -140,6 +172,62 @@ void percentile_kernel(const unsigned short* values, const bool* valid, const do
 """
 
 
+CUDA_FAST_SOURCE = r"""
+// One thread per pixel: validity as a 64-bit mask, the KEEP smallest values of
+// each band in registers (compare-exchange chain), numpy's linear rank.
+extern "C" __global__
+void percentile_fast(const unsigned short* __restrict__ values, const bool* __restrict__ valid,
+                     const double q, const int n_obs, const int n_bands, const long long n_pixels,
+                     unsigned short* __restrict__ out, unsigned short* __restrict__ count)
+{
+    long long p = (long long)blockDim.x * blockIdx.x + threadIdx.x;
+    if (p >= n_pixels) return;
+    unsigned long long bits = 0ull;
+    int n = 0;
+    for (int i = 0; i < n_obs; ++i) {
+        if (valid[(long long)i * n_pixels + p]) { bits |= 1ull << i; ++n; }
+    }
+    count[p] = (unsigned short)n;
+    if (n == 0) {
+        for (int b = 0; b < n_bands; ++b) out[(long long)b * n_pixels + p] = 0;
+        return;
+    }
+    double index = __dmul_rn((double)(n - 1), q);
+    int lo, hi;
+    double gamma = 0.0;
+    if (index >= (double)(n - 1)) { lo = n - 1; hi = n - 1; }
+    else if (index < 0.0) { lo = 0; hi = 0; }
+    else { lo = (int)floor(index); hi = lo + 1; gamma = __dsub_rn(index, (double)lo); }
+    for (int b = 0; b < n_bands; ++b) {
+        unsigned short kept[KEEP];
+        #pragma unroll
+        for (int j = 0; j < KEEP; ++j) kept[j] = 65535;
+        for (int i = 0; i < n_obs; ++i) {
+            unsigned short x = ((bits >> i) & 1ull)
+                ? values[((long long)i * n_bands + b) * n_pixels + p] : (unsigned short)65535;
+            #pragma unroll
+            for (int j = 0; j < KEEP; ++j) {
+                unsigned short a = kept[j];
+                kept[j] = a < x ? a : x;
+                x = a < x ? x : a;
+            }
+        }
+        unsigned short a = 0, c = 0;
+        #pragma unroll
+        for (int j = 0; j < KEEP; ++j) {  // select by unrolled compare: kept stays in registers
+            if (j == lo) a = kept[j];
+            if (j == hi) c = kept[j];
+        }
+        double fa = (double)a, fc = (double)c;
+        double d = __dsub_rn(fc, fa);
+        double r = gamma >= 0.5 ? __dsub_rn(fc, __dmul_rn(d, __dsub_rn(1.0, gamma)))
+                                : __dadd_rn(fa, __dmul_rn(d, gamma));
+        out[(long long)b * n_pixels + p] = (unsigned short)rint(r);
+    }
+}
+"""
+
+
 def gpu_available() -> bool:
     """cupy importable and a CUDA device present."""
     try:
@@ -158,6 +246,13 @@ def _gpu_kernel():
                           "percentile_kernel")
 
 
+@lru_cache(maxsize=16)
+def _gpu_fast_kernel(keep: int):
+    import cupy
+
+    return cupy.RawKernel(CUDA_FAST_SOURCE.replace("KEEP", str(keep)), "percentile_fast")
+
+
 def percentile_gpu(values: np.ndarray, valid: np.ndarray, percentile: float):
     """The GPU twin of percentile_cpu; takes and returns numpy arrays."""
     import cupy
@@ -166,16 +261,31 @@ def percentile_gpu(values: np.ndarray, valid: np.ndarray, percentile: float):
     n_obs, n_bands, height, width = values.shape
     if n_obs > MAX_OBSERVATIONS_GPU:
         raise ValueError(f"{n_obs} observations exceed the GPU kernel's {MAX_OBSERVATIONS_GPU}")
+    d_out, d_count = percentile_on_device(cupy.asarray(values), cupy.asarray(valid), percentile)
+    return cupy.asnumpy(d_out), cupy.asnumpy(d_count)
+
+
+def percentile_on_device(d_values, d_valid, percentile: float):
+    """The GPU kernels on cupy arrays already on the device (for timing, and chaining)."""
+    import cupy
+
+    n_obs, n_bands, height, width = d_values.shape
     n_pixels = height * width
-    d_values, d_valid = cupy.asarray(values), cupy.asarray(valid)
     d_out = cupy.empty((n_bands, height, width), dtype=cupy.uint16)
     d_count = cupy.empty((height, width), dtype=cupy.uint16)
+    if n_obs == 0:
+        d_out[:], d_count[:] = 0, 0
+        return d_out, d_count
     threads = 128
     blocks = (n_pixels + threads - 1) // threads
-    _gpu_kernel()((blocks,), (threads,), (d_values, d_valid, np.float64(percentile / 100.0),
-                                          np.int32(n_obs), np.int32(n_bands), np.int64(n_pixels),
-                                          d_out, d_count))
-    return cupy.asnumpy(d_out), cupy.asnumpy(d_count)
+    if n_obs <= FAST_OBSERVATIONS_GPU:
+        kernel = _gpu_fast_kernel(kept_ranks(n_obs, percentile))
+    else:
+        kernel = _gpu_kernel()
+    kernel((blocks,), (threads,), (d_values, d_valid, np.float64(percentile / 100.0),
+                                   np.int32(n_obs), np.int32(n_bands), np.int64(n_pixels),
+                                   d_out, d_count))
+    return d_out, d_count
 
 
 def percentile_composite(values: np.ndarray, valid: np.ndarray, percentile: float,

@@ -1,0 +1,216 @@
+"""Benchmarks, each against a baseline measured in the same run on the same data.
+
+    python tests/benchmarks/bench.py                 # everything
+    python tests/benchmarks/bench.py kernel masking  # some sections
+
+kernel    the CPU percentile kernel vs np.nanpercentile (the reference system's
+          CPU path) on N = 20 and 40 observations, 4 bands, 1024 x 1024 px,
+          ~40 % invalid; with a GPU also the CUDA kernel vs a sort-based cupy
+          baseline (the reference's GPU path) on 2048 x 2048 px, 40 observations
+masking   OmniCloudMask per scene: this workflow's defaults vs the reference
+          system's settings (10 m, patch 393, overlap 196, batch 96), same
+          weights (fabricated v4 architecture: the real compute)
+workflow  the whole workflow on the test world: wall time and peak memory
+Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))
+
+from s2basemap.ocm import OCMOptions, choose_device, predict  # noqa: E402
+from s2basemap.percentile import gpu_available, percentile_cpu  # noqa: E402
+
+PERCENTILE = 25
+
+
+def stack(n_obs: int, edge: int, invalid: float = 0.4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    values = rng.integers(1, 10000, (n_obs, 4, edge, edge), dtype=np.uint16)
+    valid = rng.random((n_obs, edge, edge)) >= invalid
+    return values, valid
+
+
+def best_of(repeats: int, func, *args) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        func(*args)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def nanpercentile_baseline(values, valid, rows: int):
+    """The reference's CPU path on the first `rows` rows: float32 with NaN, np.nanpercentile."""
+    part = values[:, :, :rows].astype(np.float32)
+    part[~np.broadcast_to(valid[:, None, :rows], part.shape)] = np.nan
+    started = time.perf_counter()
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = np.nanpercentile(part, PERCENTILE, axis=0)
+    return time.perf_counter() - started, result
+
+
+def bench_kernel() -> None:
+    print("== percentile kernel (CPU, numba) vs np.nanpercentile ==")
+    print(f"percentile {PERCENTILE}, 4 bands, 1024 x 1024 px, ~40 % invalid; "
+          "values = observations x bands x pixels; best of 5")
+    for n_obs in (20, 40):
+        values, valid = stack(n_obs, 1024)
+        percentile_cpu(values[:, :, :4], valid[:, :4], PERCENTILE)  # compile
+        seconds = best_of(5, percentile_cpu, values, valid, PERCENTILE)
+        read = best_of(5, lambda v: v.max(axis=0), values)
+        rows = 8
+        base_seconds, base = nanpercentile_baseline(values, valid, rows)
+        ours = percentile_cpu(values[:, :, :rows], valid[:, :rows], PERCENTILE)[0]
+        same = np.array_equal(ours, np.where(np.isnan(base), 0, np.rint(base)).astype(np.uint16))
+        rate = values.size / seconds / 1e6
+        base_rate = values[:, :, :rows].size / base_seconds / 1e6
+        print(f"N={n_obs}: kernel {seconds * 1e3:7.1f} ms = {rate:7.0f} Mvalues/s | "
+              f"np.nanpercentile {base_rate:6.2f} Mvalues/s (on {rows} rows) | "
+              f"kernel / nanpercentile = {rate / base_rate:6.0f}x | "
+              f"reading the stack (max over N) {values.size / read / 1e6:6.0f} Mvalues/s | "
+              f"identical to numpy: {same}")
+    if gpu_available():
+        bench_gpu()
+    else:
+        print("GPU: no cupy/CUDA device here; GPU kernel not measured")
+
+
+def bench_gpu() -> None:
+    import cupy
+
+    from s2basemap.percentile import percentile_cpu as cpu
+    from s2basemap.percentile import percentile_on_device
+
+    print("== percentile kernel (GPU, cupy RawKernel) vs sort-based cupy ==")
+    values, valid = stack(40, 2048)
+    d_values, d_valid = cupy.asarray(values), cupy.asarray(valid)
+
+    def timed(func, repeats=20):
+        func()
+        cupy.cuda.Device().synchronize()
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        times = []
+        for _ in range(repeats):
+            start.record()
+            func()
+            end.record()
+            end.synchronize()
+            times.append(cupy.cuda.get_elapsed_time(start, end))
+        return float(np.median(times))
+
+    fast_ms = timed(lambda: percentile_on_device(d_values, d_valid, PERCENTILE))
+
+    def sort_baseline():
+        f = d_values.astype(cupy.float32)
+        f[~cupy.broadcast_to(d_valid[:, None], f.shape)] = cupy.inf
+        order = cupy.argsort(f, axis=0)  # int64 index arrays, as the reference
+        ordered = cupy.take_along_axis(f, order, axis=0)
+        n = d_valid.sum(axis=0)
+        index = (n - 1).clip(0) * (PERCENTILE / 100.0)
+        lo = cupy.floor(index).astype(cupy.int64)
+        hi = cupy.minimum(lo + 1, (n - 1).clip(0))
+        a = cupy.take_along_axis(ordered, lo[None, None].repeat(4, 1), axis=0)[0]
+        b = cupy.take_along_axis(ordered, hi[None, None].repeat(4, 1), axis=0)[0]
+        return a + (b - a) * (index - lo)
+
+    sort_ms = timed(sort_baseline, repeats=5)
+    same = np.array_equal(percentile_on_device(d_values, d_valid, PERCENTILE)[0].get(),
+                          cpu(values, valid, PERCENTILE)[0])
+    size = values.size
+    print(f"2048 x 2048 px, 40 observations, 4 bands ({size / 1e6:.0f} Mvalues): kernel "
+          f"{fast_ms:.3f} ms = {size / fast_ms / 1e3:.0f} Mvalues/s | sort-based {sort_ms:.1f} ms | "
+          f"ratio {sort_ms / fast_ms:.0f}x | identical to the CPU kernel: {same}")
+
+
+def bench_masking(edge: int) -> None:
+    from benchmarks.bench_masking import synthetic_scene
+    from testworld.weights import fabricate_weights
+
+    device, dtype = choose_device("auto")
+    scene = synthetic_scene(edge)
+    print("== OmniCloudMask per scene: defaults vs the reference system's settings ==")
+    print(f"device {device.type} ({str(dtype).removeprefix('torch.')}), scene {edge} x {edge} px "
+          f"at 10 m, fabricated v4 weights")
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = str(fabricate_weights(Path(tmp) / "random", "random"))
+        ours = OCMOptions(weights_dir=weights)
+        reference = OCMOptions(weights_dir=weights, inference_resolution=10, patch_size=393,
+                               patch_overlap=196, batch_size=96)
+        predict(scene[:, :512, :512], ours)  # warm-up: model load
+        ours_s = best_of(1, predict, scene, ours)
+        reference_s = best_of(1, predict, scene, reference)
+    for name, options, seconds in (("defaults ", ours, ours_s), ("reference", reference, reference_s)):
+        print(f"{name}: {options.inference_resolution} m, patch {options.patch_size}, overlap "
+              f"{options.patch_overlap}, batch {options.batch_size}: {seconds:8.2f} s")
+    print(f"defaults cost {ours_s / reference_s:.3f} of the reference ({reference_s / ours_s:.1f}x faster)")
+
+
+def bench_workflow() -> None:
+    import psutil
+    import yaml
+
+    from conftest import SNAKEFILE, world_config
+    from testworld import RangeServer, StacServer, build_world
+
+    print("== the workflow on the test world (2 months, 12 scenes, masks: scl) ==")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        http = RangeServer(root / "world").start()
+        world = build_world(root / "world", http.url)
+        stac = StacServer(world.item_files, root / "rustac.log").wait_ready()
+        world.stac_url = stac.url
+        try:
+            run = root / "run"
+            run.mkdir()
+            (run / "config.yaml").write_text(yaml.safe_dump(world_config(world)))
+            started = time.perf_counter()
+            proc = psutil.Popen([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(run),
+                                 "--configfile", str(run / "config.yaml"), "--cores", "2", "-q"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            peak = 0
+            while proc.poll() is None:
+                try:
+                    tree = [proc, *proc.children(recursive=True)]
+                    peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+                except psutil.Error:
+                    pass
+                time.sleep(0.05)
+            wall = time.perf_counter() - started
+        finally:
+            stac.stop()
+            http.stop()
+    print(f"exit {proc.returncode}: wall time {wall:.1f} s, peak memory of the process tree "
+          f"{peak / 1e6:.0f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="s2basemap benchmarks")
+    parser.add_argument("sections", nargs="*", default=["kernel", "masking", "workflow"],
+                        choices=["kernel", "masking", "workflow"])
+    parser.add_argument("--mask-edge", type=int, default=2000, help="masking scene edge (10 m px)")
+    args = parser.parse_args()
+    if "kernel" in args.sections:
+        bench_kernel()
+    if "masking" in args.sections:
+        bench_masking(args.mask_edge)
+    if "workflow" in args.sections:
+        bench_workflow()
+
+
+if __name__ == "__main__":
+    main()
