@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -29,13 +31,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+FAULT_KINDS = ("500", "503", "reset", "stall", "truncate")
+
+
 class RangeServer:
-    """Serves `root` over HTTP/1.1 with byte ranges; `bytes_sent[path]` counts body bytes."""
+    """Serves `root` over HTTP/1.1 with byte ranges; `bytes_sent[path]` counts body bytes.
+
+    Fault injection: `inject(rate, kinds)` answers that fraction of requests
+    (drawn from a seeded generator) with an HTTP 500/503, a connection reset, a
+    stall longer than any client timeout, or a body cut in half; `always_fail`
+    paths answer 503 every time. `faults` counts what was injected.
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.bytes_sent: Counter = Counter()
         self.requests: Counter = Counter()
+        self.faults: Counter = Counter()
+        self.fault_rate = 0.0
+        self.fault_kinds: tuple[str, ...] = FAULT_KINDS
+        self.always_fail: set[str] = set()
+        self.stall_seconds = 6.0
+        self._rng = random.Random(0)
         self._lock = threading.Lock()
         server = self
 
@@ -65,6 +82,23 @@ class RangeServer:
         with self._lock:
             self.bytes_sent.clear()
             self.requests.clear()
+            self.faults.clear()
+
+    def inject(self, rate: float, kinds: tuple[str, ...] = FAULT_KINDS, seed: int = 0) -> None:
+        with self._lock:
+            self.fault_rate, self.fault_kinds = rate, kinds
+            self._rng = random.Random(seed)
+
+    def draw_fault(self, path: str) -> str | None:
+        with self._lock:
+            if path in self.always_fail:
+                kind = "503"
+            elif self.fault_rate and self._rng.random() < self.fault_rate:
+                kind = self._rng.choice(self.fault_kinds)
+            else:
+                return None
+            self.faults[kind] += 1
+            return kind
 
 
 class _RangeHandler(BaseHTTPRequestHandler):
@@ -82,7 +116,38 @@ class _RangeHandler(BaseHTTPRequestHandler):
             return None
         return path
 
+    def _fault(self, body: bytes | None = None, status: int = 200, headers: dict | None = None) -> bool:
+        """Act out a drawn fault; True when the request was answered (or broken) by it."""
+        kind = self.owner.draw_fault(self.path.split("?", 1)[0])
+        if kind is None:
+            return False
+        if kind in ("500", "503"):
+            self.send_response(int(kind))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif kind == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+        elif kind == "stall":
+            time.sleep(self.owner.stall_seconds)
+            self.close_connection = True
+        elif kind == "truncate":
+            data = body if body is not None else b"x" * 1024
+            self.send_response(status)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+        return True
+
     def do_HEAD(self):
+        if self._fault():
+            return
         path = self._file()
         if path:
             self.send_response(200)
@@ -97,6 +162,14 @@ class _RangeHandler(BaseHTTPRequestHandler):
         if not path:
             return
         data = path.read_bytes()
+        ranges = parse_ranges(self.headers.get("Range"), len(data))
+        if ranges:
+            start, end = ranges[0]
+            partial = {"Content-Range": f"bytes {start}-{end}/{len(data)}"}
+            if self._fault(data[start:end + 1], 206, partial):
+                return
+        elif self._fault(data):
+            return
         size = len(data)
         ranges = parse_ranges(self.headers.get("Range"), size)
         if ranges is None:
