@@ -68,7 +68,7 @@ def near_edge(geometry, x, y, crs_is_geographic):
     return shapely.distance(geometry.boundary, shapely.points(x, y)) < tolerance
 
 
-def reference_mosaic(world, month, crs, transform, shape):
+def reference_mosaic(world, month, crs, transform, shape, scenes=None):
     """(4, H, W) R, G, B, NIR, the (H, W) count and the (H, W) tie pixels, from the source files."""
     aoi = geopandas.read_file(world.aoi_gpkg)
     rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
@@ -77,7 +77,7 @@ def reference_mosaic(world, month, crs, transform, shape):
     inside_target = shapely.contains_xy(target_aoi, x, y)
     ties = near_edge(target_aoi, x, y, crs.is_geographic)
     layers, valid_layers = [], []
-    for scene in kept_scenes(world, month):
+    for scene in scenes if scenes is not None else kept_scenes(world, month):
         with rasterio.open(scene.path("red")) as src:
             src_transform, size = src.transform, src.width
         sx, sy = Transformer.from_crs(crs, scene.epsg, always_xy=True).transform(x, y)

@@ -89,9 +89,21 @@ def check_semantics(config: dict) -> None:
         raise ConfigError("mask.ocm.patch_overlap",
                           f"{ocm['patch_overlap']} is not less than patch_size {ocm['patch_size']}")
     try:
-        read_aoi(config["aoi"])
+        aoi = read_aoi(config["aoi"])
     except AOIError as exc:
         raise ConfigError("aoi", str(exc).removeprefix("aoi: ")) from None
+    if crosses_antimeridian(aoi.geometry_4326) and target_crs(config).is_geographic:
+        raise ConfigError(
+            "target.crs",
+            f"{config['target']['crs']} is geographic but the AOI crosses the antimeridian, "
+            "where its longitudes wrap; allowed: a projected CRS covering the AOI "
+            "(e.g. EPSG:3832, or the UTM zone of the AOI)")
+
+
+def crosses_antimeridian(geometry_4326) -> bool:
+    """Parts on both sides of +-180 degrees (an AOI split at the antimeridian)."""
+    minx, _, maxx, _ = geometry_4326.bounds
+    return minx < -179 and maxx > 179
 
 
 def check_overrides(config: dict) -> None:

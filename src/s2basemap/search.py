@@ -34,9 +34,7 @@ def search_items(url: str, collection: str, geometry_4326: BaseGeometry, period:
     from pystac_client import Client
     from pystac_client.exceptions import APIError
 
-    # The hull keeps the request small for detailed outlines; items are then
-    # filtered against the exact AOI on our side.
-    hull = geometry_4326.convex_hull
+    hull = search_geometry(geometry_4326)
     try:
         client = Client.open(url, timeout=timeout)
         search = client.search(
@@ -45,6 +43,17 @@ def search_items(url: str, collection: str, geometry_4326: BaseGeometry, period:
         return list(search.items_as_dicts())
     except (APIError, OSError) as exc:
         raise SearchError(f"STAC search at {url} (collection {collection}) failed: {exc}") from exc
+
+
+def search_geometry(geometry_4326: BaseGeometry) -> BaseGeometry:
+    """Convex hulls of the AOI's parts: a small request even for detailed outlines.
+
+    Hulls per part, not of the whole, so an AOI split at the antimeridian does
+    not search the whole globe between its halves. Items are then filtered
+    against the exact AOI on our side.
+    """
+    parts = getattr(geometry_4326, "geoms", [geometry_4326])
+    return shapely.union_all([part.convex_hull for part in parts])
 
 
 def tile_of(item: dict) -> str:

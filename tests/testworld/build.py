@@ -27,6 +27,7 @@ RES = 10.0
 ANCHOR = (-90.0, 35.0)  # lon/lat on the 15N/16N zone boundary
 COLLECTION = "sentinel-2-l2a"
 C1_COLLECTION = "sentinel-2-c1-l2a"
+ODD_COLLECTION = "odd-l2a"  # corrupt and unusual items, all in 2022-03
 FILES = {"blue": "B02.tif", "green": "B03.tif", "red": "B04.tif", "nir": "B08.tif", "scl": "SCL.tif"}
 CLOUD_CLASSES = (3, 8, 9, 10)
 
@@ -104,8 +105,10 @@ class World:
 
     @property
     def item_files(self) -> list[Path]:
-        return [self.root / "stac" / f"{c}.json" for c in (COLLECTION, C1_COLLECTION)] + [
-            self.root / "stac" / f"{c}-items.json" for c in (COLLECTION, C1_COLLECTION)
+        collections = [c for c in (COLLECTION, C1_COLLECTION, ODD_COLLECTION)
+                       if (self.root / "stac" / f"{c}.json").exists()]
+        return [self.root / "stac" / f"{c}.json" for c in collections] + [
+            self.root / "stac" / f"{c}-items.json" for c in collections
         ]
 
     def scene(self, scene_id: str) -> Scene:
@@ -250,7 +253,7 @@ def stac_item(world: World, scene: Scene, tile: TileSpec, bounds, scl: np.ndarra
     spec = scene.spec
     footprint = footprint_4326(tile.epsg, bounds)
     valid = scl > 0
-    cloud_cover = round(float(np.isin(scl[valid], CLOUD_CLASSES).mean() * 100), 4)
+    cloud_cover = round(float(np.isin(scl[valid], CLOUD_CLASSES).mean() * 100), 4) if valid.any() else 0.0
     x0, _, _, y0 = bounds[0], bounds[1], bounds[2], bounds[3]
     reflectance_band = {"nodata": 0, "data_type": "uint16", "bits_per_sample": 15,
                         "spatial_resolution": 10, "scale": 0.0001, "offset": spec.raster_offset}
@@ -361,3 +364,49 @@ def add_acquisition(world: World, like: str, date: str) -> str:
     items_path.write_text(json.dumps(items))
     world.scenes.append(scene)
     return new_id
+
+
+def add_odd_collection(world: World) -> dict[str, str]:
+    """Items that go wrong in every way a user has met, plus one good one; 2022-03, tile 15SYU.
+
+    Returns {case: item id}. Call before starting the STAC server.
+    """
+    import shutil
+
+    tile = TILES[0]
+    x0, y0 = tile_origin(tile)
+    bounds = (x0, y0 - SIZE * RES, x0 + SIZE * RES, y0)
+    cases = ["good", "not_a_tiff", "truncated", "missing_asset", "far_away", "all_nodata", "all_cloud"]
+    items, ids = [], {}
+    for day, case in enumerate(cases, start=2):
+        spec = SceneSpec(f"2022-03-{day:02d}", "S2A", "04.00", True, -0.1, True, 40, tiles=(tile.name,))
+        scene = Scene(scene_id(spec, tile.name), tile.name, tile.epsg, spec,
+                      world.root / "cogs" / f"odd-{case}", ODD_COLLECTION)
+        dn, scl = scene_pixels(tile, spec, np.random.default_rng(day))
+        if case == "all_nodata":
+            dn[:], scl[:] = 0, 0
+        if case == "all_cloud":
+            dn[:], scl[:] = 5000, 9
+        for i, band in enumerate(("blue", "green", "red", "nir")):
+            write_cog(scene.path(band), dn[i], tile.epsg, from_origin(x0, y0, RES, RES), "average")
+        write_cog(scene.path("scl"), scl, tile.epsg, from_origin(x0, y0, 2 * RES, 2 * RES), "nearest")
+        if case == "not_a_tiff":
+            scene.path("red").write_text("<html>503 Service Unavailable</html>" * 50)
+        if case == "truncated":
+            data = scene.path("green").read_bytes()
+            scene.path("green").write_bytes(data[: len(data) // 3])
+        item = stac_item(world, scene, tile, bounds, scl)
+        if case == "missing_asset":
+            del item["assets"]["scl"]
+        if case == "far_away":
+            far = footprint_4326(tile.epsg, (bounds[0] + 200_000, bounds[1], bounds[2] + 200_000, bounds[3]))
+            item["geometry"], item["bbox"] = mapping(far), list(far.bounds)
+        items.append(item)
+        world.scenes.append(scene)
+        ids[case] = scene.id
+    stac = world.root / "stac"
+    collection = json.loads((stac / f"{COLLECTION}.json").read_text()) | {"id": ODD_COLLECTION}
+    (stac / f"{ODD_COLLECTION}.json").write_text(json.dumps(collection))
+    (stac / f"{ODD_COLLECTION}-items.json").write_text(
+        json.dumps({"type": "FeatureCollection", "features": items}))
+    return ids

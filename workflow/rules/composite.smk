@@ -21,5 +21,6 @@ rule composite_tile:
         resampling=composite_setting("resampling"),
         backend=config["composite"]["backend"],
         code=CODE["composite"],
+        numba_cache=f"{WORK}/.cache/numba",
     script:
         "../scripts/composite_tile.py"

@@ -1,3 +1,8 @@
+import os
+
+# numba's compile cache goes under work_dir, not into the installed package
+os.environ.setdefault("NUMBA_CACHE_DIR", snakemake.params.numba_cache)
+
 import json
 from pathlib import Path
 
