@@ -136,6 +136,17 @@ def test_inference_grid_averages_valid_pixels_and_never_upsamples():
     assert back.tolist() == [[0, 0, 1, 1, 2], [0, 0, 1, 1, 2], [3, 3, 4, 4, 5]]
 
 
+@pytest.mark.parametrize(("length", "expected"), [(2000, 734), (5490, 999), (800, 800), (1000, 1000),
+                                                  (1001, 551)])
+def test_patches_fit_the_image(length, expected):
+    from s2basemap.ocm import fitted_patch_size
+
+    size = fitted_patch_size((3, length, 300), 1000, 100)
+    assert size == expected
+    count = -(-(length - 100) // (size - 100)) if length > size else 1
+    assert count == (-(-(length - 100) // 900) if length > 1000 else 1)  # no more patches than before
+
+
 class OutOfMemoryAboveBatch(torch.nn.Module):
     """Wraps a model and raises torch's out-of-memory error for batches above `limit`,
     as a GPU would; there is no GPU here to exhaust."""
@@ -193,3 +204,4 @@ def test_placeholder_scene_gets_an_all_nodata_mask(tmp_path, weights):
     assert stats["status"] == "skipped" and "HTTP 404" in stats["reason"]
     with rasterio.open(tmp_path / "m.tif") as src:
         assert (src.read(1) == NODATA).all()
+

@@ -8,6 +8,7 @@ in the middle of a run.
 from __future__ import annotations
 
 import csv
+import math
 import importlib.util
 import logging
 import os
@@ -160,6 +161,22 @@ def to_scene_grid(classes: np.ndarray, factor: int, shape: tuple[int, int]) -> n
     return classes.repeat(factor, axis=0).repeat(factor, axis=1)[: shape[0], : shape[1]]
 
 
+def fitted_patch_size(shape: tuple[int, ...], patch: int, overlap: int) -> int:
+    """The smallest patch (<= `patch`) that tiles the image in as few patches as `patch` does.
+
+    A 2000 px image with 1000 px patches overlapping by 100 needs 3 per side, the
+    last mostly overlap; 734 px patches also need 3 and compute 46 % less.
+    """
+    fitted = 0
+    for length in shape[-2:]:
+        if length <= patch:
+            fitted = max(fitted, length)
+            continue
+        count = math.ceil((length - overlap) / (patch - overlap))
+        fitted = max(fitted, math.ceil((length - overlap) / count) + overlap)
+    return min(patch, max(fitted, MIN_EDGE))
+
+
 def predict(red_green_nir: np.ndarray, options: OCMOptions, models=None) -> tuple[np.ndarray, RunInfo]:
     """OmniCloudMask classes (0 clear, 1 thick, 2 thin, 3 shadow) on the 10 m grid."""
     factor = options.inference_resolution // NATIVE_RESOLUTION
@@ -187,7 +204,9 @@ def _predict_with_fallback(array, options: OCMOptions, device, dtype, models):
     while True:
         try:
             result = predict_from_array(
-                array, patch_size=options.patch_size, patch_overlap=options.patch_overlap,
+                array, patch_size=fitted_patch_size(array.shape, options.patch_size,
+                                                    options.patch_overlap),
+                patch_overlap=options.patch_overlap,
                 batch_size=batch, inference_device=device, inference_dtype=dtype,
                 no_data_value=0, custom_models=models, destination_model_dir=options.weights_dir,
                 model_version=options.model_version)
