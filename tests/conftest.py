@@ -10,19 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testworld import RangeServer, StacServer, build_world
+from testworld import served_world
 
 
 @pytest.fixture(scope="session")
 def world_servers(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    http = RangeServer(root).start()
-    world = build_world(root, http.url)
-    stac = StacServer(world.item_files, root / "rustac.log").wait_ready()
-    world.stac_url = stac.url
-    yield world, http, stac
-    stac.stop()
-    http.stop()
+    with served_world(tmp_path_factory.mktemp("world")) as (world, http, stac, _):
+        yield world, http, stac
 
 
 @pytest.fixture(scope="session")

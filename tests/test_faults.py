@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import SNAKEFILE, run_snakemake, world_config
-from testworld import RangeServer, StacServer, build_world
+from testworld import served_world
 from testworld.servers import FAULT_KINDS, WebhookReceiver
 
 MONTHS = ["2022-01", "2022-02"]
@@ -28,15 +28,9 @@ PRODUCTS = [f"results/2022-01/S2_RGBNIR_2022_01_01_to_2022_01_31{s}" for s in ("
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faulty-world")
-    http = RangeServer(root).start()
-    http.stall_seconds = 3.0  # longer than the runs' 1 s HTTP timeout
-    world = build_world(root, http.url)
-    stac = StacServer(world.item_files, root / "rustac.log").wait_ready()
-    world.stac_url = stac.url
-    yield world, http
-    stac.stop()
-    http.stop()
+    with served_world(tmp_path_factory.mktemp("faulty-world")) as (world, http, _, _):
+        http.stall_seconds = 3.0  # longer than the runs' 1 s HTTP timeout
+        yield world, http
 
 
 def config_for(world, **overrides):

@@ -19,7 +19,7 @@ from s2basemap.aoi import read_aoi
 from s2basemap.config import ConfigError, validate_config
 from s2basemap.fetch import FetchOptions, fetch_scene
 from s2basemap.search import BANDS, SearchError, exclusion_reason, search_geometry, search_items
-from testworld import RangeServer, StacServer, build_world
+from testworld import RangeServer, served_world
 from testworld.build import ODD_COLLECTION, add_odd_collection
 from test_products import reference_mosaic
 
@@ -27,18 +27,13 @@ from test_products import reference_mosaic
 @pytest.fixture(scope="module")
 def odd_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("odd-world")
-    http = RangeServer(root).start()
-    world = build_world(root, http.url)
-    ids = add_odd_collection(world)
-    stac = StacServer(world.item_files, root / "rustac.log").wait_ready()
-    world.stac_url = stac.url
-    workdir = tmp_path_factory.mktemp("odd-run")
-    config = world_config(world, months=["2022-03"], stac={"url": stac.url, "collection": ODD_COLLECTION},
-                          fetch={"retries": 1, "backoff_seconds": 0.05, "timeout_seconds": 5})
-    result = run_snakemake(workdir, config)
-    yield world, ids, workdir, result
-    stac.stop()
-    http.stop()
+    with served_world(root, add_odd_collection) as (world, _, stac, ids):
+        workdir = tmp_path_factory.mktemp("odd-run")
+        config = world_config(world, months=["2022-03"],
+                              stac={"url": stac.url, "collection": ODD_COLLECTION},
+                              fetch={"retries": 1, "backoff_seconds": 0.05, "timeout_seconds": 5})
+        result = run_snakemake(workdir, config)
+        yield world, ids, workdir, result
 
 
 def test_odd_items_are_left_out_with_named_reasons(odd_run):

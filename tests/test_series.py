@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO, planned_jobs, run_snakemake, world_config
 from s2basemap.storage import bytes_under
-from testworld import RangeServer, StacServer, build_world
+from testworld import StacServer, served_world
 from testworld.build import add_acquisition
 
 BOTH = ["2022-01", "2022-02"]
@@ -27,15 +27,10 @@ GLOBAL_RULES = {"all", "plan"}
 @pytest.fixture(scope="module")
 def own_world(tmp_path_factory):
     """A world of this module's own: its STAC catalogue gets a new scene half way."""
-    root = tmp_path_factory.mktemp("series-world")
-    http = RangeServer(root).start()
-    world = build_world(root, http.url)
-    stac = StacServer(world.item_files, root / "rustac.log").wait_ready()
-    world.stac_url = stac.url
-    servers = {"stac": stac}
-    yield world, servers
-    servers["stac"].stop()
-    http.stop()
+    with served_world(tmp_path_factory.mktemp("series-world")) as (world, _, stac, _):
+        servers = {"stac": stac}
+        yield world, servers
+        servers["stac"].stop()  # the restarted one, if any
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -17,16 +16,6 @@ MONTHS = ["2022-01", "2022-02", "2022-03"]  # March has no scenes in the world
 
 def jobs_of(output: str, rule: str) -> list[dict]:
     return [job for job in planned_jobs(output) if job["rule"] == rule]
-
-
-def distinct_scenes(world, month):
-    newest = {}
-    for scene in world.scenes:
-        if scene.month == month:
-            key = (scene.tile, scene.spec.date)
-            if key not in newest or scene.spec.updated > newest[key].spec.updated:
-                newest[key] = scene
-    return sorted(s.id for s in newest.values())
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +36,7 @@ def test_dag_holds_one_fetch_job_per_distinct_scene(world, fetched_run):
     jobs = jobs_of(dry, "fetch_scene")
     for month in MONTHS:
         planned = sorted(j["scene"] for j in jobs if j["period"] == month)
-        assert planned == distinct_scenes(world, month)
+        assert planned == [s.id for s in world.newest(month)]
     assert len(jobs) == len({(j["period"], j["scene"]) for j in jobs}) == 12
     assert "S2B_15SYU_20220115_0_L2A" not in dry  # the older duplicate never becomes a job
 
@@ -66,7 +55,7 @@ def test_run_fetches_and_masks_every_scene_and_reports_each_month(world, fetched
     workdir, _, _, _ = fetched_run
     for month in MONTHS:
         summary = json.loads((workdir / "work" / month / "scenes.json").read_text())
-        assert sorted(s["id"] for s in summary["scenes"]) == distinct_scenes(world, month)
+        assert sorted(s["id"] for s in summary["scenes"]) == [s.id for s in world.newest(month)]
         assert [e["id"] for e in summary["left_out"]] == (
             ["S2B_15SYU_20220115_0_L2A"] if month == "2022-01" else [])
         for entry in summary["scenes"]:

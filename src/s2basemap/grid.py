@@ -7,7 +7,6 @@ for EPSG:4326), so nothing here assumes metres.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from affine import Affine
@@ -81,6 +80,3 @@ def output_grid(aoi: AOI, crs: str, resolution: tuple[float, float], tile_size: 
     height = max(1, math.ceil((y0 - miny) / res_y - EPS))
     return OutputGrid(crs, x0, y0, res_x, res_y, width, height, tile_size)
 
-
-def is_tile_id(text: str) -> bool:
-    return re.fullmatch(TILE_ID_PATTERN, text) is not None

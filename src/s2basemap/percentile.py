@@ -128,7 +128,30 @@ def _check(values, valid, percentile) -> None:
         raise ValueError(f"percentile {percentile} is not within 0-100")
 
 
-CUDA_SOURCE = r"""
+# Shared by both CUDA kernels: numpy's "linear" rank and interpolation, every
+# step rounded on its own (the intrinsics keep the compiler from fusing a
+# multiply-add, which would change the last bit).
+CUDA_RANK = r"""
+    double index = __dmul_rn((double)(n - 1), q);
+    int lo, hi;
+    double gamma = 0.0;
+    if (index >= (double)(n - 1)) { lo = n - 1; hi = n - 1; }
+    else if (index < 0.0) { lo = 0; hi = 0; }
+    else { lo = (int)floor(index); hi = lo + 1; gamma = __dsub_rn(index, (double)lo); }
+"""
+
+CUDA_LERP = r"""
+__device__ unsigned short lerp_numpy(unsigned short lower, unsigned short upper, double gamma)
+{
+    double a = (double)lower, c = (double)upper;
+    double d = __dsub_rn(c, a);
+    double r = gamma >= 0.5 ? __dsub_rn(c, __dmul_rn(d, __dsub_rn(1.0, gamma)))
+                            : __dadd_rn(a, __dmul_rn(d, gamma));
+    return (unsigned short)rint(r);
+}
+"""
+
+CUDA_SOURCE = CUDA_LERP + r"""
 extern "C" __global__
 void percentile_kernel(const unsigned short* values, const bool* valid, const double q,
                        const int n_obs, const int n_bands, const long long n_pixels,
@@ -147,13 +170,7 @@ void percentile_kernel(const unsigned short* values, const bool* valid, const do
         for (int b = 0; b < n_bands; ++b) out[(long long)b * n_pixels + p] = 0;
         return;
     }
-    // numpy's "linear" virtual index: (n - 1) * q
-    double index = __dmul_rn((double)(n - 1), q);
-    int lo, hi;
-    double gamma = 0.0;
-    if (index >= (double)(n - 1)) { lo = n - 1; hi = n - 1; }
-    else if (index < 0.0) { lo = 0; hi = 0; }
-    else { lo = (int)floor(index); hi = lo + 1; gamma = __dsub_rn(index, (double)lo); }
+@RANK@
     for (int b = 0; b < n_bands; ++b) {
         const unsigned short* band = values + (long long)b * n_pixels;
         for (int k = 0; k < n; ++k) {
@@ -162,17 +179,13 @@ void percentile_kernel(const unsigned short* values, const bool* valid, const do
             while (j > 0 && sample[j - 1] > v) { sample[j] = sample[j - 1]; --j; }
             sample[j] = v;
         }
-        double a = (double)sample[lo], c = (double)sample[hi];
-        double d = __dsub_rn(c, a);
-        double r = gamma >= 0.5 ? __dsub_rn(c, __dmul_rn(d, __dsub_rn(1.0, gamma)))
-                                : __dadd_rn(a, __dmul_rn(d, gamma));
-        out[(long long)b * n_pixels + p] = (unsigned short)rint(r);
+        out[(long long)b * n_pixels + p] = lerp_numpy(sample[lo], sample[hi], gamma);
     }
 }
 """
 
 
-CUDA_FAST_SOURCE = r"""
+CUDA_FAST_SOURCE = CUDA_LERP + r"""
 // One thread per pixel: validity as a 64-bit mask, the KEEP smallest values of
 // each band in registers (compare-exchange chain), numpy's linear rank.
 extern "C" __global__
@@ -192,12 +205,7 @@ void percentile_fast(const unsigned short* __restrict__ values, const bool* __re
         for (int b = 0; b < n_bands; ++b) out[(long long)b * n_pixels + p] = 0;
         return;
     }
-    double index = __dmul_rn((double)(n - 1), q);
-    int lo, hi;
-    double gamma = 0.0;
-    if (index >= (double)(n - 1)) { lo = n - 1; hi = n - 1; }
-    else if (index < 0.0) { lo = 0; hi = 0; }
-    else { lo = (int)floor(index); hi = lo + 1; gamma = __dsub_rn(index, (double)lo); }
+@RANK@
     for (int b = 0; b < n_bands; ++b) {
         unsigned short kept[KEEP];
         #pragma unroll
@@ -218,14 +226,14 @@ void percentile_fast(const unsigned short* __restrict__ values, const bool* __re
             if (j == lo) a = kept[j];
             if (j == hi) c = kept[j];
         }
-        double fa = (double)a, fc = (double)c;
-        double d = __dsub_rn(fc, fa);
-        double r = gamma >= 0.5 ? __dsub_rn(fc, __dmul_rn(d, __dsub_rn(1.0, gamma)))
-                                : __dadd_rn(fa, __dmul_rn(d, gamma));
-        out[(long long)b * n_pixels + p] = (unsigned short)rint(r);
+        out[(long long)b * n_pixels + p] = lerp_numpy(a, c, gamma);
     }
 }
 """
+
+
+CUDA_SOURCE = CUDA_SOURCE.replace("@RANK@", CUDA_RANK)
+CUDA_FAST_SOURCE = CUDA_FAST_SOURCE.replace("@RANK@", CUDA_RANK)
 
 
 def gpu_available() -> bool:

@@ -1,6 +1,26 @@
 """The offline test world: synthetic Sentinel-2 scenes served from 127.0.0.1."""
 
+from contextlib import contextmanager
+
 from testworld.build import World, build_world
 from testworld.servers import RangeServer, StacServer
 
-__all__ = ["World", "build_world", "RangeServer", "StacServer"]
+__all__ = ["World", "build_world", "RangeServer", "StacServer", "served_world"]
+
+
+@contextmanager
+def served_world(root, extend=None):
+    """Build a world in `root` and serve it: (world, http server, STAC server, extend's result).
+
+    `extend(world)` runs after the build and before the STAC server loads the items.
+    """
+    http = RangeServer(root).start()
+    world = build_world(root, http.url)
+    extra = extend(world) if extend else None
+    stac = StacServer(world.item_files, root / "rustac.log").wait_ready()
+    world.stac_url = stac.url
+    try:
+        yield world, http, stac, extra
+    finally:
+        stac.stop()
+        http.stop()

@@ -111,6 +111,15 @@ class World:
             self.root / "stac" / f"{c}-items.json" for c in collections
         ]
 
+    def newest(self, month: str, scenes: list[Scene] | None = None) -> list[Scene]:
+        """The newest copy of each acquisition (tile, date) in `month`: what dedup must keep."""
+        newest: dict[tuple, Scene] = {}
+        for scene in self.scenes if scenes is None else scenes:
+            key = (scene.tile, scene.spec.date)
+            if scene.month == month and (key not in newest or scene.spec.updated > newest[key].spec.updated):
+                newest[key] = scene
+        return sorted(newest.values(), key=lambda s: s.id)
+
     def scene(self, scene_id: str) -> Scene:
         return next(s for s in self.scenes + self.c1_scenes if s.id == scene_id)
 
@@ -371,7 +380,6 @@ def add_odd_collection(world: World) -> dict[str, str]:
 
     Returns {case: item id}. Call before starting the STAC server.
     """
-    import shutil
 
     tile = TILES[0]
     x0, y0 = tile_origin(tile)
