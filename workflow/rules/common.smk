@@ -1,7 +1,9 @@
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+from shapely.geometry import box
 from snakemake.exceptions import WorkflowError
 
 # The s2basemap package lives in src/. Import it from there even when it was
@@ -9,16 +11,12 @@ from snakemake.exceptions import WorkflowError
 # (Snakemake puts a script's directory on sys.path, conda envs included).
 sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 
-from dataclasses import asdict
-
-from shapely.geometry import box
-
 from s2basemap import config as cfg
+from s2basemap import notify, upload
 from s2basemap.aoi import read_aoi
 from s2basemap.fetch import fetch_spec
 from s2basemap.grid import TILE_ID_PATTERN, output_grid
 from s2basemap.manifest import read_manifest, scene, scene_ids
-from s2basemap import notify, upload
 from s2basemap.masks import MaskOptions
 from s2basemap.ocm import weight_paths
 from s2basemap.periods import PERIOD_LABEL_PATTERN
