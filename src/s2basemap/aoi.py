@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +50,20 @@ class AOI:
 
 def read_aoi(path: str | Path) -> AOI:
     """Read, validate and merge every polygon of a GeoPackage/Shapefile/GeoJSON."""
-    import geopandas  # slow import; only needed here
-
     path = Path(path)
     if not path.exists():
         raise AOIError(f"aoi: file '{path}' does not exist")
+    stat = path.stat()
+    return _read_aoi(str(path), str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _read_aoi(path: str, resolved: str, mtime_ns: int, size: int) -> AOI:
+    # The workflow reads the AOI to validate the config and again for the grid;
+    # (path, mtime, size) keys the cache so an edited file is read anew.
+    import geopandas  # slow import; only needed here
+
+    path = Path(path)
     try:
         frame = geopandas.read_file(path)
     except Exception as exc:  # pyogrio raises several types; the text says why

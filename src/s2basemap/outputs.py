@@ -97,14 +97,19 @@ def assemble(grid: OutputGrid, tiles: dict[str, str], mosaic_path, count_path, c
 
 
 def coverage(mosaic_path, aoi: AOI) -> float:
-    """Share of the AOI's pixels that got a value."""
+    """Share of the AOI's pixels that got a value, counted block by block (state-sized mosaics)."""
     from rasterio.features import geometry_mask
 
+    filled = inside_total = 0
     with rasterio.open(mosaic_path) as src:
-        inside = geometry_mask([aoi.in_crs(src.crs)], out_shape=src.shape, transform=src.transform,
-                               invert=True)
-        filled = src.read(1) > 0
-    return float((filled & inside).sum() / max(int(inside.sum()), 1))
+        outline = aoi.in_crs(src.crs)
+        for _, window in src.block_windows(1):
+            inside = geometry_mask([outline], out_shape=(window.height, window.width),
+                                   transform=src.window_transform(window), invert=True)
+            if inside.any():
+                filled += int(((src.read(1, window=window) > 0) & inside).sum())
+                inside_total += int(inside.sum())
+    return filled / max(inside_total, 1)
 
 
 def quicklook(mosaic_path, png_path, edge: int = QUICKLOOK_EDGE) -> None:
