@@ -6,10 +6,8 @@ for being invalid sets its own bit, so a user can see why a pixel was dropped.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -142,6 +140,3 @@ def write_empty_mask(scene_tif, mask_tif) -> None:
     with atomic_path(mask_tif) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(np.full((1, profile["height"], profile["width"]), NODATA, dtype=np.uint8))
 
-
-def load_record(path) -> dict:
-    return json.loads(Path(path).read_text())
