@@ -5,6 +5,7 @@ tile grid, then take the per-pixel percentile of the valid observations.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,9 @@ from rasterio.vrt import WarpedVRT
 from s2basemap.aoi import AOI
 from s2basemap.atomic import atomic_path
 from s2basemap.grid import OutputGrid
-from s2basemap.percentile import percentile_composite
+from s2basemap.percentile import percentile_composite, resolve_backend
+from s2basemap.warp import (EXACT, IndexMap, RasterGrid, TileGrid, gather, group_by_lattice,
+                            index_map)
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +27,6 @@ log = logging.getLogger(__name__)
 SCENE_TO_PRODUCT = [2, 1, 0, 3]
 PRODUCT_BANDS = ("Red", "Green", "Blue", "NIR")
 MASK_OUTSIDE = 255  # what the warped mask holds where the scene has no pixels
-# GDAL approximates the reprojection to 1/8 pixel by default, which moves
-# nearest-neighbour picks; this tolerance makes it transform (almost) every
-# pixel exactly. (rasterio 1.4 fails on tolerance=0.)
-EXACT = 1e-6
 
 
 @dataclass(frozen=True)
@@ -37,39 +36,146 @@ class SceneInput:
     mask: str
 
 
+def tile_grid(grid: OutputGrid, tile_id: str) -> TileGrid:
+    _, _, height, width = grid.tile_window(tile_id)
+    return TileGrid(grid.crs, grid.tile_transform(tile_id), height, width)
+
+
 def warp(path: str, grid: OutputGrid, tile_id: str, resampling: Resampling, nodata: int,
          indexes) -> np.ndarray:
-    """Read `path` onto the tile grid with an exact per-pixel transformation."""
-    _, _, height, width = grid.tile_window(tile_id)
+    """Read `path` onto the tile grid through GDAL's warper, transforming every pixel exactly.
+
+    Used for resampling other than nearest; nearest goes through index maps,
+    which pick the same pixels at a fraction of the cost.
+    """
+    tile = tile_grid(grid, tile_id)
     with rasterio.open(path) as src, WarpedVRT(
-        src, crs=grid.crs, transform=grid.tile_transform(tile_id), width=width, height=height,
+        src, crs=tile.crs, transform=tile.transform, width=tile.width, height=tile.height,
         resampling=resampling, nodata=nodata, src_nodata=src.nodata if src.nodata is not None else None,
         warp_mem_limit=256, tolerance=EXACT,
     ) as vrt:
         return vrt.read(indexes)
 
 
+@dataclass
+class Picked:
+    """A raster's window under the tile and where it sits on its lattice's index map."""
+
+    image: np.ndarray | None  # (bands, h, w); None when the tile picks nothing from it
+    imap: IndexMap | None
+    row_off: int = 0
+    col_off: int = 0
+
+    def onto_tile(self, out, fill: int, device_maps: dict):
+        """Gather onto the tile into `out` (a numpy or cupy array); `fill` where nothing is picked."""
+        if self.image is None:
+            out[...] = fill
+            return out
+        rows, cols, image = self.imap.rows, self.imap.cols, self.image
+        if not isinstance(out, np.ndarray):  # on the device: index maps go up once each
+            rows, cols = device_maps.setdefault(id(self.imap), self.imap.to_device())
+            image = cupy_module().asarray(image)
+        return gather(image, rows, cols, self.row_off, self.col_off, fill, out)
+
+
+@dataclass
+class Warped:
+    """Pixels already on the tile grid (GDAL's warper, for resampling other than nearest)."""
+
+    image: np.ndarray
+
+    def onto_tile(self, out, fill: int, device_maps: dict):
+        out[...] = self.image if isinstance(out, np.ndarray) else cupy_module().asarray(self.image)
+        return out
+
+
+class TileReader:
+    """Reads rasters onto one tile: one index map per source lattice, shared by every raster on it."""
+
+    def __init__(self, paths: list[str], bands: int, tile: TileGrid, pool: ThreadPoolExecutor):
+        """Rasters read through `bands` of their bands each."""
+        grids = [RasterGrid.of(path) for path in paths]
+        self.bands = bands
+        self.located: dict[str, tuple[IndexMap, Placement]] = {}
+        for all_bands in (True, False):  # see index_map: the two are mapped apart
+            chosen = [i for i, grid in enumerate(grids) if (grid.count == bands) == all_bands]
+            groups = group_by_lattice([grids[i] for i in chosen])
+            # GDAL's warper releases the GIL: lattices are mapped in parallel
+            maps = pool.map(lambda group, whole=all_bands: index_map(*group, tile, whole), groups)
+            for imap, (_, members) in zip(maps, groups):
+                for member in members:
+                    self.located[paths[chosen[member.index]]] = (imap, member)
+            if groups:
+                log.info("%d rasters on %d source grid(s)", len(chosen), len(groups))
+
+    def read(self, path: str) -> Picked:
+        imap, placement = self.located[path]
+        window = imap.window_of(placement)
+        if window is None:
+            return Picked(None, None)
+        with rasterio.open(path) as src:
+            image = src.read(list(range(1, self.bands + 1)), window=window)
+        return Picked(image, imap, placement.row_off + window.row_off,
+                      placement.col_off + window.col_off)
+
+
+def cupy_module():
+    import cupy
+
+    return cupy
+
+
 def stack_tile(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi: AOI,
-               resampling: Resampling) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 4, H, W) uint16 reflectance in scene band order and (N, H, W) validity."""
-    _, _, height, width = grid.tile_window(tile_id)
-    values = np.zeros((len(scenes), 4, height, width), dtype=np.uint16)
-    valid = np.zeros((len(scenes), height, width), dtype=bool)
-    inside = geometry_mask([aoi.in_crs(grid.crs)], out_shape=(height, width),
-                           transform=grid.tile_transform(tile_id), invert=True)
-    for i, scene in enumerate(scenes):
-        values[i] = warp(scene.tif, grid, tile_id, resampling, 0, [1, 2, 3, 4])
-        mask = warp(scene.mask, grid, tile_id, Resampling.nearest, MASK_OUTSIDE, 1)
-        valid[i] = (mask == 0) & (values[i] > 0).all(axis=0) & inside
-        log.info("%s: %d valid pixels in tile %s", scene.id, int(valid[i].sum()), tile_id)
+               resampling: Resampling, threads: int = 1, on_device: bool = False):
+    """(N, 4, H, W) uint16 reflectance in scene band order and (N, H, W) validity.
+
+    Scene windows are read and decompressed in `threads` threads. On the device
+    (cupy), the stack is gathered there and stays there.
+    """
+    xp = cupy_module() if on_device else np
+    tile = tile_grid(grid, tile_id)
+    values = xp.zeros((len(scenes), 4, tile.height, tile.width), dtype=np.uint16)
+    valid = xp.zeros((len(scenes), tile.height, tile.width), dtype=bool)
+    inside = xp.asarray(geometry_mask([aoi.in_crs(grid.crs)], out_shape=(tile.height, tile.width),
+                                      transform=tile.transform, invert=True))
+    device_maps: dict = {}
+
+    def place(i: int, pixels, mask) -> None:
+        pixels.onto_tile(values[i], 0, device_maps)
+        scene_mask = mask.onto_tile(xp.empty((1, tile.height, tile.width), dtype=np.uint8),
+                                    MASK_OUTSIDE, device_maps)[0]
+        valid[i] = (scene_mask == 0) & (values[i] > 0).all(axis=0) & inside
+        log.info("%s: %d valid pixels in tile %s", scenes[i].id, int(valid[i].sum()), tile_id)
+
+    def load(i: int):
+        scene = scenes[i]
+        if resampling == Resampling.nearest:
+            pixels = scene_reader.read(scene.tif)
+        else:
+            pixels = Warped(warp(scene.tif, grid, tile_id, resampling, 0, [1, 2, 3, 4]))
+        mask = mask_reader.read(scene.mask)
+        if on_device:  # one thread drives the device
+            return i, pixels, mask
+        place(i, pixels, mask)  # the gather releases the GIL: it runs in this reader thread
+        return None
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        scene_reader = TileReader([s.tif for s in scenes], 4, tile, pool)
+        mask_reader = TileReader([s.mask for s in scenes], 1, tile, pool)
+        for loaded in pool.map(load, range(len(scenes))):
+            if loaded is not None:
+                place(*loaded)
     return values, valid
 
 
 def composite_tile(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi: AOI,
-                   percentile: float, resampling: str, out_path, backend: str = "auto") -> dict:
+                   percentile: float, resampling: str, out_path, backend: str = "auto",
+                   threads: int = 1) -> dict:
     """Write the tile's composite (Red, Green, Blue, NIR, count) and return its statistics."""
-    values, valid = stack_tile(scenes, grid, tile_id, aoi, Resampling[resampling])
-    (composite, count), used = percentile_composite(values, valid, percentile, backend)
+    used = resolve_backend(backend)
+    values, valid = stack_tile(scenes, grid, tile_id, aoi, Resampling[resampling], threads,
+                               on_device=used == "gpu")
+    composite, count = percentile_composite(values, valid, percentile)
     _, _, height, width = grid.tile_window(tile_id)
     profile = {"driver": "GTiff", "dtype": "uint16", "count": 5, "width": width, "height": height,
                "crs": grid.crs, "transform": grid.tile_transform(tile_id), "nodata": 0,

@@ -296,9 +296,25 @@ def percentile_on_device(d_values, d_valid, percentile: float):
     return d_out, d_count
 
 
-def percentile_composite(values: np.ndarray, valid: np.ndarray, percentile: float,
-                         backend: str = "auto"):
-    """Dispatch to the GPU when asked for or available, else the CPU kernel."""
+def resolve_backend(backend: str) -> str:
+    """"gpu" when asked for, or when "auto" and a GPU is available; else "cpu"."""
     if backend == "gpu" or (backend == "auto" and gpu_available()):
-        return percentile_gpu(values, valid, percentile), "gpu"
-    return percentile_cpu(values, valid, percentile), "cpu"
+        return "gpu"
+    return "cpu"
+
+
+def percentile_composite(values, valid, percentile: float):
+    """The composite on whichever side the stack lives: numpy arrays on the CPU kernel,
+    cupy arrays on the GPU kernel. Returns numpy arrays."""
+    if isinstance(values, np.ndarray):
+        return percentile_cpu(values, valid, percentile)
+    import cupy
+
+    _check(values, valid, percentile)
+    if values.shape[0] > MAX_OBSERVATIONS_GPU:
+        log.info("%d observations exceed the GPU kernel's %d: percentile on the CPU",
+                 values.shape[0], MAX_OBSERVATIONS_GPU)
+        return percentile_cpu(cupy.asnumpy(values), cupy.asnumpy(valid), percentile)
+    d_out, d_count = percentile_on_device(cupy.ascontiguousarray(values),
+                                          cupy.ascontiguousarray(valid), percentile)
+    return cupy.asnumpy(d_out), cupy.asnumpy(d_count)

@@ -10,6 +10,10 @@ kernel    the CPU percentile kernel vs np.nanpercentile (the reference system's
 masking   OmniCloudMask per scene: this workflow's defaults vs the reference
           system's settings (10 m, patch 393, overlap 196, batch 96), same
           weights (fabricated v4 architecture: the real compute)
+composite one 2048 x 2048 output tile (EPSG:5070) from 30 scenes in UTM zones 15 and
+          16: the previous per-scene exact GDAL warp (one scene after another)
+          vs index maps shared per source grid with threaded reads; identical
+          output asserted; wall and CPU time
 workflow  the whole workflow on the test world: wall time and peak memory
 Not part of the test run.
 """
@@ -17,6 +21,7 @@ Not part of the test run.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,6 +37,7 @@ from s2basemap.ocm import OCMOptions, choose_device, predict  # noqa: E402
 from s2basemap.percentile import gpu_available, percentile_cpu  # noqa: E402
 
 PERCENTILE = 25
+SECTIONS = ["kernel", "masking", "composite", "workflow"]
 
 
 def stack(n_obs: int, edge: int, invalid: float = 0.4, seed: int = 0):
@@ -160,6 +166,76 @@ def bench_masking(edge: int) -> None:
     print(f"defaults cost {ours_s / reference_s:.3f} of the reference ({reference_s / ours_s:.1f}x faster)")
 
 
+def previous_composite(scenes, grid, tile_id, aoi, percentile):
+    """The composite as it was: GDAL's exact warp of every scene and mask, one by one."""
+    from rasterio.enums import Resampling
+    from rasterio.features import geometry_mask
+
+    from s2basemap.composite import MASK_OUTSIDE, warp
+
+    _, _, height, width = grid.tile_window(tile_id)
+    values = np.zeros((len(scenes), 4, height, width), dtype=np.uint16)
+    valid = np.zeros((len(scenes), height, width), dtype=bool)
+    inside = geometry_mask([aoi.in_crs(grid.crs)], out_shape=(height, width),
+                           transform=grid.tile_transform(tile_id), invert=True)
+    for i, scene in enumerate(scenes):
+        values[i] = warp(scene.tif, grid, tile_id, Resampling.nearest, 0, [1, 2, 3, 4])
+        mask = warp(scene.mask, grid, tile_id, Resampling.nearest, MASK_OUTSIDE, 1)
+        valid[i] = (mask == 0) & (values[i] > 0).all(axis=0) & inside
+    return percentile_cpu(values, valid, percentile)
+
+
+def timed_call(func, *args, **kwargs):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = func(*args, **kwargs)
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def bench_composite(threads: int) -> None:
+    import os
+
+    import rasterio
+    from pyproj import CRS
+    from shapely.geometry import box
+
+    from s2basemap.aoi import AOI
+    from s2basemap.composite import composite_tile
+    from s2basemap.grid import output_grid
+    from testworld.stacks import write_tile_scenes
+
+    print("== composite of one output tile: per-scene exact warp vs shared index maps ==")
+    # a 20.48 km square in EPSG:5070 straddling the UTM 15N/16N boundary near 34.8 N
+    aoi_5070 = box(505_000, 1_390_000, 505_000 + 20_480, 1_390_000 + 20_480)
+    aoi = AOI(aoi_5070, CRS.from_epsg(5070))
+    grid = output_grid(aoi, "EPSG:5070", (10.0, 10.0), tile_size=2048)
+    tile_id = "0000_0000"
+    with tempfile.TemporaryDirectory() as tmp:
+        scenes = write_tile_scenes(Path(tmp) / "scenes", grid.tile_bounds(tile_id), grid.crs,
+                                   per_zone=15, margin=64)
+        size = sum(os.path.getsize(p) for s in scenes for p in (s.tif, s.mask))
+        print(f"tile {grid.tile_window(tile_id)[2]} x {grid.tile_window(tile_id)[3]} px, "
+              f"{len(scenes)} scenes (15 per zone, varied origins), {size / 1e9:.2f} GB of scene "
+              f"rasters and masks on disk; percentile {PERCENTILE}; {os.cpu_count()} cores, "
+              f"{threads} threads")
+        composite_tile(scenes[:2], grid, tile_id, aoi, PERCENTILE, "nearest",
+                       Path(tmp) / "warm.tif", backend="cpu", threads=threads)  # numba compile
+        (old, old_count), old_wall, old_cpu = timed_call(previous_composite, scenes, grid,
+                                                         tile_id, aoi, PERCENTILE)
+        backends = ["cpu"] + (["gpu"] if gpu_available() else [])
+        for backend in backends:
+            out = Path(tmp) / f"{backend}.tif"
+            _, wall, cpu = timed_call(composite_tile, scenes, grid, tile_id, aoi, PERCENTILE,
+                                      "nearest", out, backend=backend, threads=threads)
+            with rasterio.open(out) as src:
+                new, new_count = src.read([3, 2, 1, 4]), src.read(5)  # back to scene band order
+            same = np.array_equal(new, old[[0, 1, 2, 3]]) and np.array_equal(new_count, old_count)
+            assert same, "the index-map composite differs from the exact warp"
+            print(f"previous per-scene exact warp: wall {old_wall:6.2f} s, CPU {old_cpu:6.2f} s | "
+                  f"index maps ({backend}): wall {wall:6.2f} s, CPU {cpu:6.2f} s | "
+                  f"wall {old_wall / wall:5.1f}x faster, CPU {old_cpu / cpu:5.1f}x less | "
+                  f"identical output: {same}")
+
+
 def bench_workflow() -> None:
     import psutil
     import yaml
@@ -200,14 +276,17 @@ def bench_workflow() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="s2basemap benchmarks")
-    parser.add_argument("sections", nargs="*", default=["kernel", "masking", "workflow"],
-                        choices=["kernel", "masking", "workflow"])
+    parser.add_argument("sections", nargs="*", default=SECTIONS, choices=SECTIONS)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="composite threads (the rule's threads:)")
     parser.add_argument("--mask-edge", type=int, default=2000, help="masking scene edge (10 m px)")
     args = parser.parse_args()
     if "kernel" in args.sections:
         bench_kernel()
     if "masking" in args.sections:
         bench_masking(args.mask_edge)
+    if "composite" in args.sections:
+        bench_composite(args.threads)
     if "workflow" in args.sections:
         bench_workflow()
 

@@ -33,4 +33,5 @@ with logging_to(snakemake.log[0]):
         resampling=snakemake.params.resampling,
         out_path=snakemake.output[0],
         backend=snakemake.params.backend,
+        threads=snakemake.threads,
     )

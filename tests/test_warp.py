@@ -1,0 +1,97 @@
+"""Index-map warping against GDAL's exact per-scene warp, and the gathers against each other."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from affine import Affine
+from pyproj import CRS
+from rasterio.crs import CRS as RioCRS
+from rasterio.enums import Resampling
+from rasterio.features import geometry_mask
+from shapely.geometry import box
+
+from s2basemap.aoi import AOI
+from s2basemap.composite import MASK_OUTSIDE, stack_tile, warp
+from s2basemap.grid import output_grid
+from s2basemap.warp import OUTSIDE, Lattice, RasterGrid, gather, gather_xp, group_by_lattice
+from testworld.stacks import write_tile_scenes
+
+# A rectangle across the UTM 15N/16N boundary (-90 deg), near Memphis.
+AOI_4326 = box(-90.03, 34.98, -89.975, 35.02)
+
+TARGETS = {
+    "EPSG:5070": (10.0, 10.0),
+    "EPSG:4326": (0.0001, 0.0001),
+    "EPSG:32615": (10.0, 10.0),  # the western scenes' own CRS: picks sit on pixel centres
+}
+
+
+def exact_warp_stack(scenes, grid, tile_id, aoi):
+    """The previous composite input: every scene and mask warped by GDAL on its own."""
+    _, _, height, width = grid.tile_window(tile_id)
+    inside = geometry_mask([aoi.in_crs(grid.crs)], out_shape=(height, width),
+                           transform=grid.tile_transform(tile_id), invert=True)
+    values = np.stack([warp(s.tif, grid, tile_id, Resampling.nearest, 0, [1, 2, 3, 4])
+                       for s in scenes])
+    masks = np.stack([warp(s.mask, grid, tile_id, Resampling.nearest, MASK_OUTSIDE, 1)
+                      for s in scenes])
+    valid = (masks == 0) & (values > 0).all(axis=1) & inside
+    return values, valid
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stack")
+    bounds = AOI_4326.buffer(0.01).bounds
+    # two lattices in zone 15 (a 5 m phase shift), one in zone 16
+    west = write_tile_scenes(root, bounds, "EPSG:4326", 4, zones=(32615,), seed=1,
+                             phases=(0.0, 0.0, 5.0))
+    east = write_tile_scenes(root, bounds, "EPSG:4326", 3, zones=(32616,), seed=2)
+    return west + east
+
+
+@pytest.mark.parametrize("crs", list(TARGETS))
+def test_index_map_warp_equals_gdal_exact_warp(scenes, crs):
+    aoi = AOI(AOI_4326, CRS.from_epsg(4326))
+    grid = output_grid(aoi, crs, TARGETS[crs], tile_size=256)
+    tiles = grid.tile_ids(aoi.in_crs(grid.crs))
+    assert len(tiles) >= 2
+    for tile_id in tiles:
+        expected_values, expected_valid = exact_warp_stack(scenes, grid, tile_id, aoi)
+        values, valid = stack_tile(scenes, grid, tile_id, aoi, Resampling.nearest, threads=3)
+        np.testing.assert_array_equal(values, expected_values)
+        np.testing.assert_array_equal(valid, expected_valid)
+        assert expected_valid.any() and (~expected_valid).any()  # the comparison has both kinds
+
+
+def test_scenes_share_a_lattice_only_when_crs_and_transform_say_so():
+    crs15, crs16 = RioCRS.from_epsg(32615), RioCRS.from_epsg(32616)
+    base = Affine(10, 0, 399960, 0, -10, 4000020)
+    grids = [
+        RasterGrid(crs15, base, 100, 100),
+        RasterGrid(crs15, base * Affine.translation(37, -12), 50, 60),  # whole pixels away
+        RasterGrid(crs15, base * Affine.translation(0.5, 0), 100, 100),  # half a pixel: no
+        RasterGrid(crs16, base, 100, 100),  # same numbers, other zone: no
+        RasterGrid(crs15, Affine(20, 0, 399960, 0, -20, 4000020), 10, 10),  # 20 m: no
+    ]
+    groups = group_by_lattice(grids)
+    assert [[m.index for m in members] for _, members in groups] == [[0, 1], [2], [3], [4]]
+    assert (groups[0][1][1].row_off, groups[0][1][1].col_off) == (-12, 37)
+    assert Lattice(crs15, base).offset_of(grids[1]) == (-12, 37)
+
+
+def test_gather_is_the_same_on_the_compiled_loop_and_the_array_code():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 60000, (4, 50, 70), dtype=np.uint16)
+    rows = rng.integers(-5, 60, (40, 45)).astype(np.int32)
+    cols = rng.integers(-5, 80, (40, 45)).astype(np.int32)
+    rows[rng.random(rows.shape) < 0.1] = OUTSIDE
+    compiled = gather(image, rows, cols, 3, 7, 9)
+    array_code = gather_xp(image, rows, cols, 3, 7, 9)
+    np.testing.assert_array_equal(compiled, array_code)
+    # an independent per-pixel reference
+    for y, x in np.ndindex(rows.shape):
+        r, c = rows[y, x] - 3, cols[y, x] - 7
+        on = rows[y, x] != OUTSIDE and 0 <= r < 50 and 0 <= c < 70
+        assert (compiled[:, y, x] == (image[:, r, c] if on else 9)).all()
