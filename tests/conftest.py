@@ -50,7 +50,9 @@ def world_config(world, weights_dir=None, **overrides) -> dict:
     Without `weights_dir` the masks come from SCL alone (no model)."""
     mask = {"mode": "scl"}
     if weights_dir is not None:
-        mask = {"mode": "ocm+scl", "ocm": {"weights_dir": str(weights_dir)}}
+        # a short idle time: the shared model process ends soon after each test
+        mask = {"mode": "ocm+scl",
+                "ocm": {"weights_dir": str(weights_dir), "server_idle_seconds": 5}}
     config = {
         "mask": mask,
         "aoi": str(world.aoi_gpkg),

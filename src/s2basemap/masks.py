@@ -70,7 +70,8 @@ def dilate(region: np.ndarray, metres: float, pixel_size: float) -> np.ndarray:
     return distance_transform_edt(~region, sampling=pixel_size) <= metres
 
 
-def mask_scene(scene_tif, fetch_record: dict, mask_tif, options: MaskOptions, models=None) -> dict:
+def mask_scene(scene_tif, fetch_record: dict, mask_tif, options: MaskOptions, models=None,
+               device_lock=None) -> dict:
     """Write the scene's mask GeoTIFF and return its statistics."""
     if fetch_record["status"] != "ok":
         write_empty_mask(scene_tif, mask_tif)
@@ -84,7 +85,8 @@ def mask_scene(scene_tif, fetch_record: dict, mask_tif, options: MaskOptions, mo
     ocm_classes, run = None, None
     if options.uses_ocm:
         red_green_nir = stack[[2, 1, 3]]
-        ocm_classes, run = predict(red_green_nir, options.ocm, models=models)
+        ocm_classes, run = predict(red_green_nir, options.ocm, models=models,
+                                   device_lock=device_lock)
         log.info("%s: OmniCloudMask at %d m on %s (%s, batch %d) in %.1f s", fetch_record["id"],
                  options.ocm.inference_resolution, run.device, run.dtype, run.batch_size, run.seconds)
     mask = combine(bands, scl, ocm_classes, options, pixel_size)

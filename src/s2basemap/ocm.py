@@ -15,6 +15,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class OCMOptions:
     patch_overlap: int = 100
     model_version: float = 4.0
     weights_dir: str = "resources/models/omnicloudmask"
+    server: bool = True
+    server_idle_seconds: float = 60.0
 
     @classmethod
     def from_config(cls, ocm_config: dict) -> OCMOptions:
@@ -177,16 +180,22 @@ def fitted_patch_size(shape: tuple[int, ...], patch: int, overlap: int) -> int:
     return min(patch, max(fitted, MIN_EDGE))
 
 
-def predict(red_green_nir: np.ndarray, options: OCMOptions, models=None) -> tuple[np.ndarray, RunInfo]:
-    """OmniCloudMask classes (0 clear, 1 thick, 2 thin, 3 shadow) on the 10 m grid."""
+def predict(red_green_nir: np.ndarray, options: OCMOptions, models=None,
+            device_lock=None) -> tuple[np.ndarray, RunInfo]:
+    """OmniCloudMask classes (0 clear, 1 thick, 2 thin, 3 shadow) on the 10 m grid.
+
+    `device_lock` (a shared model process's) is held for the inference only, so
+    other scenes' reading and resampling overlap it.
+    """
     factor = options.inference_resolution // NATIVE_RESOLUTION
     low = to_inference_grid(red_green_nir, factor)
     if models is None:
         check_weights(options.weights_dir, options.model_version)
     device, dtype = choose_device(options.device)
-    started = time.perf_counter()
-    classes, info = _predict_with_fallback(low, options, device, dtype, models)
-    info.seconds = round(time.perf_counter() - started, 3)
+    with device_lock or nullcontext():
+        started = time.perf_counter()
+        classes, info = _predict_with_fallback(low, options, device, dtype, models)
+        info.seconds = round(time.perf_counter() - started, 3)
     return to_scene_grid(classes, factor, red_green_nir.shape[1:]), info
 
 

@@ -14,6 +14,11 @@ composite one 2048 x 2048 output tile (EPSG:5070) from 30 scenes in UTM zones 15
           16: the previous per-scene exact GDAL warp (one scene after another)
           vs index maps shared per source grid with threaded reads; identical
           output asserted; wall and CPU time
+maskjobs  the mask stage over 20 scenes of 1024 x 1024 px as real Snakemake jobs
+          (workflow/scripts/mask_scene.py, one job at a time): each job loading
+          the model (the previous layout) vs jobs sending their scene to the
+          shared model process; fixed cost per scene = (stage wall - Snakemake's
+          own start-up - 20 x the warm inference time) / 20
 workflow  the whole workflow on the test world: wall time and peak memory
 Not part of the test run.
 """
@@ -37,7 +42,7 @@ from s2basemap.ocm import OCMOptions, choose_device, predict  # noqa: E402
 from s2basemap.percentile import gpu_available, percentile_cpu  # noqa: E402
 
 PERCENTILE = 25
-SECTIONS = ["kernel", "masking", "composite", "workflow"]
+SECTIONS = ["kernel", "masking", "composite", "maskjobs", "workflow"]
 
 
 def stack(n_obs: int, edge: int, invalid: float = 0.4, seed: int = 0):
@@ -236,6 +241,98 @@ def bench_composite(threads: int) -> None:
                   f"identical output: {same}")
 
 
+MASK_JOBS_SNAKEFILE = """
+SCENES = config["scenes"]
+
+rule all:
+    input:
+        expand("masks/{scene}.tif", scene=SCENES),
+
+rule mask_scene:
+    input:
+        scene="scenes/{scene}.tif",
+        record="scenes/{scene}.json",
+    output:
+        mask="masks/{scene}.tif",
+        stats="masks/{scene}.json",
+    log:
+        "logs/{scene}.log",
+    threads: 2
+    params:
+        options=config["mask"],
+        shared_process=config["shared"],
+        code="bench",
+        server_log="logs/mask_server.log",
+    script:
+        "SCRIPT"
+"""
+
+
+def bench_mask_jobs(n_scenes: int = 20, edge: int = 1024) -> None:
+    import json
+    import os
+
+    import yaml
+    from affine import Affine
+
+    from s2basemap.masks import MaskOptions
+    from testworld.stacks import write_scene
+    from testworld.weights import fabricate_weights
+
+    print(f"== mask stage: {n_scenes} scenes of {edge} x {edge} px as Snakemake jobs, "
+          "one at a time ==")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        weights = fabricate_weights(root / "weights", "random")
+        rng = np.random.default_rng(0)
+        scenes = []
+        for i in range(n_scenes):
+            scene = write_scene(root / "scenes", f"S{i:02d}", 32615,
+                                Affine(10, 0, 399960, 0, -10, 4000020), edge, edge, rng)
+            (root / "scenes" / f"S{i:02d}.json").write_text(
+                json.dumps({"id": scene.id, "status": "ok", "aoi_pixels": edge * edge}))
+            scenes.append(scene.id)
+        mask = {"mode": "ocm+scl", "scl_invalid": [1, 3, 8, 9, 10, 11], "dilation_metres": 0,
+                "ocm": {**vars(OCMOptions(weights_dir=str(weights), server_idle_seconds=30))}}
+        inference = warm_inference_seconds(root / "scenes", scenes[:3], MaskOptions.from_config(mask))
+        script = Path(__file__).resolve().parents[2] / "workflow" / "scripts" / "mask_scene.py"
+        (root / "Snakefile").write_text(MASK_JOBS_SNAKEFILE.replace("SCRIPT", str(script)))
+        os.environ["S2BASEMAP_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="s2m", dir="/tmp")
+        print(f"warm OmniCloudMask inference of one scene on the CPU (20 m, 2 threads): "
+              f"{inference:.2f} s (median of 3, in one process)")
+        results = {}
+        for name, shared in (("each job loads the model", False), ("shared model process", True)):
+            config = {"scenes": scenes, "mask": mask, "shared": shared}
+            (root / "config.yaml").write_text(yaml.safe_dump(config))
+            for done in (root / "masks", root / "logs"):
+                subprocess.run(["rm", "-rf", str(done)], check=True)
+            command = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "-d",
+                       str(root), "--configfile", str(root / "config.yaml"), "--cores", "2", "-q"]
+            _, wall, _ = timed_call(subprocess.run, command, check=True, capture_output=True)
+            _, startup, _ = timed_call(subprocess.run, command, check=True, capture_output=True)
+            fixed = (wall - startup - n_scenes * inference) / n_scenes
+            results[shared] = fixed
+            print(f"{name:26s}: stage {wall:6.1f} s (Snakemake start-up {startup:4.1f} s), "
+                  f"{(wall - startup) / n_scenes:5.2f} s per scene, fixed cost per scene "
+                  f"{fixed:5.2f} s = {100 * fixed / inference:5.1f} % of the inference")
+        print(f"fixed cost per scene: {results[False] / max(results[True], 1e-3):.1f}x lower with the "
+              f"shared process (target: at most 20 % of the inference)")
+
+
+def warm_inference_seconds(directory: Path, scenes: list[str], options) -> float:
+    import rasterio
+
+    times = []
+    for i, scene in enumerate(scenes * 2):
+        with rasterio.open(directory / f"{scene}.tif") as src:
+            red_green_nir = src.read([3, 2, 4])
+        started = time.perf_counter()
+        predict(red_green_nir, options.ocm)
+        if i >= len(scenes):  # the first round loads the model
+            times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
 def bench_workflow() -> None:
     import psutil
     import yaml
@@ -287,6 +384,8 @@ def main() -> None:
         bench_masking(args.mask_edge)
     if "composite" in args.sections:
         bench_composite(args.threads)
+    if "maskjobs" in args.sections:
+        bench_mask_jobs()
     if "workflow" in args.sections:
         bench_workflow()
 

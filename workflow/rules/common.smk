@@ -48,8 +48,8 @@ KEEP_SCENE_RASTERS = config["storage"]["keep_scene_rasters"]
 CODE = {
     "search": code_digest("search", "radiometry"),
     "fetch": code_digest("fetch", "radiometry", "aoi"),
-    "mask": code_digest("masks", "ocm"),
-    "composite": code_digest("composite", "percentile", "grid"),
+    "mask": code_digest("masks", "ocm", "maskserver"),
+    "composite": code_digest("composite", "percentile", "grid", "warp"),
     "outputs": code_digest("outputs", "provenance"),
 }
 LOGS = f"{WORK}/logs"

@@ -12,9 +12,12 @@ rule composite_tile:
         f"{BENCHMARKS}/composite/{{period}}/{{tile}}.tsv"
     conda:
         "../../envs/composite.yaml"
+    # threads read and decompress scene windows in parallel; on a GPU the
+    # gather and percentile take a fraction of a second, so several tiles
+    # share the device (gpu_slots, sized by the profile)
     threads: 4
     resources:
-        gpu=1,
+        gpu_slots=1,
     params:
         grid=asdict(GRID),
         percentile=composite_setting("percentile"),

@@ -26,12 +26,17 @@ rule mask_scene:
         f"{BENCHMARKS}/mask/{{period}}/{{scene}}.tsv"
     conda:
         "../../envs/mask.yaml"
-    threads: 4
+    # With the shared model process, a job's threads are the CPU that process
+    # spends on its scene (reading, resampling, writing) while the model runs
+    # on another; gpu_slots bounds the scenes in flight on the device.
+    threads: 2
     resources:
-        gpu=1 if MASK_USES_OCM else 0,
+        gpu_slots=1 if MASK_USES_OCM else 0,
     params:
         options=config["mask"],
         code=CODE["mask"],
+        shared_process=MASK_USES_OCM and config["mask"]["ocm"]["server"],
+        server_log=f"{LOGS}/mask_server.log",
     script:
         "../scripts/mask_scene.py"
 

@@ -1,16 +1,15 @@
-from s2basemap.atomic import atomic_write_json
 from s2basemap.logs import logging_to
-from s2basemap.manifest import load_json
-from s2basemap.masks import MaskOptions, mask_scene
+from s2basemap.maskserver import run_mask_job
 
 with logging_to(snakemake.log[0]):
-    import torch
-
-    torch.set_num_threads(snakemake.threads)
-    stats = mask_scene(
+    run_mask_job(
         scene_tif=snakemake.input.scene,
-        fetch_record=load_json(snakemake.input.record),
+        record_json=snakemake.input.record,
         mask_tif=snakemake.output.mask,
-        options=MaskOptions.from_config(snakemake.params.options),
+        stats_json=snakemake.output.stats,
+        options=snakemake.params.options,
+        shared=snakemake.params.shared_process,
+        digest=snakemake.params.code,
+        threads=snakemake.threads,
+        server_log=snakemake.params.server_log,
     )
-    atomic_write_json(snakemake.output.stats, stats)

@@ -1,0 +1,161 @@
+"""The shared OmniCloudMask process: a real server process on a real Unix socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from s2basemap.maskserver import MaskServerError, request_mask, run_mask_job, socket_path
+from s2basemap.masks import MaskOptions, mask_scene
+from testworld.stacks import write_scene
+
+
+@pytest.fixture
+def runtime(tmp_path, monkeypatch):
+    """Each test gets its own socket directory (short: socket paths are limited), so it
+    starts its own server."""
+    sockets = tempfile.mkdtemp(prefix="s2m", dir="/tmp")
+    monkeypatch.setenv("S2BASEMAP_RUNTIME_DIR", sockets)
+    yield tmp_path
+    shutil.rmtree(sockets, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    rng = np.random.default_rng(5)
+    transform = Affine(10, 0, 399960, 0, -10, 4000020)
+    made = [write_scene(root, f"S{i}", 32615, transform, 200 + 10 * i, 180, rng) for i in range(3)]
+    records = [{"id": s.id, "status": "ok", "aoi_pixels": None} for s in made]
+    return [(s.tif, r) for s, r in zip(made, records)]
+
+
+def mask_options(weights_dir, idle=30.0) -> dict:
+    return {"mode": "ocm+scl", "scl_invalid": [1, 3, 8, 9, 10, 11], "dilation_metres": 0,
+            "ocm": {"weights_dir": str(weights_dir), "server_idle_seconds": idle,
+                    "inference_resolution": 20, "device": "cpu", "batch_size": 2,
+                    "patch_size": 1000, "patch_overlap": 100, "model_version": 4.0,
+                    "server": True}}
+
+
+def server_pids(log_path) -> list[int]:
+    return [int(p) for p in re.findall(r"listening on .* \(pid (\d+)\)", log_path.read_text())]
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def without_timing(stats):
+    ocm = {k: v for k, v in stats["ocm"].items() if k not in ("seconds", "process")}
+    return {**stats, "ocm": ocm}
+
+
+def test_shared_process_masks_exactly_as_a_job_would(runtime, scenes, weights):
+    options = mask_options(weights["random"])
+    server_log = runtime / "logs" / "mask_server.log"
+    for i, (tif, record) in enumerate(scenes):
+        shared = request_mask(tif, record, runtime / f"shared{i}.tif", options, "d1", 2, server_log)
+        local = mask_scene(tif, record, runtime / f"local{i}.tif", MaskOptions.from_config(options))
+        np.testing.assert_array_equal(read(runtime / f"shared{i}.tif"), read(runtime / f"local{i}.tif"))
+        assert without_timing(shared) == without_timing(local)
+        assert shared["ocm"]["process"] == "shared"
+    mask = read(runtime / "shared0.tif")
+    assert (mask & 4).any() and (mask == 0).any()  # the random model says cloud somewhere, not everywhere
+    assert len(server_pids(server_log)) == 1  # one model load for every scene
+
+
+def test_concurrent_jobs_share_one_server(runtime, scenes, weights):
+    options = mask_options(weights["random"])
+    server_log = runtime / "mask_server.log"
+    results, errors = {}, []
+
+    def job(i):
+        tif, record = scenes[i % len(scenes)]
+        try:
+            results[i] = request_mask(tif, record, runtime / f"m{i}.tif", options, "d2", 1, server_log)
+        except Exception as exc:  # collected: a thread's exception would otherwise vanish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 6
+    assert len(server_pids(server_log)) == 1  # six jobs racing to start it started it once
+    for i in range(6):
+        np.testing.assert_array_equal(read(runtime / f"m{i}.tif"), read(runtime / f"m{i % 3}.tif"))
+
+
+def test_a_bad_scene_fails_its_job_only(runtime, scenes, weights):
+    options = mask_options(weights["random"])
+    server_log = runtime / "mask_server.log"
+    missing = {"id": "gone", "status": "ok"}
+    with pytest.raises(MaskServerError, match="gone.tif"):
+        request_mask(runtime / "gone.tif", missing, runtime / "x.tif", options, "d3", 1, server_log)
+    tif, record = scenes[0]
+    stats = request_mask(tif, record, runtime / "after.tif", options, "d3", 1, server_log)
+    assert stats["status"] == "ok" and len(server_pids(server_log)) == 1
+
+
+def test_a_killed_server_is_replaced_and_an_idle_one_exits(runtime, scenes, weights):
+    options = mask_options(weights["clear"], idle=2)
+    server_log = runtime / "mask_server.log"
+    tif, record = scenes[0]
+    request_mask(tif, record, runtime / "a.tif", options, "d4", 1, server_log)
+    first = server_pids(server_log)[0]
+    os.kill(first, signal.SIGKILL)
+    _wait_gone(first)
+    assert socket_path(options, "d4").exists()  # the dead server's socket file is left behind
+    request_mask(tif, record, runtime / "b.tif", options, "d4", 1, server_log)
+    pids = server_pids(server_log)
+    assert len(pids) == 2 and pids[1] != first
+    _wait_gone(pids[1], timeout=120)  # idle for 2 s: it exits by itself
+    assert not socket_path(options, "d4").exists()
+    assert "idle for 2 s: exiting" in server_log.read_text()
+
+
+def test_a_server_that_cannot_start_says_why(runtime, scenes):
+    options = mask_options(runtime / "no-weights")
+    tif, record = scenes[0]
+    with pytest.raises(MaskServerError, match="weights are missing|WeightsMissingError"):
+        request_mask(tif, record, runtime / "m.tif", options, "d5", 1, runtime / "server.log")
+
+
+def test_the_job_entry_point_writes_the_stats(runtime, scenes, weights):
+    tif, record = scenes[1]
+    (runtime / "record.json").write_text(json.dumps(record))
+    for shared in (True, False):
+        stats_path = runtime / f"stats-{shared}.json"
+        run_mask_job(tif, runtime / "record.json", runtime / f"mask-{shared}.tif", stats_path,
+                     mask_options(weights["random"]), shared, "d6", 1, runtime / "server.log")
+        assert json.loads(stats_path.read_text())["ocm"].get("process") == ("shared" if shared else None)
+    np.testing.assert_array_equal(read(runtime / "mask-True.tif"), read(runtime / "mask-False.tif"))
+
+
+def _wait_gone(pid: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        try:  # started by this process, it stays a zombie until reaped
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} still running after {timeout} s")
