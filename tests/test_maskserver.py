@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-
-from s2basemap.maskserver import MaskServerError, request_mask, run_mask_job, socket_path
-from s2basemap.masks import MaskOptions, mask_scene
 from testworld.stacks import write_scene
+
+from s2basemap.masks import MaskOptions, mask_scene
+from s2basemap.maskserver import MaskServerError, request_mask, run_mask_job, socket_path
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_concurrent_jobs_share_one_server(runtime, scenes, weights):
         tif, record = scenes[i % len(scenes)]
         try:
             results[i] = request_mask(tif, record, runtime / f"m{i}.tif", options, "d2", 1, server_log)
-        except Exception as exc:  # collected: a thread's exception would otherwise vanish
+        except Exception as exc:  # noqa: BLE001 (collected: a thread's exception would vanish)
             errors.append(exc)
 
     threads = [threading.Thread(target=job, args=(i,)) for i in range(6)]
@@ -119,12 +119,12 @@ def test_a_killed_server_is_replaced_and_an_idle_one_exits(runtime, scenes, weig
     first = server_pids(server_log)[0]
     os.kill(first, signal.SIGKILL)
     _wait_gone(first)
-    assert socket_path(options, "d4").exists()  # the dead server's socket file is left behind
+    assert socket_path(options, "d4", 1).exists()  # the dead server's socket file is left behind
     request_mask(tif, record, runtime / "b.tif", options, "d4", 1, server_log)
     pids = server_pids(server_log)
     assert len(pids) == 2 and pids[1] != first
     _wait_gone(pids[1], timeout=120)  # idle for 2 s: it exits by itself
-    assert not socket_path(options, "d4").exists()
+    assert not socket_path(options, "d4", 1).exists()
     assert "idle for 2 s: exiting" in server_log.read_text()
 
 

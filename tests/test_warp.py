@@ -10,12 +10,12 @@ from rasterio.crs import CRS as RioCRS
 from rasterio.enums import Resampling
 from rasterio.features import geometry_mask
 from shapely.geometry import box
+from testworld.stacks import write_tile_scenes
 
 from s2basemap.aoi import AOI
-from s2basemap.composite import MASK_OUTSIDE, stack_tile, warp
+from s2basemap.composite import MASK_OUTSIDE, Device, stack_tile, warp
 from s2basemap.grid import output_grid
 from s2basemap.warp import OUTSIDE, Lattice, RasterGrid, gather, gather_xp, group_by_lattice
-from testworld.stacks import write_tile_scenes
 
 # A rectangle across the UTM 15N/16N boundary (-90 deg), near Memphis.
 AOI_4326 = box(-90.03, 34.98, -89.975, 35.02)
@@ -63,6 +63,19 @@ def test_index_map_warp_equals_gdal_exact_warp(scenes, crs):
         np.testing.assert_array_equal(values, expected_values)
         np.testing.assert_array_equal(valid, expected_valid)
         assert expected_valid.any() and (~expected_valid).any()  # the comparison has both kinds
+
+
+def test_the_device_path_gathers_the_same_stack(scenes):
+    """The GPU path's code (gather_xp, index maps copied to the device) run with numpy."""
+    aoi = AOI(AOI_4326, CRS.from_epsg(4326))
+    grid = output_grid(aoi, "EPSG:5070", TARGETS["EPSG:5070"], tile_size=256)
+    tile_id = grid.tile_ids(aoi.in_crs(grid.crs))[0]
+    host = stack_tile(scenes, grid, tile_id, aoi, Resampling.nearest, threads=2)
+    device = Device(np)
+    on_device = stack_tile(scenes, grid, tile_id, aoi, Resampling.nearest, threads=2, device=device)
+    np.testing.assert_array_equal(on_device[0], host[0])
+    np.testing.assert_array_equal(on_device[1], host[1])
+    assert len(device.maps) == 6  # 3 lattices x (scene rasters, masks): each map copied once
 
 
 def test_scenes_share_a_lattice_only_when_crs_and_transform_say_so():

@@ -18,8 +18,17 @@ from s2basemap.aoi import AOI
 from s2basemap.atomic import atomic_path
 from s2basemap.grid import OutputGrid
 from s2basemap.percentile import percentile_composite, resolve_backend
-from s2basemap.warp import (EXACT, IndexMap, RasterGrid, TileGrid, gather, group_by_lattice,
-                            index_map)
+from s2basemap.warp import (
+    EXACT,
+    IndexMap,
+    Placement,
+    RasterGrid,
+    TileGrid,
+    gather,
+    gather_xp,
+    group_by_lattice,
+    index_map,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +75,17 @@ class Picked:
     row_off: int = 0
     col_off: int = 0
 
-    def onto_tile(self, out, fill: int, device_maps: dict):
-        """Gather onto the tile into `out` (a numpy or cupy array); `fill` where nothing is picked."""
+    def onto_tile(self, out, fill: int, device: Device | None):
+        """Gather onto the tile into `out`, on the host or the device; `fill` where nothing is picked."""
         if self.image is None:
             out[...] = fill
             return out
-        rows, cols, image = self.imap.rows, self.imap.cols, self.image
-        if not isinstance(out, np.ndarray):  # on the device: index maps go up once each
-            rows, cols = device_maps.setdefault(id(self.imap), self.imap.to_device())
-            image = cupy_module().asarray(image)
-        return gather(image, rows, cols, self.row_off, self.col_off, fill, out)
+        if device is None:
+            return gather(self.image, self.imap.rows, self.imap.cols, self.row_off, self.col_off,
+                          fill, out)
+        rows, cols = device.index_map(self.imap)
+        return gather_xp(device.xp.asarray(self.image), rows, cols, self.row_off, self.col_off,
+                         fill, out)
 
 
 @dataclass
@@ -84,9 +94,23 @@ class Warped:
 
     image: np.ndarray
 
-    def onto_tile(self, out, fill: int, device_maps: dict):
-        out[...] = self.image if isinstance(out, np.ndarray) else cupy_module().asarray(self.image)
+    def onto_tile(self, out, fill: int, device: Device | None):
+        out[...] = self.image if device is None else device.xp.asarray(self.image)
         return out
+
+
+class Device:
+    """Where a stack is gathered off the host: an array module (cupy) and its copies of the
+    index maps. The gather there is `gather_xp`, the same code that the tests run on numpy."""
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.maps: dict[int, tuple] = {}
+
+    def index_map(self, imap: IndexMap):
+        if id(imap) not in self.maps:  # each map goes up once
+            self.maps[id(imap)] = (self.xp.asarray(imap.rows), self.xp.asarray(imap.cols))
+        return self.maps[id(imap)]
 
 
 class TileReader:
@@ -119,31 +143,23 @@ class TileReader:
                       placement.col_off + window.col_off)
 
 
-def cupy_module():
-    import cupy
-
-    return cupy
-
-
 def stack_tile(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi: AOI,
-               resampling: Resampling, threads: int = 1, on_device: bool = False):
+               resampling: Resampling, threads: int = 1, device: Device | None = None):
     """(N, 4, H, W) uint16 reflectance in scene band order and (N, H, W) validity.
 
-    Scene windows are read and decompressed in `threads` threads. On the device
-    (cupy), the stack is gathered there and stays there.
+    Scene windows are read and decompressed in `threads` threads. With a
+    `device`, the stack is gathered there and stays there.
     """
-    xp = cupy_module() if on_device else np
+    xp = np if device is None else device.xp
     tile = tile_grid(grid, tile_id)
     values = xp.zeros((len(scenes), 4, tile.height, tile.width), dtype=np.uint16)
     valid = xp.zeros((len(scenes), tile.height, tile.width), dtype=bool)
     inside = xp.asarray(geometry_mask([aoi.in_crs(grid.crs)], out_shape=(tile.height, tile.width),
                                       transform=tile.transform, invert=True))
-    device_maps: dict = {}
-
     def place(i: int, pixels, mask) -> None:
-        pixels.onto_tile(values[i], 0, device_maps)
+        pixels.onto_tile(values[i], 0, device)
         scene_mask = mask.onto_tile(xp.empty((1, tile.height, tile.width), dtype=np.uint8),
-                                    MASK_OUTSIDE, device_maps)[0]
+                                    MASK_OUTSIDE, device)[0]
         valid[i] = (scene_mask == 0) & (values[i] > 0).all(axis=0) & inside
         log.info("%s: %d valid pixels in tile %s", scenes[i].id, int(valid[i].sum()), tile_id)
 
@@ -154,7 +170,7 @@ def stack_tile(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi: AO
         else:
             pixels = Warped(warp(scene.tif, grid, tile_id, resampling, 0, [1, 2, 3, 4]))
         mask = mask_reader.read(scene.mask)
-        if on_device:  # one thread drives the device
+        if device is not None:  # one thread drives the device
             return i, pixels, mask
         place(i, pixels, mask)  # the gather releases the GIL: it runs in this reader thread
         return None
@@ -173,8 +189,12 @@ def composite_tile(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi
                    threads: int = 1) -> dict:
     """Write the tile's composite (Red, Green, Blue, NIR, count) and return its statistics."""
     used = resolve_backend(backend)
-    values, valid = stack_tile(scenes, grid, tile_id, aoi, Resampling[resampling], threads,
-                               on_device=used == "gpu")
+    device = None
+    if used == "gpu":
+        import cupy
+
+        device = Device(cupy)
+    values, valid = stack_tile(scenes, grid, tile_id, aoi, Resampling[resampling], threads, device)
     composite, count = percentile_composite(values, valid, percentile)
     _, _, height, width = grid.tile_window(tile_id)
     profile = {"driver": "GTiff", "dtype": "uint16", "count": 5, "width": width, "height": height,

@@ -43,13 +43,13 @@ class MaskServerError(RuntimeError):
     """The shared model process failed, or could not be started; the message says why."""
 
 
-def socket_path(options: dict, digest: str) -> Path:
-    """The socket of the server for these mask options, code and Python, on this machine.
+def socket_path(options: dict, digest: str, threads: int = 1) -> Path:
+    """The socket of the server for these mask options, code, threads and Python, on this machine.
 
     Jobs with other options, other code or another environment get a server of
     their own. The path stays short: Unix socket paths are limited to ~100 bytes.
     """
-    key = json.dumps([options, digest, sys.executable], sort_keys=True)
+    key = json.dumps([options, digest, threads, sys.executable], sort_keys=True)
     name = f"mask-{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
     root = Path(os.environ.get("S2BASEMAP_RUNTIME_DIR") or tempfile.gettempdir())
     directory = root / f"s2basemap-{os.getuid()}"
@@ -99,7 +99,7 @@ def request_mask(scene_tif, fetch_record: dict, mask_tif, options: dict, digest:
     Returns the scene's mask statistics. The server's log lines for this scene
     are logged here too, so the job's log reads as if the job did the work.
     """
-    path = socket_path(options, digest)
+    path = socket_path(options, digest, threads)
     request = {"scene_tif": str(Path(scene_tif).resolve()), "fetch_record": fetch_record,
                "mask_tif": str(Path(mask_tif).resolve())}
     # A server may exit (idle) or die just as the request arrives: then one more

@@ -67,7 +67,7 @@ class Lattice:
         col, row = ~self.transform * (grid.transform.c, grid.transform.f)
         if abs(col - round(col)) > PHASE_TOLERANCE or abs(row - round(row)) > PHASE_TOLERANCE:
             return None
-        return int(round(row)), int(round(col))
+        return round(row), round(col)
 
 
 @dataclass(frozen=True)
@@ -123,11 +123,6 @@ class IndexMap:
     rows: np.ndarray  # (H, W) int32
     cols: np.ndarray  # (H, W) int32
     bounds: tuple[int, int, int, int] | None
-
-    def to_device(self):
-        import cupy
-
-        return cupy.asarray(self.rows), cupy.asarray(self.cols)
 
     def window_of(self, placement: Placement) -> Window | None:
         """The part of a raster that the tile may pick from, in the raster's own pixels."""
