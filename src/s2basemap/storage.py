@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -186,10 +188,22 @@ def check_disk(plan: dict, work_dir, results_dir, limit_gb: float | None) -> Non
 
 
 def bytes_under(path) -> int:
-    path = Path(path)
-    if not path.exists():
-        return 0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+    """Bytes of the regular files under `path` (0 if it does not exist).
+
+    Jobs write while this counts (the disk check runs during real runs): a file
+    renamed or deleted between listing and stat is skipped, and os.walk passes
+    over directories that vanish.
+    """
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+    return total
 
 
 def human(n: float) -> str:
