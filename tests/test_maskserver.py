@@ -41,7 +41,7 @@ def scenes(tmp_path_factory):
     return [(s.tif, r) for s, r in zip(made, records)]
 
 
-def mask_options(weights_dir, idle=30.0) -> dict:
+def mask_options(weights_dir, idle=5.0) -> dict:
     return {"mode": "ocm+scl", "scl_invalid": [1, 3, 8, 9, 10, 11], "dilation_metres": 0,
             "ocm": {"weights_dir": str(weights_dir), "server_idle_seconds": idle,
                     "inference_resolution": 20, "device": "cpu", "batch_size": 2,

@@ -91,7 +91,6 @@ def run_mask_job(scene_tif, record_json, mask_tif, stats_json, options: dict, sh
     return stats
 
 
-
 def request_mask(scene_tif, fetch_record: dict, mask_tif, options: dict, digest: str,
                  threads: int, server_log) -> dict:
     """Have the shared server mask one scene; start the server if there is none.
