@@ -70,6 +70,20 @@ def test_run_fetches_and_masks_every_scene_and_reports_each_month(world, fetched
     assert "period 2022-03: no scenes" in search_log
 
 
+def test_every_mask_job_used_one_shared_model_process(fetched_run):
+    workdir, _, _, _ = fetched_run
+    stats = sorted((workdir / "work").glob("2022-0[12]/masks/*.json"))
+    assert len(stats) == 12
+    assert all(json.loads(p.read_text())["ocm"]["process"] == "shared" for p in stats)
+    server_log = (workdir / "work" / "logs" / "mask_server.log").read_text()
+    loads, idle_exits = server_log.count("model loaded in"), server_log.count(": exiting")
+    # the tests' 5 s idle time may end the process between months; a new one only
+    # ever starts after the last one left, and several scenes share each load
+    assert 1 <= loads <= idle_exits + 1 and loads < len(stats)
+    job_log = (workdir / "work" / "logs" / "mask" / "2022-01" / f"{stats[0].stem}.log").read_text()
+    assert f"[shared mask process] {stats[0].stem}: OmniCloudMask at 20 m on cpu" in job_log
+
+
 def test_pixel_harmonisation_is_recorded_per_scene(fetched_run):
     workdir, _, _, _ = fetched_run
     record = json.loads((workdir / "work/2022-02/scenes/S2B_15SYU_20220224_0_L2A.json").read_text())
