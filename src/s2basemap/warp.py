@@ -169,10 +169,11 @@ def index_map(lattice: Lattice, members: list[Placement], tile: TileGrid,
     hit = picked != OUTSIDE
     if not hit.any():
         return IndexMap(rows, cols, None)
-    rows[hit] = picked[hit] // width + row0
-    cols[hit] = picked[hit] % width + col0
-    bounds = (int(rows[hit].min()), int(cols[hit].min()), int(rows[hit].max()) + 1,
-              int(cols[hit].max()) + 1)
+    picked_rows, picked_cols = np.divmod(picked[hit], width)
+    rows[hit] = picked_rows + row0
+    cols[hit] = picked_cols + col0
+    bounds = (int(picked_rows.min()) + row0, int(picked_cols.min()) + col0,
+              int(picked_rows.max()) + row0 + 1, int(picked_cols.max()) + col0 + 1)
     return IndexMap(rows, cols, bounds)
 
 
