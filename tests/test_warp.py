@@ -13,8 +13,9 @@ from shapely.geometry import box
 from testworld.stacks import write_tile_scenes
 
 from s2basemap.aoi import AOI
-from s2basemap.composite import MASK_OUTSIDE, Device, stack_tile, warp
+from s2basemap.composite import MASK_OUTSIDE, Device, composite_tile, stack_tile, warp
 from s2basemap.grid import output_grid
+from s2basemap.percentile import gpu_available
 from s2basemap.warp import OUTSIDE, Lattice, RasterGrid, gather, gather_xp, group_by_lattice
 
 # A rectangle across the UTM 15N/16N boundary (-90 deg), near Memphis.
@@ -76,6 +77,32 @@ def test_the_device_path_gathers_the_same_stack(scenes):
     np.testing.assert_array_equal(on_device[0], host[0])
     np.testing.assert_array_equal(on_device[1], host[1])
     assert len(device.maps) == 6  # 3 lattices x (scene rasters, masks): each map copied once
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="needs cupy and a CUDA device")
+def test_the_gpu_gathers_and_composites_what_the_cpu_does(scenes, tmp_path):
+    import cupy
+    import rasterio
+
+    aoi = AOI(AOI_4326, CRS.from_epsg(4326))
+    grid = output_grid(aoi, "EPSG:5070", TARGETS["EPSG:5070"], tile_size=256)
+    tile_id = grid.tile_ids(aoi.in_crs(grid.crs))[0]
+    host = stack_tile(scenes, grid, tile_id, aoi, Resampling.nearest, threads=2)
+    on_gpu = stack_tile(scenes, grid, tile_id, aoi, Resampling.nearest, threads=2,
+                        device=Device(cupy))
+    assert isinstance(on_gpu[0], cupy.ndarray)
+    np.testing.assert_array_equal(cupy.asnumpy(on_gpu[0]), host[0])
+    np.testing.assert_array_equal(cupy.asnumpy(on_gpu[1]), host[1])
+    tiles = {}
+    for backend in ("cpu", "gpu"):
+        stats = composite_tile(scenes, grid, tile_id, aoi, 25, "nearest",
+                               tmp_path / f"{backend}.tif", backend=backend, threads=2)
+        assert stats["backend"] == backend
+        with rasterio.open(tmp_path / f"{backend}.tif") as src:
+            tiles[backend] = src.read()
+    np.testing.assert_array_equal(tiles["gpu"], tiles["cpu"])
+    assert tiles["cpu"][4].max() > 0
 
 
 def test_scenes_share_a_lattice_only_when_crs_and_transform_say_so():
