@@ -4,9 +4,11 @@ tile grid, then take the per-pixel percentile of the valid observations.
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -43,6 +45,22 @@ class SceneInput:
     id: str
     tif: str
     mask: str
+
+
+def usable_scenes(scene_tifs, mask_tifs) -> list[SceneInput]:
+    """The tile's scenes that were fetched, in input order, per the statistics JSON
+    that each mask job writes beside its mask.
+
+    Composite jobs list only scenes and masks as inputs: the statistics come from
+    the mask job too, and a third file per scene and tile was a third of the
+    DAG's edges (a state-sized year has 4,600 tiles of about 30 scenes).
+    """
+    usable = []
+    for tif, mask in zip(scene_tifs, mask_tifs, strict=True):
+        stats = json.loads(Path(mask).with_suffix(".json").read_text())
+        if stats["status"] == "ok":
+            usable.append(SceneInput(stats["id"], str(tif), str(mask)))
+    return usable
 
 
 def tile_grid(grid: OutputGrid, tile_id: str) -> TileGrid:

@@ -1,4 +1,5 @@
-"""Storage planning: what a run will read, write and hold, from the search and HTTP HEADs.
+"""Storage planning: what a run will read, write and hold, from the search and HTTP HEADs;
+the time plan (s2basemap.timeplan) is built on the same counts.
 
 The estimates come from the source files' sizes (HEAD requests; Earth Search
 items carry no file:size) scaled by how much of each scene the AOI covers, and
@@ -15,6 +16,7 @@ import os
 import shutil
 import stat
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 from pyproj import CRS
@@ -22,6 +24,7 @@ from shapely.geometry import box
 
 from s2basemap.aoi import AOI, WGS84, reproject_geometry
 from s2basemap.grid import OutputGrid
+from s2basemap.timeplan import Machine, format_time_plan, time_plan
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +102,8 @@ def size_scenes(manifest: dict, aoi: AOI) -> dict:
     return {"period": manifest["period"], "scenes": scenes}
 
 
-def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI) -> dict:
-    """Bytes one period reads and writes."""
+def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int) -> dict:
+    """Bytes one period reads and writes, and the pixels its jobs handle (for the time plan)."""
     scenes = sizes["scenes"].values()
     aoi_pixels = aoi.in_crs(grid.crs).area / (grid.res_x * grid.res_y)
     network = sum(s["source_bytes"] * s["window_share"] * BLOCK_OVERHEAD
@@ -108,7 +111,7 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI) -> dict:
     scene_rasters = sum(s["source_bytes"] * s["aoi_share"] * SCENE_RASTER_FACTOR for s in scenes)
     masks = sum(s["window_pixels"] * MASK_BYTES_PER_PIXEL for s in scenes)
     has_scenes = bool(sizes["scenes"])
-    tiles = aoi_pixels * TILE_BYTES_PER_PIXEL if has_scenes else 0
+    tile_bytes = aoi_pixels * TILE_BYTES_PER_PIXEL if has_scenes else 0
     products = aoi_pixels * PRODUCT_BYTES_PER_PIXEL if has_scenes else 0
     return {
         "scenes": len(sizes["scenes"]),
@@ -116,8 +119,11 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI) -> dict:
         "network_bytes": int(network),
         "scene_raster_bytes": int(scene_rasters),
         "mask_bytes": int(masks),
-        "tile_bytes": int(tiles),
+        "tile_bytes": int(tile_bytes),
         "output_bytes": int(products),
+        "window_pixels": sum(s["window_pixels"] for s in scenes),
+        "tiles": tile_count if has_scenes else 0,
+        "output_pixels": tile_count * grid.tile_size ** 2 if has_scenes else 0,
     }
 
 
@@ -235,21 +241,31 @@ def format_plan(plan: dict) -> str:
 
 
 def load_plan(path) -> dict:
+    """The plan at `path`, read again only when it was rewritten (every per-scene
+    job of a run asks for it while Snakemake builds the DAG)."""
+    stat = Path(path).stat()
+    return _load_plan_cached(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _load_plan_cached(path: str, mtime_ns: int, size: int) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def plan_run(size_paths, grid: OutputGrid, aoi: AOI, storage: dict, work_dir, results_dir,
-             plan_path, report_path) -> str:
-    """Write plan.json and plan.txt; return the human-readable report."""
+def plan_run(size_paths, grid: OutputGrid, aoi: AOI, storage: dict, machine: Machine,
+             uses_ocm: bool, work_dir, results_dir, plan_path, report_path) -> str:
+    """Write plan.json and plan.txt (disk, then time); return the human-readable report."""
     from s2basemap.atomic import atomic_write_json, atomic_write_text
 
+    tile_count = len(grid.tile_ids(aoi.in_crs(grid.crs)))
     periods = {}
     for path in size_paths:
         sizes = json.loads(Path(path).read_text())
-        periods[sizes["period"]] = estimate_period(sizes, grid, aoi)
+        periods[sizes["period"]] = estimate_period(sizes, grid, aoi, tile_count)
     plan = build_plan(dict(sorted(periods.items())), storage["keep_scene_rasters"], work_dir,
                       results_dir, storage["free_disk_limit_gb"])
-    report = format_plan(plan)
+    plan["time"] = time_plan(plan["periods"], machine, uses_ocm)
+    report = format_plan(plan) + "\n\n" + format_time_plan(plan["time"])
     atomic_write_json(plan_path, plan)
     atomic_write_text(report_path, report + "\n")
     log.info("storage plan:\n%s", report)

@@ -3,7 +3,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from shapely.geometry import box
 from snakemake.exceptions import WorkflowError
 
 # The s2basemap package lives in src/. Import it from there even when it was
@@ -16,7 +15,7 @@ from s2basemap import notify, upload
 from s2basemap.aoi import read_aoi
 from s2basemap.fetch import fetch_spec
 from s2basemap.grid import TILE_ID_PATTERN, output_grid
-from s2basemap.manifest import read_manifest, scene, scene_ids
+from s2basemap.manifest import read_manifest, scene, scene_ids, scenes_by_tile
 from s2basemap.masks import MaskOptions
 from s2basemap.ocm import weight_paths
 from s2basemap.periods import PERIOD_LABEL_PATTERN
@@ -136,16 +135,26 @@ def period_manifest(wildcards):
     )
 
 
-def tile_scene_files(wildcards, pattern):
-    """Files of the period's scenes whose footprint touches the tile."""
+_TILE_SCENES = {}
+
+
+def tile_inputs(wildcards):
+    """The AOI and the scene rasters and masks of the period's scenes that touch the tile."""
     planned(wildcards.period)
-    footprint = TILE_FOOTPRINTS[wildcards.tile]
-    scenes = [
-        s["id"]
-        for s in period_manifest(wildcards)["scenes"]
-        if footprint.intersects(box(*s["bbox"]))
-    ]
-    return expand(f"{WORK}/{wildcards.period}/{pattern}", scene=scenes)
+    manifest = period_manifest(wildcards)
+    # read_manifest hands back the same object until the file changes
+    cached = _TILE_SCENES.get(wildcards.period)
+    if cached is None or cached[0] is not manifest:
+        cached = (manifest, scenes_by_tile(manifest, TILE_FOOTPRINTS))
+        _TILE_SCENES[wildcards.period] = cached
+    scenes = cached[1][wildcards.tile]
+    # plain formats, not expand(): this runs for each of a year's 4,600 tiles
+    period = f"{WORK}/{wildcards.period}"
+    return {
+        "aoi": rules.prepare_aoi.output[0],
+        "scenes": [f"{period}/scenes/{scene}.tif" for scene in scenes],
+        "masks": [f"{period}/masks/{scene}.tif" for scene in scenes],
+    }
 
 
 def product_files(period):

@@ -1,9 +1,6 @@
 rule composite_tile:
     input:
-        aoi=rules.prepare_aoi.output[0],
-        scenes=lambda wildcards: tile_scene_files(wildcards, "scenes/{scene}.tif"),
-        masks=lambda wildcards: tile_scene_files(wildcards, "masks/{scene}.tif"),
-        stats=lambda wildcards: tile_scene_files(wildcards, "masks/{scene}.json"),
+        unpack(tile_inputs),
     output:
         f"{WORK}/{{period}}/tiles/{{tile}}.tif",
     log:

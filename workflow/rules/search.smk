@@ -45,6 +45,8 @@ checkpoint plan:
     params:
         grid=asdict(GRID),
         storage=config["storage"],
+        machine=config["machine"],
+        uses_ocm=MASK_USES_OCM,
         work_dir=lambda wildcards, output: str(Path(output.plan).parent),
         results_dir=RESULTS,
     script:

@@ -2,6 +2,7 @@ from s2basemap.aoi import load_aoi
 from s2basemap.grid import OutputGrid
 from s2basemap.logs import logging_to
 from s2basemap.storage import plan_run
+from s2basemap.timeplan import Machine
 
 with logging_to(snakemake.log[0]):
     plan_run(
@@ -9,6 +10,8 @@ with logging_to(snakemake.log[0]):
         grid=OutputGrid(**snakemake.params.grid),
         aoi=load_aoi(snakemake.input.aoi),
         storage=snakemake.params.storage,
+        machine=Machine.from_config(snakemake.params.machine),
+        uses_ocm=snakemake.params.uses_ocm,
         work_dir=snakemake.params.work_dir,
         results_dir=snakemake.params.results_dir,
         plan_path=snakemake.output.plan,

@@ -1,0 +1,179 @@
+"""Time plan: how long each stage of a run takes on a given machine, and what it costs.
+
+A model, not a measurement: per-unit costs (CPU seconds per megapixel of scene
+window, GPU seconds per megapixel of inference, bytes over the network) times
+the work the storage plan counted, spread over the machine's cores, GPU and
+bandwidth. Where each cost was measured is written next to it; rerun
+`python tests/benchmarks/costs.py` on new hardware to refresh them.
+
+How stages combine within a month: masks start as scenes arrive, so fetching
+and masking overlap and the slower of the two counts; a composite needs every
+scene over its tile, which in practice arrives near the end of the fetches, so
+compositing is counted after them; the mosaic COGs are written once all tiles
+are done. Months follow one another.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+# Measured on the development machine (2 cores of an x86-64 cloud VM, 2026-11-25)
+# with `python tests/benchmarks/costs.py --edge 4096`; CPU seconds across all threads.
+CPU_COSTS = {
+    # a Snakemake script job: Python start, unpickling the job, importing the package
+    "job_start_s": 1.6,
+    # fetch: 4 bands at 10 m + SCL at 20 m from deflate COGs, written as zstd GeoTIFF
+    "fetch_cpu_s_per_mpx": 0.30,
+    # mask: reading the scene, SCL classes, dilation, writing (mode scl; every mode does this)
+    "mask_cpu_s_per_mpx": 0.10,
+    # OmniCloudMask inference on the CPU (fp32, 20 m, fabricated v4 weights: the real compute)
+    "ocm_cpu_s_per_mpx": 1.0,
+    # OmniCloudMask's work around the GPU: 10 m -> 20 m block means, patching, back to 10 m
+    "ocm_host_cpu_s_per_mpx": 0.01,
+    # composite: per megapixel of tile per scene over it (index-map reads, gather, percentile)
+    "composite_cpu_s_per_scene_mpx": 0.2,
+    # mosaic and count COGs with overviews, coverage and quicklook (wall; GDAL threads)
+    "outputs_wall_s_per_mpx": 0.05,
+}
+
+# OmniCloudMask inference on a GPU. Measured on an NVIDIA H100 80GB HBM3 (2026-11-25,
+# fp16, batch 4, 20 m, fabricated v4 weights): 0.89-0.96 s of inference per full
+# 10980 x 10980 px scene once warm = 0.0077 s per 10 m megapixel. An A100 is taken
+# as 3.2x slower: NVIDIA's datasheets give 989 dense FP16 tensor TFLOPS for the H100
+# SXM against 312 for the A100 (memory bandwidth differs by only 1.6x, so this errs
+# on the slow side).
+H100_OCM_GPU_S_PER_MPX = 0.93 / 120.56
+A100_SLOWER_THAN_H100 = 3.2
+GPU_OCM_S_PER_MPX = H100_OCM_GPU_S_PER_MPX * A100_SLOWER_THAN_H100
+NETWORK_SLOTS = 16  # concurrent fetches in the vast profile (resources: network)
+STAGES = ("fetch", "mask", "composite", "outputs")
+
+
+@dataclass(frozen=True)
+class Machine:
+    cores: int
+    gpu: bool
+    network_gbps: float
+    hourly_price: float | None = None
+
+    @classmethod
+    def from_config(cls, machine: dict) -> Machine:
+        """The configured machine; null cores and gpu "auto" are read off this machine."""
+        cores = machine.get("cores") or os.cpu_count() or 1
+        gpu = machine.get("gpu", "auto")
+        return cls(int(cores), has_gpu() if gpu == "auto" else bool(gpu),
+                   float(machine.get("network_gbps", 1.0)), machine.get("hourly_price"))
+
+    def describe(self) -> str:
+        return (f"{self.cores} cores, {'a GPU' if self.gpu else 'no GPU'}, "
+                f"{self.network_gbps:g} Gbit/s")
+
+
+def has_gpu() -> bool:
+    """An NVIDIA GPU is visible (nvidia-smi lists one); no CUDA library is imported."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return False
+    try:
+        result = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20,
+                                check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0 and "GPU" in result.stdout
+
+
+def stage_work(period: dict, uses_ocm: bool, gpu: bool, costs: dict = CPU_COSTS) -> dict:
+    """Per stage: CPU seconds, GPU seconds, network bytes and serial seconds of one period."""
+    mpx = period["window_pixels"] / 1e6
+    scenes, start = period["scenes"], costs["job_start_s"]
+    mask_cpu = scenes * start + mpx * costs["mask_cpu_s_per_mpx"]
+    gpu_s = 0.0
+    if uses_ocm and gpu:
+        mask_cpu += mpx * costs["ocm_host_cpu_s_per_mpx"]
+        gpu_s = mpx * GPU_OCM_S_PER_MPX
+    elif uses_ocm:
+        mask_cpu += mpx * costs["ocm_cpu_s_per_mpx"]
+    return {
+        "fetch": {"cpu_s": scenes * start + mpx * costs["fetch_cpu_s_per_mpx"],
+                  "network_bytes": period["network_bytes"]},
+        "mask": {"cpu_s": mask_cpu, "gpu_s": gpu_s},
+        "composite": {"cpu_s": period["tiles"] * start
+                      + mpx * costs["composite_cpu_s_per_scene_mpx"]},
+        "outputs": {"serial_s": period["output_pixels"] / 1e6 * costs["outputs_wall_s_per_mpx"]
+                    if scenes else 0.0},
+    }
+
+
+def stage_seconds(work: dict, machine: Machine, cpu_slots: int) -> tuple[float, str]:
+    """Wall seconds of one stage alone on the machine, and the resource that bounds it."""
+    candidates = {
+        "CPU": work.get("cpu_s", 0.0) / max(min(machine.cores, cpu_slots), 1),
+        "network": work.get("network_bytes", 0) * 8 / (machine.network_gbps * 1e9),
+        "GPU": work.get("gpu_s", 0.0),
+        "serial": work.get("serial_s", 0.0),
+    }
+    resource = max(candidates, key=candidates.get)
+    return candidates[resource], resource
+
+
+def period_time(period: dict, machine: Machine, uses_ocm: bool) -> dict:
+    work = stage_work(period, uses_ocm, machine.gpu)
+    stages = {}
+    for stage in STAGES:
+        slots = NETWORK_SLOTS if stage == "fetch" else machine.cores
+        seconds, resource = stage_seconds(work[stage], machine, slots)
+        stages[stage] = {"seconds": round(seconds, 1), "bound_by": resource}
+    overlapped = max(stages["fetch"]["seconds"], stages["mask"]["seconds"])
+    total = overlapped + stages["composite"]["seconds"] + stages["outputs"]["seconds"]
+    return {"stages": stages, "total_seconds": round(total, 1)}
+
+
+def time_plan(periods: dict[str, dict], machine: Machine, uses_ocm: bool) -> dict:
+    """Per period and for the run: stage seconds, the total, the bounding stage and cost."""
+    per_period = {label: period_time(p, machine, uses_ocm) for label, p in periods.items()}
+    stage_totals = {stage: round(sum(p["stages"][stage]["seconds"] for p in per_period.values()), 1)
+                    for stage in STAGES}
+    total = round(sum(p["total_seconds"] for p in per_period.values()), 1)
+    bound = max(stage_totals, key=stage_totals.get)
+    resources = [p["stages"][bound]["bound_by"] for p in per_period.values()]
+    plan = {
+        "machine": vars(machine) | {"gpu": machine.gpu},
+        "periods": per_period,
+        "stages": stage_totals,
+        "total_seconds": total,
+        "bound_by": {"stage": bound, "resource": max(set(resources), key=resources.count)
+                     if resources else None},
+        "model": "s2basemap.timeplan (per-unit costs measured as documented there)",
+    }
+    if machine.hourly_price is not None:
+        plan["cost"] = round(total / 3600 * machine.hourly_price, 2)
+    return plan
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def format_time_plan(plan: dict) -> str:
+    machine = Machine(**plan["machine"])
+    rows = [("period", *STAGES, "total")]
+    for label, p in plan["periods"].items():
+        rows.append((label, *(duration(p["stages"][s]["seconds"]) for s in STAGES),
+                     duration(p["total_seconds"])))
+    rows.append(("total", *(duration(plan["stages"][s]) for s in STAGES),
+                 duration(plan["total_seconds"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [(f"time plan for {machine.describe()} (config: machine); fetch and mask overlap, "
+              f"so a month's total is max(fetch, mask) + composite + outputs:")]
+    lines += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    bound = plan["bound_by"]
+    lines.append(f"bound by: {bound['stage']} ({bound['resource']})")
+    if "cost" in plan:
+        lines.append(f"cost: {plan['total_seconds'] / 3600:.2f} h x {machine.hourly_price:g} per h "
+                     f"= {plan['cost']:.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,220 @@
+"""Per-unit job costs on this machine: the figures behind s2basemap.timeplan.
+
+    python tests/benchmarks/costs.py [--edge 4096]
+
+Each stage's own code on synthetic data shaped like the real thing, CPU time
+(all threads, from getrusage) and wall time:
+- job start: a Snakemake `script:` job that imports the package, minus nothing;
+- fetch: one scene's AOI window (4 bands at 10 m, SCL at 20 m) from deflate COGs
+  with 1024 px blocks (Earth Search's layout) over HTTP from another process;
+- mask: the same scene's mask with mode scl (the CPU part of every mask job) and
+  OmniCloudMask inference on the CPU (fabricated v4 weights, 20 m);
+- composite: one 2048 x 2048 tile from 30 scenes (index maps, CPU backend);
+- outputs: mosaic and count COGs, coverage and quicklook over a 4 x 4 tile grid.
+Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measured(func, *args, **kwargs):
+    """(result, wall s, CPU s of this process, all threads)."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    result = func(*args, **kwargs)
+    return result, time.perf_counter() - wall, cpu_seconds() - cpu
+
+
+def write_source_cog(path: Path, data: np.ndarray, epsg: int, transform) -> None:
+    import rasterio
+    import rasterio.shutil
+    from rasterio.enums import Resampling
+
+    scratch = path.with_suffix(".scratch.tif")
+    with rasterio.open(scratch, "w", driver="GTiff", width=data.shape[1], height=data.shape[0],
+                       count=1, dtype=data.dtype.name, crs=f"EPSG:{epsg}", transform=transform,
+                       nodata=0) as dst:
+        dst.write(data, 1)
+        dst.build_overviews([2, 4, 8], Resampling.average)
+    rasterio.shutil.copy(scratch, path, driver="GTiff", tiled=True, blockxsize=1024,
+                         blockysize=1024, compress="DEFLATE", copy_src_overviews=True)
+    scratch.unlink()
+
+
+def serve(root: str, queue) -> None:
+    from testworld.servers import RangeServer
+
+    server = RangeServer(Path(root)).start()
+    queue.put(server.url)
+    while True:
+        time.sleep(3600)
+
+
+def job_start_seconds(root: Path, jobs: int = 8) -> float:
+    """Wall per `script:` job that imports the package, one job at a time."""
+    script = root / "job.py"
+    script.write_text("import s2basemap.fetch, s2basemap.masks\n"
+                      "open(snakemake.output[0], 'w').close()\n")
+    (root / "Snakefile").write_text(
+        f"rule all:\n    input: expand('done/{{i}}', i=range({jobs}))\n"
+        f"rule job:\n    output: 'done/{{i}}'\n    script: '{script}'\n")
+    command = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "-d", str(root),
+               "--cores", "1", "-q"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    full = time.perf_counter() - started
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)  # nothing to do: start-up only
+    return (full - (time.perf_counter() - started)) / jobs
+
+
+def scene_costs(root: Path, edge: int) -> dict:
+    from affine import Affine
+    from pyproj import CRS
+    from shapely.geometry import box
+    from testworld.stacks import smooth_field
+    from testworld.weights import fabricate_weights
+
+    from s2basemap.aoi import AOI
+    from s2basemap.fetch import FetchOptions, fetch_scene
+    from s2basemap.masks import MaskOptions, mask_scene
+    from s2basemap.ocm import OCMOptions, predict
+
+    rng = np.random.default_rng(0)
+    x0, y0 = 399960.0, 4000020.0
+    cogs = root / "cogs"
+    cogs.mkdir()
+    for b, band in enumerate(("blue", "green", "red", "nir")):
+        write_source_cog(cogs / f"{band}.tif", smooth_field(rng, edge, edge, 1300, 4000 + 800 * b),
+                         32615, Affine(10, 0, x0, 0, -10, y0))
+    scl = np.full((edge // 2, edge // 2), 4, dtype=np.uint8)
+    scl[: edge // 8] = 8
+    write_source_cog(cogs / "scl.tif", scl, 32615, Affine(20, 0, x0, 0, -20, y0))
+    queue = multiprocessing.get_context("spawn").Queue()
+    server = multiprocessing.get_context("spawn").Process(target=serve, args=(str(cogs), queue),
+                                                          daemon=True)
+    server.start()
+    url = queue.get(timeout=60)
+    spec = {"id": "S2X_15SXX_20250101_0_L2A",
+            "assets": {b: f"{url}/{b}.tif" for b in ("blue", "green", "red", "nir", "scl")},
+            "offset": {"dn": -1000, "source": "metadata", "reason": "baseline 05.11 carries +1000"}}
+    aoi = AOI(box(x0, y0 - 10 * edge, x0 + 10 * edge, y0), CRS.from_epsg(32615))
+    options = FetchOptions()
+    fetch_scene(spec, aoi, root / "warm.tif", options)
+    record, fetch_wall, fetch_cpu = measured(fetch_scene, spec, aoi, root / "scene.tif", options)
+    server.terminate()
+    assert record["status"] == "ok", record
+    scl_only = MaskOptions(mode="scl")
+    _, _, mask_cpu = measured(mask_scene, root / "scene.tif", record, root / "mask.tif",
+                                      scl_only)
+    weights = fabricate_weights(root / "weights", "random")
+    ocm = OCMOptions(weights_dir=str(weights))
+    import rasterio
+
+    with rasterio.open(root / "scene.tif") as src:
+        red_green_nir = src.read([3, 2, 4])
+    predict(red_green_nir[:, :1024, :1024], ocm)  # model load
+    _, ocm_wall, ocm_cpu = measured(predict, red_green_nir, ocm)
+    mpx = edge * edge / 1e6
+    return {"fetch_cpu_s_per_mpx": fetch_cpu / mpx, "fetch_wall_s_per_mpx": fetch_wall / mpx,
+            "mask_cpu_s_per_mpx": mask_cpu / mpx,
+            "ocm_cpu_s_per_mpx": ocm_cpu / mpx, "ocm_wall_s_per_mpx": ocm_wall / mpx}
+
+
+def composite_costs(root: Path) -> dict:
+    from pyproj import CRS
+    from shapely.geometry import box
+    from testworld.stacks import write_tile_scenes
+
+    from s2basemap.aoi import AOI
+    from s2basemap.composite import composite_tile
+    from s2basemap.grid import output_grid
+
+    aoi = AOI(box(505_000, 1_390_000, 525_480, 1_410_480), CRS.from_epsg(5070))
+    grid = output_grid(aoi, "EPSG:5070", (10.0, 10.0), tile_size=2048)
+    scenes = write_tile_scenes(root / "tile", grid.tile_bounds("0000_0000"), grid.crs, per_zone=15,
+                               margin=64)
+    composite_tile(scenes[:2], grid, "0000_0000", aoi, 25, "nearest", root / "warm.tif",
+                   backend="cpu", threads=2)
+    _, wall, cpu = measured(composite_tile, scenes, grid, "0000_0000", aoi, 25, "nearest",
+                            root / "tile.tif", backend="cpu", threads=2)
+    scene_mpx = len(scenes) * 2048 * 2048 / 1e6
+    return {"composite_cpu_s_per_scene_mpx": cpu / scene_mpx,
+            "composite_wall_s_per_scene_mpx": wall / scene_mpx}
+
+
+def output_costs(root: Path, tiles_per_side: int = 4) -> dict:
+    import rasterio
+    from pyproj import CRS
+    from shapely.geometry import box
+    from testworld.stacks import smooth_field
+
+    from s2basemap.aoi import AOI
+    from s2basemap.grid import output_grid
+    from s2basemap.outputs import assemble, coverage, quicklook
+
+    edge = 2048 * tiles_per_side * 10
+    aoi = AOI(box(505_000, 1_390_000, 505_000 + edge, 1_390_000 + edge), CRS.from_epsg(5070))
+    grid = output_grid(aoi, "EPSG:5070", (10.0, 10.0), tile_size=2048)
+    rng = np.random.default_rng(1)
+    tiles = {}
+    for tile_id in grid.tile_ids(aoi.geometry):
+        data = np.stack([smooth_field(rng, 2048, 2048, 300, 3000) for _ in range(4)]
+                        + [np.full((2048, 2048), 9, dtype=np.uint16)])
+        path = root / f"{tile_id}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=2048, height=2048, count=5,
+                           dtype="uint16", crs=grid.crs, transform=grid.tile_transform(tile_id),
+                           nodata=0, tiled=True, blockxsize=512, blockysize=512, compress="zstd",
+                           predictor=2) as dst:
+            dst.write(data)
+        tiles[tile_id] = str(path)
+
+    def outputs():
+        assemble(grid, tiles, root / "mosaic.tif", root / "count.tif", "deflate", {})
+        coverage(root / "mosaic.tif", aoi)
+        quicklook(root / "mosaic.tif", root / "quicklook.png")
+
+    _, wall, cpu = measured(outputs)
+    mpx = len(tiles) * 2048 * 2048 / 1e6
+    return {"outputs_wall_s_per_mpx": wall / mpx, "outputs_cpu_s_per_mpx": cpu / mpx}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edge", type=int, default=4096, help="scene edge for fetch and mask")
+    args = parser.parse_args()
+    costs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for name, func in (("job", lambda d: {"job_start_s": job_start_seconds(d)}),
+                           ("scene", lambda d: scene_costs(d, args.edge)),
+                           ("composite", composite_costs), ("outputs", output_costs)):
+            (root / name).mkdir()
+            costs |= func(root / name)
+            print(json.dumps({k: round(v, 5) for k, v in costs.items()}), flush=True)
+    import os
+
+    print(f"on {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()

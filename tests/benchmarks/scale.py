@@ -1,0 +1,160 @@
+"""State-scale benchmark: the real DAG and scheduler on a fabricated Arkansas year.
+
+    python tests/benchmarks/scale.py                  # 1 and 12 months
+    python tests/benchmarks/scale.py --months 1 --no-execute
+
+For each month count, against the fixture in tests/statescale (rustac serve, HEAD
+sizes; no pixels):
+1. `snakemake plan` for real: STAC searches, HEADs, the storage and time plan;
+2. `snakemake -n --profile vast`: the DAG build time;
+3. execution under the vast profile (16 cores) of a copy of the workflow whose
+   per-scene and per-tile jobs are in-process no-ops (the planning rules stay
+   real). Its wall time is Snakemake's own overhead: scheduling, bookkeeping,
+   file checks. It is set against the time plan's predicted wall time (the cost
+   model in s2basemap.timeplan) for a 16-core, 1-GPU box at 1 Gb/s.
+
+This is a simulation: the no-op copy lives in a temporary directory and is never
+reachable from a normal run. Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+from statescale import served_state
+
+PROFILE = REPO / "profiles" / "vast"
+# planning stays real: the DAG depends on what it finds
+REAL_RULES = {"prepare_aoi", "search", "scene_sizes", "plan"}
+
+SIMULATE_SMK = '''
+import os
+import threading as _threading
+import time as _time
+
+_SIM_LOCK = _threading.Lock()
+_SIM_T0 = _time.monotonic()
+
+
+def simulate_job(rule, output, wildcards):
+    """Simulation only: write empty outputs and log the job (no real work)."""
+    started = _time.monotonic() - _SIM_T0
+    for path in output:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("{}" if str(path).endswith(".json") else "")
+    with _SIM_LOCK, open(os.environ["S2BASEMAP_SIMULATION_LOG"], "a") as log:
+        log.write(json.dumps({"rule": rule, "wildcards": dict(wildcards),
+                              "start": started, "end": _time.monotonic() - _SIM_T0}) + "\\n")
+'''
+
+
+def simulation_copy(root: Path) -> Path:
+    """A copy of workflow/ whose non-planning rules run `simulate_job` in-process."""
+    flow = root / "workflow"
+    shutil.copytree(REPO / "workflow", flow, symlinks=True)
+    (root / "src").symlink_to(REPO / "src")
+    for smk in (flow / "rules").glob("*.smk"):
+        text = smk.read_text()
+        blocks = re.split(r"(?m)^(?=(?:rule|checkpoint) )", text)
+        out = []
+        for block in blocks:
+            name = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            if name and name[1] not in REAL_RULES:
+                block = re.sub(r'(?m)^    conda:\n        "[^"]*"\n', "", block)
+                block = re.sub(r'(?m)^    script:\n        "[^"]*"\n?',
+                               f'    run:\n        simulate_job("{name[1]}", output, wildcards)\n',
+                               block)
+            out.append(block)
+        smk.write_text("".join(out))
+    (flow / "rules" / "simulate.smk").write_text(SIMULATE_SMK)
+    snakefile = flow / "Snakefile"
+    snakefile.write_text(snakefile.read_text().replace(
+        'include: "rules/common.smk"', 'include: "rules/common.smk"\ninclude: "rules/simulate.smk"'))
+    return snakefile
+
+
+def snakemake(snakefile: Path, workdir: Path, *args: str) -> tuple[float, str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--profile", str(PROFILE),
+           "--cores", "16", *args]
+    started = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return wall, result.stdout + result.stderr
+
+
+def state_config(world, months: int, workdir: Path) -> dict:
+    return {
+        "aoi": str(world.aoi_path),
+        "months": world.months[:months],
+        "stac": {"url": world.stac_url, "collection": "sentinel-2-l2a", "max_cloud_cover": 100},
+        "target": {"crs": "EPSG:5070", "resolution": 10, "tile_size": 2048},
+        "mask": {"ocm": {"weights_dir": str(workdir / "weights")}},
+        "storage": {"check_free_disk": False},
+        "machine": {"cores": 16, "gpu": True, "network_gbps": 1.0},
+        "output": {"filename_base": "Arkansas_S2_RGBNIR"},
+    }
+
+
+def job_count(dry_output: str) -> int:
+    match = re.search(r"^total\s+(\d+)", dry_output, re.MULTILINE)
+    return int(match[1]) if match else -1
+
+
+def run(months: int, root: Path, execute: bool) -> None:
+    with served_state(root / "fixture", months=months) as world:
+        workdir = root / f"run-{months}"
+        workdir.mkdir()
+        config = state_config(world, months, workdir)
+        (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+        snakefile = REPO / "workflow" / "Snakefile"
+        plan_s, _ = snakemake(snakefile, workdir, "plan")
+        dry_s, dry = snakemake(snakefile, workdir, "-n")
+        plan = json.loads((workdir / "work" / "plan.json").read_text())
+        print(f"== {months} month(s): {world.items} items in the catalogue, {len(world.tiles)} "
+              f"MGRS tiles, {plan['total']['scenes']} scenes, {job_count(dry)} jobs ==")
+        print(f"snakemake plan (searches, {plan['total']['scenes'] * 5} HEADs, plan): {plan_s:6.1f} s")
+        print(f"snakemake -n (DAG build):                          {dry_s:6.1f} s")
+        print((workdir / "work" / "plan.txt").read_text())
+        if not execute:
+            return
+        sim = simulation_copy(root / f"sim-{months}")
+        os.environ["S2BASEMAP_SIMULATION_LOG"] = str(root / f"sim-{months}.jsonl")
+        noop_s, _ = snakemake(sim, workdir)
+        lines = Path(os.environ["S2BASEMAP_SIMULATION_LOG"]).read_text().splitlines()
+        jobs = [json.loads(line) for line in lines]
+        predicted = plan["time"]["total_seconds"]
+        print(f"no-op execution of the DAG under the vast profile:   {noop_s:6.1f} s "
+              f"({len(jobs)} simulated jobs, DAG build included) = "
+              f"{100 * noop_s / predicted:.2f} % of the predicted wall time "
+              f"({predicted / 3600:.2f} h)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--months", type=int, nargs="+", default=[1, 12])
+    parser.add_argument("--no-execute", action="store_true", help="plan and dry run only")
+    args = parser.parse_args()
+    for months in args.months:
+        with tempfile.TemporaryDirectory() as tmp:
+            run(months, Path(tmp), not args.no_execute)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Time plan: stage seconds from counted work, per machine, against a hand computation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from s2basemap import timeplan
+from s2basemap.config import ConfigError, validate_config
+from s2basemap.timeplan import CPU_COSTS, GPU_OCM_S_PER_MPX, Machine, format_time_plan, time_plan
+
+# One month shaped like a state: 400 scenes whose AOI windows total 30 gigapixels,
+# 236 GB to read and 400 output tiles of 2048 px.
+MONTH = {"scenes": 400, "window_pixels": 30e9, "network_bytes": 236e9, "tiles": 400,
+         "output_pixels": 400 * 2048 ** 2}
+BOX = Machine(cores=16, gpu=True, network_gbps=1.0)
+
+
+def test_gpu_box_month_is_the_slower_of_fetch_and_mask_then_composite_and_outputs():
+    plan = time_plan({"2025-06": dict(MONTH)}, BOX, uses_ocm=True)
+    c, mpx = CPU_COSTS, 30e3
+    fetch_cpu = (400 * c["job_start_s"] + mpx * c["fetch_cpu_s_per_mpx"]) / 16
+    fetch = max(fetch_cpu, 236e9 * 8 / 1e9)
+    mask = max((400 * c["job_start_s"] + mpx * (c["mask_cpu_s_per_mpx"]
+                                                + c["ocm_host_cpu_s_per_mpx"])) / 16,
+               mpx * GPU_OCM_S_PER_MPX)
+    composite = (400 * c["job_start_s"] + mpx * c["composite_cpu_s_per_scene_mpx"]) / 16
+    outputs = 400 * 2048 ** 2 / 1e6 * c["outputs_wall_s_per_mpx"]
+    stages = plan["periods"]["2025-06"]["stages"]
+    for name, expected in (("fetch", fetch), ("mask", mask), ("composite", composite),
+                           ("outputs", outputs)):
+        assert stages[name]["seconds"] == pytest.approx(expected, abs=0.1), name
+    assert plan["total_seconds"] == pytest.approx(max(fetch, mask) + composite + outputs, abs=0.3)
+    assert stages["fetch"]["bound_by"] == "network"  # 236 GB at 1 Gbit/s is 31 min
+    assert "cost" not in plan
+
+
+def test_without_a_gpu_inference_runs_on_the_cores_and_bounds_the_month():
+    cpu_box = Machine(cores=16, gpu=False, network_gbps=1.0)
+    plan = time_plan({"2025-06": dict(MONTH)}, cpu_box, uses_ocm=True)
+    c = CPU_COSTS
+    mask = (400 * c["job_start_s"] + 30e3 * (c["mask_cpu_s_per_mpx"] + c["ocm_cpu_s_per_mpx"])) / 16
+    assert plan["periods"]["2025-06"]["stages"]["mask"]["seconds"] == pytest.approx(mask, abs=0.1)
+    assert plan["bound_by"] == {"stage": "mask", "resource": "CPU"}
+    # SCL-only masks need no model at all
+    scl = time_plan({"2025-06": dict(MONTH)}, cpu_box, uses_ocm=False)
+    assert scl["stages"]["mask"] < plan["stages"]["mask"] / 3
+
+
+def test_months_add_up_and_a_price_gives_the_cost():
+    priced = Machine(cores=16, gpu=True, network_gbps=1.0, hourly_price=1.5)
+    one = time_plan({"2025-06": dict(MONTH)}, priced, uses_ocm=True)
+    two = time_plan({"2025-06": dict(MONTH), "2025-07": dict(MONTH)}, priced, uses_ocm=True)
+    assert two["total_seconds"] == pytest.approx(2 * one["total_seconds"], abs=0.1)
+    assert two["cost"] == pytest.approx(round(two["total_seconds"] / 3600 * 1.5, 2))
+    report = format_time_plan(two)
+    assert "16 cores, a GPU, 1 Gbit/s" in report
+    assert f"= {two['cost']:.2f}" in report and "bound by: fetch (network)" in report
+
+
+def test_faster_network_shortens_only_what_the_network_bounded():
+    fast = time_plan({"m": dict(MONTH)}, Machine(16, True, 10.0), uses_ocm=True)
+    slow = time_plan({"m": dict(MONTH)}, BOX, uses_ocm=True)
+    assert fast["stages"]["fetch"] < slow["stages"]["fetch"] / 2
+    assert fast["stages"]["composite"] == slow["stages"]["composite"]
+
+
+def test_a_month_without_scenes_takes_no_time():
+    empty = {"scenes": 0, "window_pixels": 0, "network_bytes": 0, "tiles": 0, "output_pixels": 0}
+    assert time_plan({"m": empty}, BOX, uses_ocm=True)["total_seconds"] == 0
+
+
+def test_machine_from_config_reads_this_machine_for_null_and_auto(monkeypatch):
+    monkeypatch.setattr(timeplan, "has_gpu", lambda: False)
+    monkeypatch.setattr(timeplan.os, "cpu_count", lambda: 6)
+    assert Machine.from_config({"cores": None, "gpu": "auto", "network_gbps": 2.5}) == \
+        Machine(6, False, 2.5, None)
+    assert Machine.from_config({"cores": 16, "gpu": True, "network_gbps": 1.0,
+                                "hourly_price": 1.2}) == Machine(16, True, 1.0, 1.2)
+
+
+@pytest.mark.parametrize(("machine", "key"), [
+    ({"cores": 0}, "machine.cores"),
+    ({"gpu": "yes"}, "machine.gpu"),
+    ({"network_gbps": 0}, "machine.network_gbps"),
+    ({"hourly_price": -1}, "machine.hourly_price"),
+    ({"ram": 64}, "machine.ram"),
+])
+def test_bad_machine_keys_are_named(world, machine, key):
+    config = validate_config({"aoi": str(world.aoi_gpkg), "months": ["2022-01"]})
+    assert config["machine"] == {"cores": None, "gpu": "auto", "network_gbps": 1.0,
+                                 "hourly_price": None}
+    config["machine"] = copy.deepcopy(config["machine"]) | machine
+    with pytest.raises(ConfigError) as excinfo:
+        validate_config(config)
+    assert excinfo.value.key == key
