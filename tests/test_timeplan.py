@@ -26,7 +26,7 @@ def test_gpu_box_month_is_the_slower_of_fetch_and_mask_then_composite_and_output
                                                 + c["ocm_host_cpu_s_per_mpx"])) / 16,
                mpx * GPU_OCM_S_PER_MPX)
     composite = (400 * c["job_start_s"] + mpx * c["composite_cpu_s_per_scene_mpx"]) / 16
-    outputs = 400 * 2048 ** 2 / 1e6 * c["outputs_wall_s_per_mpx"]
+    outputs = 3 * c["job_start_s"] + 400 * 2048 ** 2 / 1e6 * c["outputs_wall_s_per_mpx"]
     stages = plan["periods"]["2025-06"]["stages"]
     for name, expected in (("fetch", fetch), ("mask", mask), ("composite", composite),
                            ("outputs", outputs)):

@@ -81,12 +81,14 @@ def run_mask_job(scene_tif, record_json, mask_tif, stats_json, options: dict, sh
     if shared and shared_process_possible():
         stats = request_mask(scene_tif, record, mask_tif, options, digest, threads, server_log)
     else:
-        import torch
-
         from s2basemap.masks import MaskOptions, mask_scene
 
-        torch.set_num_threads(threads)
-        stats = mask_scene(scene_tif, record, mask_tif, MaskOptions.from_config(options))
+        mask_options = MaskOptions.from_config(options)
+        if mask_options.uses_ocm:  # importing torch costs ~1.5 s a job; SCL masks need none
+            import torch
+
+            torch.set_num_threads(threads)
+        stats = mask_scene(scene_tif, record, mask_tif, mask_options)
     atomic_write_json(stats_json, stats)
     return stats
 

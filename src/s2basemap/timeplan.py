@@ -20,23 +20,26 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-# Measured on the development machine (2 cores of an x86-64 cloud VM, 2026-11-25)
+# Measured on the development machine (2 cores of an x86-64 cloud VM, 2026-12-01)
 # with `python tests/benchmarks/costs.py --edge 4096`; CPU seconds across all threads.
 CPU_COSTS = {
     # a Snakemake script job: Python start, unpickling the job, importing the package
-    "job_start_s": 1.6,
-    # fetch: 4 bands at 10 m + SCL at 20 m from deflate COGs, written as zstd GeoTIFF
-    "fetch_cpu_s_per_mpx": 0.30,
+    "job_start_s": 0.87,
+    # fetch: 4 bands at 10 m + SCL at 20 m from deflate COGs with 1024 px blocks over
+    # HTTP on loopback, offset check, written as zstd GeoTIFF
+    "fetch_cpu_s_per_mpx": 0.31,
     # mask: reading the scene, SCL classes, dilation, writing (mode scl; every mode does this)
-    "mask_cpu_s_per_mpx": 0.10,
+    "mask_cpu_s_per_mpx": 0.076,
     # OmniCloudMask inference on the CPU (fp32, 20 m, fabricated v4 weights: the real compute)
-    "ocm_cpu_s_per_mpx": 1.0,
-    # OmniCloudMask's work around the GPU: 10 m -> 20 m block means, patching, back to 10 m
-    "ocm_host_cpu_s_per_mpx": 0.01,
-    # composite: per megapixel of tile per scene over it (index-map reads, gather, percentile)
-    "composite_cpu_s_per_scene_mpx": 0.2,
-    # mosaic and count COGs with overviews, coverage and quicklook (wall; GDAL threads)
-    "outputs_wall_s_per_mpx": 0.05,
+    "ocm_cpu_s_per_mpx": 2.28,
+    # OmniCloudMask's host work around a GPU: 10 m -> 20 m block means (1.1 s per full
+    # 10980 px scene here), patching and back to 10 m (about 1 s per scene on the H100 box)
+    "ocm_host_cpu_s_per_mpx": 0.018,
+    # composite: per megapixel of scene window over a tile (warped reads, gather, percentile)
+    "composite_cpu_s_per_scene_mpx": 0.11,
+    # mosaic and count COGs with overviews, coverage and quicklook, per output megapixel
+    # (wall on 2 cores: this step is one job, GDAL's threads do the rest)
+    "outputs_wall_s_per_mpx": 0.23,
 }
 
 # OmniCloudMask inference on a GPU. Measured on an NVIDIA H100 80GB HBM3 (2026-11-25,
@@ -50,6 +53,7 @@ A100_SLOWER_THAN_H100 = 3.2
 GPU_OCM_S_PER_MPX = H100_OCM_GPU_S_PER_MPX * A100_SLOWER_THAN_H100
 NETWORK_SLOTS = 16  # concurrent fetches in the vast profile (resources: network)
 STAGES = ("fetch", "mask", "composite", "outputs")
+OUTPUT_JOBS = 3  # a period's scene summary, mosaic and metadata jobs, one after another
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,8 @@ def stage_work(period: dict, uses_ocm: bool, gpu: bool, costs: dict = CPU_COSTS)
         "mask": {"cpu_s": mask_cpu, "gpu_s": gpu_s},
         "composite": {"cpu_s": period["tiles"] * start
                       + mpx * costs["composite_cpu_s_per_scene_mpx"]},
-        "outputs": {"serial_s": period["output_pixels"] / 1e6 * costs["outputs_wall_s_per_mpx"]
+        "outputs": {"serial_s": OUTPUT_JOBS * start
+                    + period["output_pixels"] / 1e6 * costs["outputs_wall_s_per_mpx"]
                     if scenes else 0.0},
     }
 

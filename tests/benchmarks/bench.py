@@ -27,6 +27,7 @@ Not part of the test run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -379,7 +380,14 @@ def bench_workflow() -> None:
         try:
             run = root / "run"
             run.mkdir()
-            (run / "config.yaml").write_text(yaml.safe_dump(world_config(world)))
+            # the time plan for this machine: its cores, no GPU, loopback as 10 Gbit/s
+            config = world_config(world, machine={"cores": os.cpu_count(), "gpu": False,
+                                                  "network_gbps": 10.0})
+            (run / "config.yaml").write_text(yaml.safe_dump(config))
+            subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(run),
+                            "--configfile", str(run / "config.yaml"), "--cores", "2", "plan"],
+                           check=True, capture_output=True)
+            predicted = json.loads((run / "work" / "plan.json").read_text())["time"]
             started = time.perf_counter()
             proc = psutil.Popen([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(run),
                                  "--configfile", str(run / "config.yaml"), "--cores", "2", "-q"],
@@ -396,8 +404,11 @@ def bench_workflow() -> None:
         finally:
             stac.stop()
             http.stop()
-    print(f"exit {proc.returncode}: wall time {wall:.1f} s, peak memory of the process tree "
-          f"{peak / 1e6:.0f} MB")
+    print(f"exit {proc.returncode}: wall time {wall:.1f} s (after `snakemake plan`), peak memory "
+          f"of the process tree {peak / 1e6:.0f} MB")
+    print(f"time plan's prediction for this machine: {predicted['total_seconds']:.1f} s "
+          f"(stages {predicted['stages']}); measured / predicted = "
+          f"{wall / predicted['total_seconds']:.2f}")
 
 
 def main() -> None:
