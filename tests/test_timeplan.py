@@ -25,13 +25,18 @@ def test_gpu_box_month_is_the_slower_of_fetch_and_mask_then_composite_and_output
     mask = max((400 * c["job_start_s"] + mpx * (c["mask_cpu_s_per_mpx"]
                                                 + c["ocm_host_cpu_s_per_mpx"])) / 16,
                mpx * GPU_OCM_S_PER_MPX)
-    composite = (400 * c["job_start_s"] + mpx * c["composite_cpu_s_per_scene_mpx"]) / 16
+    composite = (400 * c["composite_job_start_s"] + mpx * c["composite_cpu_s_per_scene_mpx"]) / 16
     outputs = 3 * c["job_start_s"] + 400 * 2048 ** 2 / 1e6 * c["outputs_wall_s_per_mpx"]
     stages = plan["periods"]["2025-06"]["stages"]
     for name, expected in (("fetch", fetch), ("mask", mask), ("composite", composite),
                            ("outputs", outputs)):
         assert stages[name]["seconds"] == pytest.approx(expected, abs=0.1), name
-    assert plan["total_seconds"] == pytest.approx(max(fetch, mask) + composite + outputs, abs=0.3)
+    jobs = 2 * 400 + 400 + 3  # fetch and mask per scene, composite per tile, 3 per month
+    assert plan["snakemake"] == {"jobs": jobs, "seconds": pytest.approx(
+        c["snakemake_start_s"] + c["numba_compile_s"] + jobs * timeplan.SCHEDULER_S_PER_JOB,
+        abs=0.1)}
+    assert plan["total_seconds"] == pytest.approx(
+        max(fetch, mask) + composite + outputs + plan["snakemake"]["seconds"], abs=0.3)
     assert stages["fetch"]["bound_by"] == "network"  # 236 GB at 1 Gbit/s is 31 min
     assert "cost" not in plan
 
@@ -52,7 +57,8 @@ def test_months_add_up_and_a_price_gives_the_cost():
     priced = Machine(cores=16, gpu=True, network_gbps=1.0, hourly_price=1.5)
     one = time_plan({"2025-06": dict(MONTH)}, priced, uses_ocm=True)
     two = time_plan({"2025-06": dict(MONTH), "2025-07": dict(MONTH)}, priced, uses_ocm=True)
-    assert two["total_seconds"] == pytest.approx(2 * one["total_seconds"], abs=0.1)
+    start = CPU_COSTS["snakemake_start_s"] + CPU_COSTS["numba_compile_s"]  # once per run
+    assert two["total_seconds"] - start == pytest.approx(2 * (one["total_seconds"] - start), abs=0.2)
     assert two["cost"] == pytest.approx(round(two["total_seconds"] / 3600 * 1.5, 2))
     report = format_time_plan(two)
     assert "16 cores, a GPU, 1 Gbit/s" in report
@@ -66,9 +72,12 @@ def test_faster_network_shortens_only_what_the_network_bounded():
     assert fast["stages"]["composite"] == slow["stages"]["composite"]
 
 
-def test_a_month_without_scenes_takes_no_time():
+def test_a_month_without_scenes_takes_only_the_runs_start():
     empty = {"scenes": 0, "window_pixels": 0, "network_bytes": 0, "tiles": 0, "output_pixels": 0}
-    assert time_plan({"m": empty}, BOX, uses_ocm=True)["total_seconds"] == 0
+    plan = time_plan({"m": empty}, BOX, uses_ocm=True)
+    assert plan["total_seconds"] == pytest.approx(
+        CPU_COSTS["snakemake_start_s"] + CPU_COSTS["numba_compile_s"], abs=0.1)
+    assert plan["snakemake"]["jobs"] == 0
 
 
 def test_machine_from_config_reads_this_machine_for_null_and_auto(monkeypatch):

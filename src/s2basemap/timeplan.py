@@ -22,24 +22,31 @@ from dataclasses import dataclass
 
 # Measured on the development machine (2 cores of an x86-64 cloud VM, 2026-12-01)
 # with `python tests/benchmarks/costs.py --edge 4096`; CPU seconds across all threads.
+# Two runs differed by up to 25 % (a shared VM); these are the slower run's.
 CPU_COSTS = {
     # a Snakemake script job: Python start, unpickling the job, importing the package
-    "job_start_s": 0.87,
+    "job_start_s": 1.23,
+    # a composite job's start, with the percentile kernel loaded from numba's cache
+    "composite_job_start_s": 1.80,
+    # the first composite job in a new work_dir compiles the kernels into its cache
+    "numba_compile_s": 5.9,
+    # Snakemake reading this workflow and building a dry run's DAG (once per run)
+    "snakemake_start_s": 2.49,
     # fetch: 4 bands at 10 m + SCL at 20 m from deflate COGs with 1024 px blocks over
     # HTTP on loopback, offset check, written as zstd GeoTIFF
-    "fetch_cpu_s_per_mpx": 0.31,
+    "fetch_cpu_s_per_mpx": 0.39,
     # mask: reading the scene, SCL classes, dilation, writing (mode scl; every mode does this)
-    "mask_cpu_s_per_mpx": 0.076,
+    "mask_cpu_s_per_mpx": 0.086,
     # OmniCloudMask inference on the CPU (fp32, 20 m, fabricated v4 weights: the real compute)
-    "ocm_cpu_s_per_mpx": 2.28,
+    "ocm_cpu_s_per_mpx": 2.15,
     # OmniCloudMask's host work around a GPU: 10 m -> 20 m block means (1.1 s per full
     # 10980 px scene here), patching and back to 10 m (about 1 s per scene on the H100 box)
     "ocm_host_cpu_s_per_mpx": 0.018,
     # composite: per megapixel of scene window over a tile (warped reads, gather, percentile)
-    "composite_cpu_s_per_scene_mpx": 0.11,
+    "composite_cpu_s_per_scene_mpx": 0.114,
     # mosaic and count COGs with overviews, coverage and quicklook, per output megapixel
     # (wall on 2 cores: this step is one job, GDAL's threads do the rest)
-    "outputs_wall_s_per_mpx": 0.23,
+    "outputs_wall_s_per_mpx": 0.26,
 }
 
 # OmniCloudMask inference on a GPU. Measured on an NVIDIA H100 80GB HBM3 (2026-11-25,
@@ -51,6 +58,10 @@ CPU_COSTS = {
 H100_OCM_GPU_S_PER_MPX = 0.93 / 120.56
 A100_SLOWER_THAN_H100 = 3.2
 GPU_OCM_S_PER_MPX = H100_OCM_GPU_S_PER_MPX * A100_SLOWER_THAN_H100
+# Snakemake's own work per job in its main process (DAG, scheduling, bookkeeping):
+# the no-op execution of an Arkansas month under the vast profile in
+# tests/benchmarks/scale.py, 32.6 s for 1,204 jobs on the development machine.
+SCHEDULER_S_PER_JOB = 32.6 / 1204
 NETWORK_SLOTS = 16  # concurrent fetches in the vast profile (resources: network)
 STAGES = ("fetch", "mask", "composite", "outputs")
 OUTPUT_JOBS = 3  # a period's scene summary, mosaic and metadata jobs, one after another
@@ -104,7 +115,7 @@ def stage_work(period: dict, uses_ocm: bool, gpu: bool, costs: dict = CPU_COSTS)
         "fetch": {"cpu_s": scenes * start + mpx * costs["fetch_cpu_s_per_mpx"],
                   "network_bytes": period["network_bytes"]},
         "mask": {"cpu_s": mask_cpu, "gpu_s": gpu_s},
-        "composite": {"cpu_s": period["tiles"] * start
+        "composite": {"cpu_s": period["tiles"] * costs["composite_job_start_s"]
                       + mpx * costs["composite_cpu_s_per_scene_mpx"]},
         "outputs": {"serial_s": OUTPUT_JOBS * start
                     + period["output_pixels"] / 1e6 * costs["outputs_wall_s_per_mpx"]
@@ -136,18 +147,29 @@ def period_time(period: dict, machine: Machine, uses_ocm: bool) -> dict:
     return {"stages": stages, "total_seconds": round(total, 1)}
 
 
-def time_plan(periods: dict[str, dict], machine: Machine, uses_ocm: bool) -> dict:
-    """Per period and for the run: stage seconds, the total, the bounding stage and cost."""
+def job_count(period: dict) -> int:
+    """Fetch and mask per scene, composite per tile, summary, mosaic and metadata."""
+    return 2 * period["scenes"] + period["tiles"] + OUTPUT_JOBS if period["scenes"] else 0
+
+
+def time_plan(periods: dict[str, dict], machine: Machine, uses_ocm: bool,
+              costs: dict = CPU_COSTS) -> dict:
+    """Per period and for the run: stage seconds, the run's own overhead, the total,
+    the bounding stage and the cost."""
     per_period = {label: period_time(p, machine, uses_ocm) for label, p in periods.items()}
     stage_totals = {stage: round(sum(p["stages"][stage]["seconds"] for p in per_period.values()), 1)
                     for stage in STAGES}
-    total = round(sum(p["total_seconds"] for p in per_period.values()), 1)
+    jobs = sum(job_count(p) for p in periods.values())
+    overhead = round(costs["snakemake_start_s"] + costs["numba_compile_s"]
+                     + jobs * SCHEDULER_S_PER_JOB, 1)
+    total = round(sum(p["total_seconds"] for p in per_period.values()) + overhead, 1)
     bound = max(stage_totals, key=stage_totals.get)
     resources = [p["stages"][bound]["bound_by"] for p in per_period.values()]
     plan = {
         "machine": vars(machine) | {"gpu": machine.gpu},
         "periods": per_period,
         "stages": stage_totals,
+        "snakemake": {"jobs": jobs, "seconds": overhead},
         "total_seconds": total,
         "bound_by": {"stage": bound, "resource": max(set(resources), key=resources.count)
                      if resources else None},
@@ -171,11 +193,15 @@ def format_time_plan(plan: dict) -> str:
         rows.append((label, *(duration(p["stages"][s]["seconds"]) for s in STAGES),
                      duration(p["total_seconds"])))
     rows.append(("total", *(duration(plan["stages"][s]) for s in STAGES),
-                 duration(plan["total_seconds"])))
+                 duration(plan["total_seconds"] - plan["snakemake"]["seconds"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [(f"time plan for {machine.describe()} (config: machine); fetch and mask overlap, "
               f"so a month's total is max(fetch, mask) + composite + outputs:")]
     lines += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    snakemake = plan["snakemake"]
+    lines.append(f"Snakemake's start-up and scheduling of {snakemake['jobs']} jobs, and compiling the "
+                 f"percentile kernel: "
+                 f"{duration(snakemake['seconds'])}; in all {duration(plan['total_seconds'])}")
     bound = plan["bound_by"]
     lines.append(f"bound by: {bound['stage']} ({bound['resource']})")
     if "cost" in plan:
