@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 # Measured on the development machine (2 cores of an x86-64 cloud VM, 2026-12-01)
 # with `python tests/benchmarks/costs.py --edge 4096`; CPU seconds across all threads.
@@ -66,15 +66,13 @@ GPU_OCM_S_PER_MPX = H100_OCM_GPU_S_PER_MPX * A100_SLOWER_THAN_H100
 # a * jobs + b * jobs^2.
 SCHEDULER_S_PER_JOB = 0.0245
 SCHEDULER_S_PER_JOB_SQUARED = 2.76e-6
+NETWORK_SLOTS = 16  # concurrent fetches in the vast profile (resources: network)
+STAGES = ("fetch", "mask", "composite", "outputs")
+OUTPUT_JOBS = 3  # a period's scene summary, mosaic and metadata jobs, one after another
 
 
 def scheduler_seconds(jobs: int) -> float:
     return SCHEDULER_S_PER_JOB * jobs + SCHEDULER_S_PER_JOB_SQUARED * jobs ** 2
-
-
-NETWORK_SLOTS = 16  # concurrent fetches in the vast profile (resources: network)
-STAGES = ("fetch", "mask", "composite", "outputs")
-OUTPUT_JOBS = 3  # a period's scene summary, mosaic and metadata jobs, one after another
 
 
 @dataclass(frozen=True)
@@ -176,7 +174,7 @@ def time_plan(periods: dict[str, dict], machine: Machine, uses_ocm: bool,
     bound = max(stage_totals, key=stage_totals.get)
     resources = [p["stages"][bound]["bound_by"] for p in per_period.values()]
     plan = {
-        "machine": vars(machine) | {"gpu": machine.gpu},
+        "machine": asdict(machine),
         "periods": per_period,
         "stages": stage_totals,
         "snakemake": {"jobs": jobs, "seconds": overhead},
