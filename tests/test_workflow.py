@@ -139,3 +139,21 @@ def test_snakefiles_are_snakefmt_formatted():
     result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", str(REPO / "workflow")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_month_fetches_only_after_the_month_before_has_all_its_tiles(fetched_run):
+    """storage.months_in_flight = 1 (the default): February's first fetch starts after
+    January's last tile is written, so January's scene rasters are already gone."""
+    from datetime import datetime
+
+    workdir = fetched_run[0] / "work"
+    january_tiles = list((workdir / "2022-01" / "tiles").glob("*.tif"))
+    last_tile = max(tile.stat().st_mtime for tile in january_tiles)
+    first_lines = [log.read_text().splitlines()[0]
+                   for log in (workdir / "logs" / "fetch" / "2022-02").glob("*.log")]
+    starts = [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+              for line in first_lines]
+    assert january_tiles and len(starts) == 6
+    assert min(starts) >= last_tile, (min(starts), last_tile)
+    assert (workdir / "2022-01" / "tiles.done").exists()
+    assert not list((workdir / "2022-01" / "scenes").glob("*.tif"))

@@ -136,37 +136,52 @@ def free_bytes(path, limit_gb: float | None) -> int:
     return min(free, int(limit_gb * GB)) if limit_gb is not None else free
 
 
-def peak_bytes(periods: dict[str, dict], keep_scene_rasters: bool) -> tuple[int, int]:
-    """(peak, final) bytes on disk for the whole run.
+def peak_bytes(periods: dict[str, dict], keep_scene_rasters: bool,
+               months_in_flight: int | None = None) -> tuple[int, int]:
+    """(peak, final) bytes on disk for the whole run, periods in run order.
 
-    Fetches are ready first, so the worst case holds every period's scene
-    rasters and masks at once; temporary rasters go once their period's tiles
-    are done, by which time at most about one period's tiles and products exist.
+    Temporary scene rasters go once their period's tiles are done. With
+    `months_in_flight` = M, a period's fetches wait until the period M places
+    earlier has all its tiles, so at most M periods hold scene rasters while the
+    earlier ones hold only what they keep (masks, tiles, products). Without a
+    limit, fetches are ready first and the worst case holds every period's scene
+    rasters and masks at once.
     """
-    def total(key):
-        return sum(p[key] for p in periods.values())
+    def total(key, chosen=None):
+        return sum(p[key] for p in (chosen if chosen is not None else periods.values()))
 
     kept = total("mask_bytes") + total("tile_bytes") + total("output_bytes")
     if keep_scene_rasters:
         return kept + total("scene_raster_bytes"), kept + total("scene_raster_bytes")
-    largest = max((p["tile_bytes"] + p["output_bytes"] for p in periods.values()), default=0)
-    during = total("scene_raster_bytes") + total("mask_bytes") + largest
-    return max(during, kept), kept
+    if months_in_flight is None:
+        largest = max((p["tile_bytes"] + p["output_bytes"] for p in periods.values()), default=0)
+        during = total("scene_raster_bytes") + total("mask_bytes") + largest
+        return max(during, kept), kept
+    ordered = list(periods.values())
+    peak = kept
+    for newest in range(len(ordered)):
+        first = max(newest - months_in_flight + 1, 0)
+        in_flight, done = ordered[first:newest + 1], ordered[:first]
+        during = (total("scene_raster_bytes", in_flight) + total("mask_bytes", in_flight + done)
+                  + total("tile_bytes", in_flight + done) + total("output_bytes", in_flight + done))
+        peak = max(peak, during)
+    return peak, kept
 
 
 def build_plan(periods: dict[str, dict], keep_scene_rasters: bool, work_dir, results_dir,
-               limit_gb: float | None) -> dict:
+               limit_gb: float | None, months_in_flight: int | None = None) -> dict:
     """Per period and in total, with the run's peak and final disk."""
     for p in periods.values():
         p["peak_bytes"] = peak_bytes({"one": p}, keep_scene_rasters)[0]
     total = {key: sum(p[key] for p in periods.values())
              for key in ("scenes", "unknown_sizes", "network_bytes", "scene_raster_bytes",
                          "mask_bytes", "tile_bytes", "output_bytes")}
-    peak, final = peak_bytes(periods, keep_scene_rasters)
+    peak, final = peak_bytes(periods, keep_scene_rasters, months_in_flight)
     return {
         "periods": periods,
         "total": total | {"peak_bytes": peak, "final_bytes": final},
         "keep_scene_rasters": keep_scene_rasters,
+        "months_in_flight": None if keep_scene_rasters else months_in_flight,
         "free_bytes": {"work_dir": free_bytes(work_dir, limit_gb),
                        "results_dir": free_bytes(results_dir, limit_gb)},
         "free_disk_limit_gb": limit_gb,
@@ -229,6 +244,8 @@ def format_plan(plan: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
     scene_rasters = "kept" if plan["keep_scene_rasters"] else "deleted once their month is composited"
+    if plan.get("months_in_flight"):
+        scene_rasters += f"; at most {plan['months_in_flight']} month(s) of them at once"
     lines += [
         f"final disk after the run: {human(plan['total']['final_bytes'])} (scene rasters {scene_rasters})",
         f"free disk: work_dir {human(plan['free_bytes']['work_dir'])}, "
@@ -263,7 +280,7 @@ def plan_run(size_paths, grid: OutputGrid, aoi: AOI, storage: dict, machine: Mac
         sizes = json.loads(Path(path).read_text())
         periods[sizes["period"]] = estimate_period(sizes, grid, aoi, tile_count)
     plan = build_plan(dict(sorted(periods.items())), storage["keep_scene_rasters"], work_dir,
-                      results_dir, storage["free_disk_limit_gb"])
+                      results_dir, storage["free_disk_limit_gb"], storage["months_in_flight"])
     plan["time"] = time_plan(plan["periods"], machine, uses_ocm)
     report = format_plan(plan) + "\n\n" + format_time_plan(plan["time"])
     atomic_write_json(plan_path, plan)

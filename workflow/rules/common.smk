@@ -43,6 +43,7 @@ GRID = output_grid(
 TILES = GRID.tile_ids(AOI.in_crs(GRID.crs))
 TILE_FOOTPRINTS = {tile: GRID.tile_footprint_4326(tile) for tile in TILES}
 KEEP_SCENE_RASTERS = config["storage"]["keep_scene_rasters"]
+MONTHS_IN_FLIGHT = config["storage"]["months_in_flight"]
 # A stage's jobs rerun when the package code behind that stage changes.
 CODE = {
     "search": code_digest("search", "radiometry"),
@@ -155,6 +156,24 @@ def tile_inputs(wildcards):
         "scenes": [f"{period}/scenes/{scene}.tif" for scene in scenes],
         "masks": [f"{period}/masks/{scene}.tif" for scene in scenes],
     }
+
+
+def earlier_period_composited(wildcards):
+    """Backpressure: the marker of the period MONTHS_IN_FLIGHT places earlier, whose
+    tiles must all be done (its temporary scene rasters gone) before this period's
+    fetches start. Nothing when scene rasters are kept or there is no limit."""
+    order = sorted(PERIODS)
+    index = order.index(wildcards.period)
+    if KEEP_SCENE_RASTERS or MONTHS_IN_FLIGHT is None or index < MONTHS_IN_FLIGHT:
+        return []
+    return ancient(f"{WORK}/{order[index - MONTHS_IN_FLIGHT]}/tiles.done")
+
+
+def period_tile_files(wildcards):
+    """Every tile of a period that has scenes (none for an empty period)."""
+    if not period_manifest(wildcards)["scenes"]:
+        return []
+    return [f"{WORK}/{wildcards.period}/tiles/{tile}.tif" for tile in TILES]
 
 
 def product_files(period):

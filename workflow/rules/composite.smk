@@ -24,3 +24,18 @@ rule composite_tile:
         numba_cache=f"{WORK}/.cache/numba",
     script:
         "../scripts/composite_tile.py"
+
+
+# Marks a period whose tiles are all composited; later periods' fetches wait on
+# it (storage.months_in_flight), which bounds the scene rasters on disk.
+rule period_composited:
+    input:
+        period_tile_files,
+    output:
+        touch(f"{WORK}/{{period}}/tiles.done"),
+    log:
+        f"{LOGS}/composited/{{period}}.log",
+    conda:
+        "../../envs/geo.yaml"
+    shell:
+        "echo all tiles of {wildcards.period} are composited > {log}"
