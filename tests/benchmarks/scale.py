@@ -121,6 +121,52 @@ def job_count(dry_output: str) -> int:
     return int(match[1]) if match else -1
 
 
+def simulated_peak(jobs: list[dict], workdir: Path, plan: dict, config: dict) -> float:
+    """Bytes on disk over the no-op execution, from the plan's sizes: a scene raster
+    from its fetch's end until its mask and every composite over it have ended; a
+    mask, a tile and a month's products from their job's end (kept)."""
+    from s2basemap.aoi import read_aoi
+    from s2basemap.grid import output_grid
+    from s2basemap.manifest import scenes_by_tile
+    from s2basemap.storage import SCENE_RASTER_FACTOR
+
+    aoi = read_aoi(config["aoi"])
+    grid = output_grid(aoi, config["target"]["crs"], (10.0, 10.0), config["target"]["tile_size"])
+    footprints = {t: grid.tile_footprint_4326(t) for t in grid.tile_ids(aoi.in_crs(grid.crs))}
+    ends = {(j["rule"], tuple(sorted(j["wildcards"].items()))): j["end"] for j in jobs}
+
+    def end(rule, **wildcards):
+        return ends[(rule, tuple(sorted(wildcards.items())))]
+
+    events = []
+    for period, totals in plan["periods"].items():
+        if not totals["scenes"]:
+            continue
+        work = workdir / "work" / period
+        sizes = json.loads((work / "sizes.json").read_text())["scenes"]
+        last_use = {}
+        for tile, scenes in scenes_by_tile(json.loads((work / "manifest.json").read_text()),
+                                           footprints).items():
+            done = end("composite_tile", period=period, tile=tile)
+            events.append((done, totals["tile_bytes"] / totals["tiles"]))
+            for scene in scenes:
+                last_use[scene] = max(last_use.get(scene, 0.0), done)
+        for scene, size in sizes.items():
+            raster = size["source_bytes"] * size["aoi_share"] * SCENE_RASTER_FACTOR
+            masked = end("mask_scene", period=period, scene=scene)
+            events += [(end("fetch_scene", period=period, scene=scene), raster),
+                       (masked, totals["mask_bytes"] / totals["scenes"]),
+                       (max(masked, last_use.get(scene, 0.0)) + 1e-9, -raster)]
+        assemble = [j["end"] for j in jobs
+                    if j["rule"] == "assemble_mosaic" and j["wildcards"]["period"] == period]
+        events.append((assemble[0], totals["output_bytes"]))
+    on_disk = peak = 0.0
+    for _, change in sorted(events):
+        on_disk += change
+        peak = max(peak, on_disk)
+    return peak
+
+
 def run(months: int, root: Path, execute: bool) -> None:
     with served_state(root / "fixture", months=months) as world:
         workdir = root / f"run-{months}"
@@ -150,6 +196,9 @@ def run(months: int, root: Path, execute: bool) -> None:
               f"({len(jobs)} simulated jobs, DAG build included) = "
               f"{100 * noop_s / predicted:.2f} % of the predicted wall time "
               f"({predicted / 3600:.2f} h)")
+        simulated, planned = simulated_peak(jobs, workdir, plan, config), plan["total"]["peak_bytes"]
+        print(f"disk peak over the no-op execution (the plan's sizes): {simulated / 1e9:.1f} GB; "
+              f"the plan's peak: {planned / 1e9:.1f} GB ({planned / simulated - 1:+.1%})")
 
 
 def main() -> None:
