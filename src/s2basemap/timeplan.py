@@ -143,8 +143,8 @@ def stage_seconds(work: dict, machine: Machine, cpu_slots: int) -> tuple[float, 
     return candidates[resource], resource
 
 
-def period_time(period: dict, machine: Machine, uses_ocm: bool) -> dict:
-    work = stage_work(period, uses_ocm, machine.gpu)
+def period_time(period: dict, machine: Machine, uses_ocm: bool, costs: dict = CPU_COSTS) -> dict:
+    work = stage_work(period, uses_ocm, machine.gpu, costs)
     stages = {}
     for stage in STAGES:
         slots = NETWORK_SLOTS if stage == "fetch" else machine.cores
@@ -164,7 +164,7 @@ def time_plan(periods: dict[str, dict], machine: Machine, uses_ocm: bool,
               costs: dict = CPU_COSTS) -> dict:
     """Per period and for the run: stage seconds, the run's own overhead, the total,
     the bounding stage and the cost."""
-    per_period = {label: period_time(p, machine, uses_ocm) for label, p in periods.items()}
+    per_period = {label: period_time(p, machine, uses_ocm, costs) for label, p in periods.items()}
     stage_totals = {stage: round(sum(p["stages"][stage]["seconds"] for p in per_period.values()), 1)
                     for stage in STAGES}
     jobs = sum(job_count(p) for p in periods.values())
