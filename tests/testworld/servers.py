@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import socket
@@ -37,10 +36,12 @@ FAULT_KINDS = ("500", "503", "reset", "stall", "truncate")
 class RangeServer:
     """Serves `root` over HTTP/1.1 with byte ranges; `bytes_sent[path]` counts body bytes.
 
-    Fault injection: `inject(rate, kinds)` answers that fraction of requests
-    (drawn from a seeded generator) with an HTTP 500/503, a connection reset, a
-    stall longer than any client timeout, or a body cut in half; `always_fail`
-    paths answer 503 every time. `faults` counts what was injected.
+    Fault injection is by request count, never by timing or chance, so a run
+    sees the same faults however busy the machine is: `schedule_faults` names,
+    per path, which GET (0 = the first) is answered with an HTTP 500/503, a
+    connection reset, a stall that lasts until the client gives up, or a body
+    cut in half. `always_fail` paths answer 503 every time. `faults` counts what
+    was injected.
     """
 
     def __init__(self, root: Path):
@@ -48,11 +49,10 @@ class RangeServer:
         self.bytes_sent: Counter = Counter()
         self.requests: Counter = Counter()
         self.faults: Counter = Counter()
-        self.fault_rate = 0.0
-        self.fault_kinds: tuple[str, ...] = FAULT_KINDS
         self.always_fail: set[str] = set()
-        self.stall_seconds = 6.0
-        self._rng = random.Random(0)
+        self.stall_limit_seconds = 300.0  # a stall ends when the client hangs up, or at this bound
+        self._schedule: dict[tuple[str, int], str] = {}
+        self._gets: Counter = Counter()
         self._lock = threading.Lock()
         server = self
 
@@ -84,20 +84,26 @@ class RangeServer:
             self.requests.clear()
             self.faults.clear()
 
-    def inject(self, rate: float, kinds: tuple[str, ...] = FAULT_KINDS, seed: int = 0) -> None:
+    def schedule_faults(self, schedule: dict[tuple[str, int], str]) -> None:
+        """Answer GET number n of `path` with `kind` for each (path, n) -> kind; {} clears."""
+        unknown = set(schedule.values()) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {FAULT_KINDS}")
         with self._lock:
-            self.fault_rate, self.fault_kinds = rate, kinds
-            self._rng = random.Random(seed)
+            self._schedule = dict(schedule)
+            self._gets.clear()
 
-    def draw_fault(self, path: str) -> str | None:
+    def draw_fault(self, method: str, path: str) -> str | None:
         with self._lock:
             if path in self.always_fail:
                 kind = "503"
-            elif self.fault_rate and self._rng.random() < self.fault_rate:
-                kind = self._rng.choice(self.fault_kinds)
+            elif method == "GET":
+                kind = self._schedule.get((path, self._gets[path]))
+                self._gets[path] += 1
             else:
-                return None
-            self.faults[kind] += 1
+                kind = None
+            if kind:
+                self.faults[kind] += 1
             return kind
 
 
@@ -118,7 +124,7 @@ class _RangeHandler(BaseHTTPRequestHandler):
 
     def _fault(self, body: bytes | None = None, status: int = 200, headers: dict | None = None) -> bool:
         """Act out a drawn fault; True when the request was answered (or broken) by it."""
-        kind = self.owner.draw_fault(self.path.split("?", 1)[0])
+        kind = self.owner.draw_fault(self.command, self.path.split("?", 1)[0])
         if kind is None:
             return False
         if kind in ("500", "503"):
@@ -130,8 +136,7 @@ class _RangeHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.close()
         elif kind == "stall":
-            time.sleep(self.owner.stall_seconds)
-            self.close_connection = True
+            self._stall()
         elif kind == "truncate":
             data = body if body is not None else b"x" * 1024
             self.send_response(status)
@@ -144,6 +149,20 @@ class _RangeHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
         return True
+
+    def _stall(self) -> None:
+        """Send nothing until the client hangs up: a stall outlasts any client timeout."""
+        deadline = time.monotonic() + self.owner.stall_limit_seconds
+        self.connection.settimeout(1.0)
+        while time.monotonic() < deadline:
+            try:
+                if not self.connection.recv(1024):
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        self.close_connection = True
 
     def do_HEAD(self):
         if self._fault():
