@@ -151,9 +151,10 @@ def test_plan_estimates_peak_disk_within_a_quarter(world, tmp_path):
     estimate = plan["total"]["peak_bytes"]
     print(f"estimated peak {estimate} B, measured peak {peak} B ({estimate / peak - 1:+.1%})")
     assert abs(estimate - peak) <= 0.25 * peak
-    # the default deletes scene rasters: only masks stay per scene
-    assert not list((tmp_path / "work").glob("*/scenes/*.tif"))
-    assert len(list((tmp_path / "work").glob("*/masks/*.tif"))) == 12
+    # the default deletes scene rasters, masks and tiles once the products are written
+    for kind in ("scenes", "masks", "tiles"):
+        assert not list((tmp_path / "work").glob(f"*/{kind}/*.tif")), kind
+    assert len(list((tmp_path / "work").glob("*/masks/*.json"))) == 12
     # and a later change to one month reruns that month only (fetches included)
     changed = world_config(world, months=BOTH, overrides={"2022-01": {"composite": {"percentile": 40}}})
     jobs = planned_jobs(run_snakemake(tmp_path, changed, "--dry-run").stdout)
@@ -172,4 +173,4 @@ def test_too_little_disk_stops_before_fetching_with_the_numbers(world, tmp_path)
     # the switch lets the same run go ahead
     allowed = config | {"storage": {"free_disk_limit_gb": 0.0001, "check_free_disk": False}}
     run_snakemake(tmp_path, allowed, "work/2022-01/scenes.json")
-    assert len(list((tmp_path / "work" / "2022-01" / "masks").glob("*.tif"))) == 6
+    assert len(list((tmp_path / "work" / "2022-01" / "masks").glob("*.json"))) == 6

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from s2basemap.storage import bytes_under
 
 
@@ -38,18 +40,36 @@ def _month(rasters, masks, tiles, outputs):
             "output_bytes": outputs}
 
 
-def test_months_in_flight_bound_the_peak_to_the_newest_months_rasters():
-    from s2basemap.storage import peak_bytes
+def test_months_in_flight_bound_the_peak_to_the_newest_months_intermediates():
+    from s2basemap.storage import WORK_KEYS, peak_bytes
 
     months = {"2025-01": _month(100, 2, 4, 5), "2025-02": _month(150, 3, 4, 5),
               "2025-03": _month(120, 2, 4, 5)}
-    kept = 2 + 3 + 2 + 3 * (4 + 5)
-    # one month at a time: March's rasters beside everything January and February keep,
-    # or February's beside January's
-    one = max(100 + 11, 150 + 12 + 11, 120 + 11 + 11 + 12)
-    assert peak_bytes(months, False, 1) == (one, kept)
-    two = max(100 + 11, 100 + 150 + 11 + 12, 150 + 120 + 11 + 12 + 11)
-    assert peak_bytes(months, False, 2) == (two, kept)
-    # no limit: every month's rasters and masks at once, plus the largest tiles and products
-    assert peak_bytes(months, False, None) == (370 + 7 + 9, kept)
-    assert peak_bytes(months, True, 1) == (kept + 370, kept + 370)
+    products = 3 * 5
+    # one month at a time: a month's rasters, masks and tiles beside its own products
+    # and the products of the months before (their intermediates are gone)
+    one = max(106 + 5, 157 + 10, 126 + 15)
+    assert peak_bytes(months, False, 1) == (one, products)
+    assert peak_bytes(months, False, 1, WORK_KEYS) == (157, 0)
+    two = max(106 + 5, 106 + 157 + 10, 157 + 126 + 15)
+    assert peak_bytes(months, False, 2) == (two, products)
+    # no limit: every month's intermediates and products at once
+    assert peak_bytes(months, False, None) == (106 + 157 + 126 + 15, products)
+    # all kept: the peak is the end
+    assert peak_bytes(months, True, 1) == (106 + 157 + 126 + 15,) * 2
+
+
+def test_a_results_dir_on_another_disk_is_checked_for_the_products_alone(tmp_path):
+    from s2basemap.storage import DiskSpaceError, build_plan, check_disk
+
+    months = {"2025-01": _month(100, 2, 4, 5) | {"scenes": 3, "unknown_sizes": 0, "network_bytes": 1}}
+    plan = build_plan(months, False, tmp_path / "work", tmp_path / "results", None, 1)
+    assert plan["same_filesystem"] and plan["total"]["work_peak_bytes"] == 106
+    check_disk(plan, tmp_path / "work", tmp_path / "results", 111e-9)  # 111 B free: fits
+    with pytest.raises(DiskSpaceError, match=r"needs 111 B at peak in work_dir"):
+        check_disk(plan, tmp_path / "work", tmp_path / "results", 110e-9)
+    # on two filesystems each directory needs only its own part
+    plan["same_filesystem"] = False
+    check_disk(plan, tmp_path / "work", tmp_path / "results", 106e-9)
+    with pytest.raises(DiskSpaceError, match=r"needs 106 B at peak in work_dir"):
+        check_disk(plan, tmp_path / "work", tmp_path / "results", 105e-9)

@@ -147,7 +147,8 @@ def test_a_month_fetches_only_after_the_month_before_has_all_its_tiles(fetched_r
     from datetime import datetime
 
     workdir = fetched_run[0] / "work"
-    january_tiles = list((workdir / "2022-01" / "tiles").glob("*.tif"))
+    # the tiles themselves are gone with the month's other intermediates; their logs stay
+    january_tiles = list((workdir / "logs" / "composite" / "2022-01").glob("*.log"))
     last_tile = max(tile.stat().st_mtime for tile in january_tiles)
     first_lines = [log.read_text().splitlines()[0]
                    for log in (workdir / "logs" / "fetch" / "2022-02").glob("*.log")]
@@ -157,3 +158,4 @@ def test_a_month_fetches_only_after_the_month_before_has_all_its_tiles(fetched_r
     assert min(starts) >= last_tile, (min(starts), last_tile)
     assert (workdir / "2022-01" / "tiles.done").exists()
     assert not list((workdir / "2022-01" / "scenes").glob("*.tif"))
+    assert not list((workdir / "2022-01" / "tiles").glob("*.tif"))

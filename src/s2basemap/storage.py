@@ -129,59 +129,74 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int) ->
 
 def free_bytes(path, limit_gb: float | None) -> int:
     """Free disk at `path` (its nearest existing parent), capped by the configured limit."""
-    path = Path(path).resolve()
-    while not path.exists():
-        path = path.parent
-    free = shutil.disk_usage(path).free
+    free = shutil.disk_usage(_existing(path)).free
     return min(free, int(limit_gb * GB)) if limit_gb is not None else free
 
 
-def peak_bytes(periods: dict[str, dict], keep_scene_rasters: bool,
-               months_in_flight: int | None = None) -> tuple[int, int]:
-    """(peak, final) bytes on disk for the whole run, periods in run order.
+WORK_KEYS = ("scene_raster_bytes", "mask_bytes", "tile_bytes")  # under work_dir
+RESULT_KEYS = ("output_bytes",)  # under results_dir: the products, always kept
 
-    Temporary scene rasters go once their period's tiles are done. With
-    `months_in_flight` = M, a period's fetches wait until the period M places
-    earlier has all its tiles, so at most M periods hold scene rasters while the
-    earlier ones hold only what they keep (masks, tiles, products). Without a
-    limit, fetches are ready first and the worst case holds every period's scene
-    rasters and masks at once.
+
+def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
+               months_in_flight: int | None = None,
+               keys: tuple[str, ...] = WORK_KEYS + RESULT_KEYS) -> tuple[int, int]:
+    """(peak, final) bytes of `keys` on disk for the whole run, periods in run order.
+
+    Scene rasters, masks and tiles are temporary unless kept: they go once their
+    period's products are written. With `months_in_flight` = M, a period's fetches
+    wait until the period M places earlier has all its tiles, so at most M periods
+    hold intermediates while the earlier ones hold only their products. Without a
+    limit every fetch may run first, and the worst case holds everything at once.
     """
-    def total(key, chosen=None):
-        return sum(p[key] for p in (chosen if chosen is not None else periods.values()))
-
-    kept = total("mask_bytes") + total("tile_bytes") + total("output_bytes")
-    if keep_scene_rasters:
-        return kept + total("scene_raster_bytes"), kept + total("scene_raster_bytes")
-    if months_in_flight is None:
-        largest = max((p["tile_bytes"] + p["output_bytes"] for p in periods.values()), default=0)
-        during = total("scene_raster_bytes") + total("mask_bytes") + largest
-        return max(during, kept), kept
     ordered = list(periods.values())
-    peak = kept
+
+    def total(chosen, which):
+        return sum(p[key] for p in chosen for key in which)
+
+    kept = keys if keep_intermediates else tuple(k for k in keys if k in RESULT_KEYS)
+    final = total(ordered, kept)
+    if keep_intermediates:
+        return final, final
+    if months_in_flight is None:
+        return total(ordered, keys), final
+    transient = tuple(k for k in keys if k not in kept)
+    peak = final
     for newest in range(len(ordered)):
         first = max(newest - months_in_flight + 1, 0)
-        in_flight, done = ordered[first:newest + 1], ordered[:first]
-        during = (total("scene_raster_bytes", in_flight) + total("mask_bytes", in_flight + done)
-                  + total("tile_bytes", in_flight + done) + total("output_bytes", in_flight + done))
-        peak = max(peak, during)
-    return peak, kept
+        peak = max(peak, total(ordered[first:newest + 1], transient) + total(ordered[:newest + 1], kept))
+    return peak, final
 
 
-def build_plan(periods: dict[str, dict], keep_scene_rasters: bool, work_dir, results_dir,
+def same_filesystem(a, b) -> bool:
+    return _existing(a).stat().st_dev == _existing(b).stat().st_dev
+
+
+def _existing(path) -> Path:
+    path = Path(path).resolve()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def build_plan(periods: dict[str, dict], keep_intermediates: bool, work_dir, results_dir,
                limit_gb: float | None, months_in_flight: int | None = None) -> dict:
-    """Per period and in total, with the run's peak and final disk."""
+    """Per period and in total, with the run's peak and final disk, in all and under
+    work_dir alone (results_dir may be another disk)."""
     for p in periods.values():
-        p["peak_bytes"] = peak_bytes({"one": p}, keep_scene_rasters)[0]
+        p["peak_bytes"] = peak_bytes({"one": p}, keep_intermediates)[0]
+        p["work_peak_bytes"] = peak_bytes({"one": p}, keep_intermediates, keys=WORK_KEYS)[0]
     total = {key: sum(p[key] for p in periods.values())
              for key in ("scenes", "unknown_sizes", "network_bytes", "scene_raster_bytes",
                          "mask_bytes", "tile_bytes", "output_bytes")}
-    peak, final = peak_bytes(periods, keep_scene_rasters, months_in_flight)
+    peak, final = peak_bytes(periods, keep_intermediates, months_in_flight)
+    work_peak, work_final = peak_bytes(periods, keep_intermediates, months_in_flight, WORK_KEYS)
     return {
         "periods": periods,
-        "total": total | {"peak_bytes": peak, "final_bytes": final},
-        "keep_scene_rasters": keep_scene_rasters,
-        "months_in_flight": None if keep_scene_rasters else months_in_flight,
+        "total": total | {"peak_bytes": peak, "final_bytes": final, "work_peak_bytes": work_peak,
+                          "work_final_bytes": work_final},
+        "keep_scene_rasters": keep_intermediates,
+        "months_in_flight": None if keep_intermediates else months_in_flight,
+        "same_filesystem": same_filesystem(work_dir, results_dir),
         "free_bytes": {"work_dir": free_bytes(work_dir, limit_gb),
                        "results_dir": free_bytes(results_dir, limit_gb)},
         "free_disk_limit_gb": limit_gb,
@@ -189,23 +204,32 @@ def build_plan(periods: dict[str, dict], keep_scene_rasters: bool, work_dir, res
 
 
 def check_disk(plan: dict, work_dir, results_dir, limit_gb: float | None) -> None:
-    """Refuse when what the plan still has to write exceeds the free disk now.
+    """Refuse when what the plan still has to write exceeds the free disk now: on one
+    filesystem, the whole peak; on two, work_dir's peak and results_dir's products each.
 
     Files already under work_dir and results_dir count as written, so a resumed
     run is not refused for space its own earlier part occupies.
     """
-    peak = plan["total"]["peak_bytes"]
-    written = bytes_under(work_dir) + bytes_under(results_dir)
-    needed, free = max(peak - written, 0), free_bytes(work_dir, limit_gb)
-    if needed <= free:
-        return
+    total = plan["total"]
+    if plan.get("same_filesystem", True):
+        needs = [("work_dir", work_dir, total["peak_bytes"], [work_dir, results_dir])]
+    else:
+        needs = [("work_dir", work_dir, total["work_peak_bytes"], [work_dir]),
+                 ("results_dir", results_dir, total["output_bytes"], [results_dir])]
+    for name, path, peak, counted in needs:
+        written = sum(bytes_under(p) for p in counted)
+        needed, free = max(peak - written, 0), free_bytes(path, limit_gb)
+        if needed > free:
+            raise DiskSpaceError(_refusal(plan, name, path, peak, written, needed, free, limit_gb))
+
+
+def _refusal(plan, name, path, peak, written, needed, free, limit_gb) -> str:
     per_period = ", ".join(f"{label}: {human(p['peak_bytes'])}" for label, p in plan["periods"].items())
     capped = " (capped by storage.free_disk_limit_gb)" if limit_gb is not None else ""
-    raise DiskSpaceError(
-        f"not enough free disk: the plan needs {human(peak)} at peak ({per_period}); "
-        f"{human(written)} of it is already written, so {human(needed)} more must fit in "
-        f"work_dir '{work_dir}', but only {human(free)} are free there{capped}. Free some space, "
-        f"point work_dir at a larger disk, or set storage.check_free_disk: false to run anyway.")
+    return (f"not enough free disk: the plan needs {human(peak)} at peak in {name} ({per_period}); "
+            f"{human(written)} of it is already written, so {human(needed)} more must fit in "
+            f"{name} '{path}', but only {human(free)} are free there{capped}. Free some space, "
+            f"point {name} at a larger disk, or set storage.check_free_disk: false to run anyway.")
 
 
 def bytes_under(path) -> int:
@@ -243,13 +267,17 @@ def format_plan(plan: dict) -> str:
                      human(p["peak_bytes"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
-    scene_rasters = "kept" if plan["keep_scene_rasters"] else "deleted once their month is composited"
+    total = plan["total"]
+    intermediates = "kept" if plan["keep_scene_rasters"] else "deleted once their month's tiles are used"
     if plan.get("months_in_flight"):
-        scene_rasters += f"; at most {plan['months_in_flight']} month(s) of them at once"
+        intermediates += f"; at most {plan['months_in_flight']} month(s) of them at once"
     lines += [
-        f"final disk after the run: {human(plan['total']['final_bytes'])} (scene rasters {scene_rasters})",
-        f"free disk: work_dir {human(plan['free_bytes']['work_dir'])}, "
-        f"results_dir {human(plan['free_bytes']['results_dir'])}",
+        (f"final disk after the run: {human(total['final_bytes'])} (scene rasters, masks and tiles "
+        f"{intermediates})"),
+        (f"of the peak, work_dir holds at most {human(total['work_peak_bytes'])}; the products "
+        f"in results_dir add {human(total['output_bytes'])}"),
+        (f"free disk: work_dir {human(plan['free_bytes']['work_dir'])}, "
+        f"results_dir {human(plan['free_bytes']['results_dir'])}"),
     ]
     if plan["total"]["unknown_sizes"]:
         lines.append(f"{plan['total']['unknown_sizes']} asset sizes unknown (HEAD failed): "

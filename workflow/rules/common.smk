@@ -43,6 +43,14 @@ GRID = output_grid(
 TILES = GRID.tile_ids(AOI.in_crs(GRID.crs))
 TILE_FOOTPRINTS = {tile: GRID.tile_footprint_4326(tile) for tile in TILES}
 KEEP_SCENE_RASTERS = config["storage"]["keep_scene_rasters"]
+
+
+def intermediate(path):
+    """Scene rasters, masks and tiles: deleted once their month's tiles and products
+    are written, unless storage.keep_scene_rasters keeps them for cheap reruns."""
+    return path if KEEP_SCENE_RASTERS else temp(path)
+
+
 MONTHS_IN_FLIGHT = config["storage"]["months_in_flight"]
 # A stage's jobs rerun when the package code behind that stage changes.
 CODE = {

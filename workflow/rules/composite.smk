@@ -2,7 +2,7 @@ rule composite_tile:
     input:
         unpack(tile_inputs),
     output:
-        f"{WORK}/{{period}}/tiles/{{tile}}.tif",
+        intermediate(f"{WORK}/{{period}}/tiles/{{tile}}.tif"),
     log:
         f"{LOGS}/composite/{{period}}/{{tile}}.log",
     benchmark:

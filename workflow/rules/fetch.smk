@@ -5,11 +5,7 @@ rule fetch_scene:
         # the gate (an earlier month rerun, a month added before) refetches nothing
         gate=ancient(f"{WORK}/{{period}}/fetch.gate"),
     output:
-        tif=(
-            f"{WORK}/{{period}}/scenes/{{scene}}.tif"
-            if KEEP_SCENE_RASTERS
-            else temp(f"{WORK}/{{period}}/scenes/{{scene}}.tif")
-        ),
+        tif=intermediate(f"{WORK}/{{period}}/scenes/{{scene}}.tif"),
         record=f"{WORK}/{{period}}/scenes/{{scene}}.json",
     log:
         f"{LOGS}/fetch/{{period}}/{{scene}}.log",

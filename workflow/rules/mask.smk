@@ -18,7 +18,7 @@ rule mask_scene:
         record=f"{WORK}/{{period}}/scenes/{{scene}}.json",
         weights=OCM_WEIGHTS if MASK_USES_OCM else [],
     output:
-        mask=f"{WORK}/{{period}}/masks/{{scene}}.tif",
+        mask=intermediate(f"{WORK}/{{period}}/masks/{{scene}}.tif"),
         stats=f"{WORK}/{{period}}/masks/{{scene}}.json",
     log:
         f"{LOGS}/mask/{{period}}/{{scene}}.log",
