@@ -121,10 +121,11 @@ def job_count(dry_output: str) -> int:
     return int(match[1]) if match else -1
 
 
-def simulated_peak(jobs: list[dict], workdir: Path, plan: dict, config: dict) -> float:
-    """Bytes on disk over the no-op execution, from the plan's sizes: a scene raster
-    from its fetch's end until its mask and every composite over it have ended; a
-    mask, a tile and a month's products from their job's end (kept)."""
+def simulated_peak(jobs: list[dict], workdir: Path, plan: dict, config: dict) -> tuple[float, float]:
+    """(all, work_dir) bytes on disk at their peaks over the no-op execution, from the
+    plan's sizes: a scene raster and its mask from their jobs' ends until the mask and
+    every composite over the scene have ended; a tile from its job's end until its
+    month's mosaic is assembled; a month's products from then on (kept)."""
     from s2basemap.aoi import read_aoi
     from s2basemap.grid import output_grid
     from s2basemap.manifest import scenes_by_tile
@@ -138,33 +139,94 @@ def simulated_peak(jobs: list[dict], workdir: Path, plan: dict, config: dict) ->
     def end(rule, **wildcards):
         return ends[(rule, tuple(sorted(wildcards.items())))]
 
-    events = []
+    events = []  # (time, bytes, under work_dir)
     for period, totals in plan["periods"].items():
         if not totals["scenes"]:
             continue
         work = workdir / "work" / period
         sizes = json.loads((work / "sizes.json").read_text())["scenes"]
+        assembled = next(j["end"] for j in jobs
+                     if j["rule"] == "assemble_mosaic" and j["wildcards"]["period"] == period)
+        tile_bytes, mask_bytes = totals["tile_bytes"] / totals["tiles"], totals["mask_bytes"] / totals["scenes"]
         last_use = {}
         for tile, scenes in scenes_by_tile(json.loads((work / "manifest.json").read_text()),
                                            footprints).items():
             done = end("composite_tile", period=period, tile=tile)
-            events.append((done, totals["tile_bytes"] / totals["tiles"]))
+            events += [(done, tile_bytes, True), (assembled + 1e-9, -tile_bytes, True)]
             for scene in scenes:
                 last_use[scene] = max(last_use.get(scene, 0.0), done)
         for scene, size in sizes.items():
             raster = size["source_bytes"] * size["aoi_share"] * SCENE_RASTER_FACTOR
             masked = end("mask_scene", period=period, scene=scene)
-            events += [(end("fetch_scene", period=period, scene=scene), raster),
-                       (masked, totals["mask_bytes"] / totals["scenes"]),
-                       (max(masked, last_use.get(scene, 0.0)) + 1e-9, -raster)]
-        assemble = [j["end"] for j in jobs
-                    if j["rule"] == "assemble_mosaic" and j["wildcards"]["period"] == period]
-        events.append((assemble[0], totals["output_bytes"]))
-    on_disk = peak = 0.0
-    for _, change in sorted(events):
-        on_disk += change
-        peak = max(peak, on_disk)
-    return peak
+            gone = max(masked, last_use.get(scene, 0.0)) + 1e-9
+            events += [(end("fetch_scene", period=period, scene=scene), raster, True),
+                       (masked, mask_bytes, True), (gone, -raster - mask_bytes, True)]
+        events.append((assembled, totals["output_bytes"], False))
+    peaks = []
+    for only_work in (False, True):
+        on_disk = peak = 0.0
+        for _, change, in_work in sorted(events):
+            on_disk += change if in_work or not only_work else 0.0
+            peak = max(peak, on_disk)
+        peaks.append(peak)
+    return peaks[0], peaks[1]
+
+
+def sweep_what_if(workdir: Path, plan: dict, config: dict) -> None:
+    """What other designs would hold for each month, from the plan's sizes (no run):
+
+    - a west-to-east sweep over columns of output tiles, a scene's raster fetched
+      when the sweep is `ahead` columns before its first tile and deleted after its
+      last; also with each scene fetched as one part per tile column;
+    - no local scene rasters, composites reading each tile's window of each scene
+      from the remote COGs: the bytes read for 1024 px source blocks (Earth Search's
+      10 m blocks) at random alignment, against the plan's network bytes.
+    """
+    from pyproj import CRS
+    from shapely.geometry import box
+
+    from s2basemap.aoi import WGS84, read_aoi, reproject_geometry
+    from s2basemap.grid import output_grid
+    from s2basemap.manifest import scenes_by_tile
+    from s2basemap.storage import SCENE_RASTER_FACTOR
+
+    aoi = read_aoi(config["aoi"])
+    grid = output_grid(aoi, config["target"]["crs"], (10.0, 10.0), config["target"]["tile_size"])
+    footprints = {t: grid.tile_footprint_4326(t) for t in grid.tile_ids(aoi.in_crs(grid.crs))}
+    for period, totals in plan["periods"].items():
+        work = workdir / "work" / period
+        manifest = json.loads((work / "manifest.json").read_text())
+        sizes = json.loads((work / "sizes.json").read_text())["scenes"]
+        raster = {k: v["source_bytes"] * v["aoi_share"] * SCENE_RASTER_FACTOR for k, v in sizes.items()}
+        columns: dict[str, list[int]] = {}
+        for tile, scenes in scenes_by_tile(manifest, footprints).items():
+            for scene in scenes:
+                columns.setdefault(scene, []).append(int(tile.split("_")[1]))
+        last_column = max(c for cols in columns.values() for c in cols)
+        kept = totals["mask_bytes"] + totals["tile_bytes"]  # bounds: masks and tiles at most
+        for ahead in (0, 1, 2):
+            whole = max(sum(raster[s] for s, cols in columns.items() if min(cols) - ahead <= c <= max(cols))
+                        for c in range(last_column + 1))
+            parts = max(sum(raster[s] * sum(c <= col <= c + ahead for col in cols) / len(cols)
+                            for s, cols in columns.items()) for c in range(last_column + 1))
+            print(f"{period} what-if sweep, {ahead} column(s) ahead: scene rasters peak "
+                  f"{whole / 1e9:.1f} GB whole, {parts / 1e9:.1f} GB as per-column parts "
+                  f"({sum(len(set(c)) for c in columns.values())} parts vs {len(columns)} scenes); "
+                  f"masks and tiles add at most {kept / 1e9:.1f} GB")
+        remote = 0.0
+        by_scene = {s["id"]: s for s in manifest["scenes"]}
+        for tile, scenes in scenes_by_tile(manifest, footprints).items():
+            for scene in scenes:
+                crs = CRS.from_user_input(by_scene[scene]["crs"])
+                minx, miny, maxx, maxy = reproject_geometry(footprints[tile], WGS84, crs).bounds
+                scene_box = reproject_geometry(box(*by_scene[scene]["bbox"]), WGS84, crs).bounds
+                width = (min(maxx, scene_box[2]) - max(minx, scene_box[0])) / 10240
+                height = (min(maxy, scene_box[3]) - max(miny, scene_box[1])) / 10240
+                if width > 0 and height > 0:
+                    blocks = (width + 1) * (height + 1)  # expected blocks touched at random alignment
+                    remote += sizes[scene]["source_bytes"] * min(blocks / (10980 / 1024) ** 2, 1.0)
+        print(f"{period} what-if remote composites: {remote / 1e9:.1f} GB of block reads vs the plan's "
+              f"{totals['network_bytes'] / 1e9:.1f} GB of window reads ({remote / totals['network_bytes']:.2f}x)")
 
 
 def run(months: int, root: Path, execute: bool) -> None:
@@ -182,6 +244,8 @@ def run(months: int, root: Path, execute: bool) -> None:
         print(f"snakemake plan (searches, {plan['total']['scenes'] * 5} HEADs, plan): {plan_s:6.1f} s")
         print(f"snakemake -n (DAG build):                          {dry_s:6.1f} s")
         print((workdir / "work" / "plan.txt").read_text())
+        if months == 1:
+            sweep_what_if(workdir, plan, config)
         if not execute:
             return
         sim = simulation_copy(root / f"sim-{months}")
@@ -196,9 +260,16 @@ def run(months: int, root: Path, execute: bool) -> None:
               f"({len(jobs)} simulated jobs, DAG build included) = "
               f"{100 * noop_s / predicted:.2f} % of the predicted wall time "
               f"({predicted / 3600:.2f} h)")
-        simulated, planned = simulated_peak(jobs, workdir, plan, config), plan["total"]["peak_bytes"]
+        simulated, simulated_work = simulated_peak(jobs, workdir, plan, config)
+        planned, planned_work = plan["total"]["peak_bytes"], plan["total"]["work_peak_bytes"]
+        largest = max(p["peak_bytes"] for p in plan["periods"].values())
+        largest_work = max(p["work_peak_bytes"] for p in plan["periods"].values())
         print(f"disk peak over the no-op execution (the plan's sizes): {simulated / 1e9:.1f} GB; "
-              f"the plan's peak: {planned / 1e9:.1f} GB ({planned / simulated - 1:+.1%})")
+              f"the plan's peak: {planned / 1e9:.1f} GB ({planned / simulated - 1:+.1%}); "
+              f"{planned / largest:.2f}x the largest month's planned peak ({largest / 1e9:.1f} GB)")
+        print(f"of which under work_dir: {simulated_work / 1e9:.1f} GB replayed, "
+              f"{planned_work / 1e9:.1f} GB planned ({planned_work / simulated_work - 1:+.1%}); "
+              f"{planned_work / largest_work:.2f}x the largest month's ({largest_work / 1e9:.1f} GB)")
 
 
 def main() -> None:
