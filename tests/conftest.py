@@ -82,7 +82,7 @@ def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True,
 
 
 def planned_jobs(output: str) -> list[dict]:
-    """Every job of a dry-run's output: {"rule": ..., wildcards..., "_input": ...}."""
+    """Every job of a dry-run's output: {"rule": ..., wildcards..., "_input": ..., "_reason": ...}."""
     import re
 
     jobs = []
@@ -93,5 +93,6 @@ def planned_jobs(output: str) -> list[dict]:
             job = dict(kv.split("=", 1) for kv in wildcards[1].split(", ")) if wildcards else {}
             job["rule"] = head[1]
             job["_input"] = (re.search(r"input: (.*)", block) or [None, ""])[1]
+            job["_reason"] = (re.search(r"reason: (.*)", block) or [None, ""])[1]
             jobs.append(job)
     return jobs

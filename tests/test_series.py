@@ -68,11 +68,12 @@ def series(own_world, repo_copy, tmp_path_factory):
     found["unchanged"] = dry(both)
     found["override"] = dry(both | {"overrides": {"2022-02": {"composite": {"percentile": 50}}}})
 
-    code = repo_copy / "src" / "s2basemap" / "percentile.py"
-    original = code.read_text()
-    code.write_text(original + "\n# a change to the compositing code\n")
-    found["code_changed"] = dry(both)
-    code.write_text(original)
+    found["code_changed"] = {}
+    for code in sorted((repo_copy / "src" / "s2basemap").glob("*.py")):
+        original = code.read_text()
+        code.write_text(original + "\n# a change to this module\n")
+        found["code_changed"][code.stem] = dry(both)
+        code.write_text(original)
 
     new_id = add_acquisition(world, "S2A_16SBU_20220214_0_L2A", "2022-02-19")
     servers["stac"].stop()
@@ -101,10 +102,74 @@ def test_changed_override_reruns_only_that_months_composite(series):
     assert {j["rule"] for j in jobs} == {"composite_tile", "assemble_mosaic", "period_metadata", "all"}
 
 
-def test_code_change_in_compositing_reruns_composites_not_fetches(series):
-    jobs = series["code_changed"]
-    assert periods_of(jobs, "composite_tile") == set(BOTH)
-    assert {j["rule"] for j in jobs} == {"composite_tile", "assemble_mosaic", "period_metadata", "all"}
+# Which rules' own code each package module is, read off the imports by hand: a
+# rule reruns when a module its script imports, directly or through another, changes.
+SEARCH, FETCH, MASK, COMPOSITE = "search", "fetch_scene", "mask_scene", "composite_tile"
+ASSEMBLE, METADATA = "assemble_mosaic", "period_metadata"
+CODE_OF = {
+    "aoi": {SEARCH, FETCH, COMPOSITE, ASSEMBLE, METADATA},
+    "atomic": {SEARCH, FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA},
+    "composite": {COMPOSITE, ASSEMBLE, METADATA},  # outputs imports composite
+    "fetch": {FETCH},
+    "grid": {COMPOSITE, ASSEMBLE, METADATA},
+    "manifest": {SEARCH, FETCH, MASK, METADATA},  # fetch reads the search's scene records
+    "masks": {MASK},
+    "maskserver": {MASK},
+    "notify": {METADATA},  # the metadata names the month's left-out scenes as messages do
+    "ocm": {MASK},
+    "outputs": {ASSEMBLE, METADATA},
+    "percentile": {COMPOSITE, ASSEMBLE, METADATA},
+    "periods": {SEARCH, FETCH, ASSEMBLE, METADATA},
+    "provenance": {ASSEMBLE, METADATA},
+    "radiometry": {SEARCH, FETCH},
+    "search": {SEARCH, FETCH},
+    "warp": {COMPOSITE, ASSEMBLE, METADATA},
+    # the parse-time side, logging, planning, upload: nothing finished reruns
+    "__init__": set(), "config": set(), "logs": set(), "storage": set(), "timeplan": set(),
+    "upload": set(),
+}
+
+
+# What a dry run shows when a rule's code changed: the rule and what reads its outputs.
+# A changed search hides the rest of its month until the search has run again.
+SHOWN = {
+    SEARCH: {SEARCH, METADATA},
+    FETCH: {FETCH, MASK, "scene_summary", COMPOSITE, ASSEMBLE, METADATA},
+    MASK: {MASK, "scene_summary", COMPOSITE, ASSEMBLE, METADATA},
+    COMPOSITE: {COMPOSITE, ASSEMBLE, METADATA},
+    ASSEMBLE: {ASSEMBLE, METADATA},
+    METADATA: {METADATA},
+}
+SCRIPT_OF = {SEARCH: "search.py", FETCH: "fetch_scene.py", MASK: "mask_scene.py",
+             COMPOSITE: "composite_tile.py", ASSEMBLE: "assemble_mosaic.py",
+             METADATA: "period_metadata.py"}
+
+
+@pytest.mark.parametrize("rule", sorted(SCRIPT_OF))
+def test_a_rules_code_is_every_module_its_script_imports_at_any_depth(rule):
+    from s2basemap.provenance import package_modules_behind
+
+    script = REPO / "workflow" / "scripts" / SCRIPT_OF[rule]
+    assert package_modules_behind(script) == {m for m, rules in CODE_OF.items() if rule in rules}
+
+
+def test_every_package_module_is_in_the_table(repo_copy):
+    assert {p.stem for p in (repo_copy / "src" / "s2basemap").glob("*.py")} == set(CODE_OF)
+
+
+@pytest.mark.parametrize("module", sorted(CODE_OF))
+def test_a_code_change_reruns_exactly_the_rules_behind_it(series, module):
+    jobs = series["code_changed"][module]
+    rules = CODE_OF[module]
+    shown = SHOWN[SEARCH] if SEARCH in rules else set().union(*(SHOWN[rule] for rule in rules))
+    assert {j["rule"] for j in jobs} - {"all"} == shown
+    # the first rule to rerun does so for its code; the others also because it did
+    first = [j for j in jobs if "updated by another job" not in j["_reason"] and j["rule"] != "all"]
+    assert all(j["rule"] in rules and "Params have changed" in j["_reason"] for j in first)
+    assert bool(first) == bool(rules)
+    if module == "percentile":  # compositing code: composites rerun, fetches and masks do not
+        assert periods_of(jobs, COMPOSITE) == set(BOTH)
+        assert {j["rule"] for j in jobs} == {COMPOSITE, ASSEMBLE, METADATA, "all"}
 
 
 def test_new_scene_reruns_only_what_depends_on_it(series, own_world):

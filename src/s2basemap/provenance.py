@@ -2,25 +2,71 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import platform
+from pathlib import Path
 
 
-def code_digest(*modules: str) -> str:
-    """A short digest of s2basemap modules' source, e.g. code_digest("composite", "percentile").
+# Modules that decide only where a job's log lines go, never what the job writes:
+# editing them must not rerun finished work.
+NOT_RESULT_CODE = frozenset({"logs"})
 
-    Given to a rule as a param, it makes Snakemake rerun that stage's jobs when
-    (and only when) the code behind the stage changes.
+
+def code_digest(script: str | Path) -> str:
+    """A short digest of the package code behind a workflow script: every s2basemap
+    module it imports, directly or through other modules, at any depth.
+
+    Given to a rule as a param, it makes Snakemake rerun that rule's jobs when
+    (and only when) code that can change what they write changes.
     """
     digest = hashlib.sha256()
-    for name in modules:
-        spec = importlib.util.find_spec(f"s2basemap.{name}")
-        if spec is None or spec.origin is None:
-            raise ModuleNotFoundError(f"s2basemap.{name}")
-        with open(spec.origin, "rb") as handle:
-            digest.update(handle.read())
+    for name in sorted(package_modules_behind(Path(script))):
+        digest.update(name.encode() + b"\0" + _module_path(name).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def package_modules_behind(script: Path) -> set[str]:
+    """The s2basemap modules (short names) that `script` imports, transitively."""
+    found: set[str] = set()
+    todo = list(_imported_modules(script.read_text()))
+    while todo:
+        name = todo.pop()
+        if name in found or name in NOT_RESULT_CODE:
+            continue
+        found.add(name)
+        todo += _imported_modules(_module_path(name).read_text())
+    return found
+
+
+def _imported_modules(source: str) -> set[str]:
+    """Short names of the s2basemap modules `source` imports anywhere (functions included)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # a relative import: inside the package
+                base = "s2basemap" + (f".{base}" if base else "")
+            names |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    modules = {n.split(".")[1] for n in names if n.startswith("s2basemap.")}
+    return {m for m in modules if _module_spec(m) is not None}
+
+
+def _module_spec(name: str):
+    try:
+        return importlib.util.find_spec(f"s2basemap.{name}")
+    except ModuleNotFoundError:
+        return None
+
+
+def _module_path(name: str) -> Path:
+    spec = _module_spec(name)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"s2basemap.{name}")
+    return Path(spec.origin)
 
 
 def software_versions() -> dict:

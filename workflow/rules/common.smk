@@ -52,13 +52,18 @@ def intermediate(path):
 
 
 MONTHS_IN_FLIGHT = config["storage"]["months_in_flight"]
-# A stage's jobs rerun when the package code behind that stage changes.
+# A rule's jobs rerun when package code its script imports (at any depth) changes.
+SCRIPTS = Path(workflow.basedir) / "scripts"
 CODE = {
-    "search": code_digest("search", "radiometry"),
-    "fetch": code_digest("fetch", "radiometry", "aoi"),
-    "mask": code_digest("masks", "ocm", "maskserver"),
-    "composite": code_digest("composite", "percentile", "grid", "warp"),
-    "outputs": code_digest("outputs", "provenance"),
+    stage: code_digest(SCRIPTS / script)
+    for stage, script in {
+        "search": "search.py",
+        "fetch": "fetch_scene.py",
+        "mask": "mask_scene.py",
+        "composite": "composite_tile.py",
+        "assemble": "assemble_mosaic.py",
+        "metadata": "period_metadata.py",
+    }.items()
 }
 LOGS = f"{WORK}/logs"
 BENCHMARKS = f"{WORK}/benchmarks"

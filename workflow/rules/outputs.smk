@@ -20,7 +20,7 @@ rule assemble_mosaic:
         grid=asdict(GRID),
         tiles=TILES,
         compress=config["output"]["compress"],
-        code=CODE["outputs"],
+        code=CODE["assemble"],
     script:
         "../scripts/assemble_mosaic.py"
 
@@ -46,7 +46,7 @@ rule period_metadata:
         grid=asdict(GRID),
         settings=lambda wildcards: cfg.composite_settings(config, wildcards.period)
         | {"mask": config["mask"]},
-        code=CODE["outputs"],
+        code=CODE["metadata"],
         benchmarks=BENCHMARKS,
         webhook_env=config["notify"]["webhook_env"],
         destination=lambda wildcards: upload_destination(wildcards.period),
