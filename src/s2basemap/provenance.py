@@ -8,7 +8,6 @@ import importlib.util
 import platform
 from pathlib import Path
 
-
 # Modules that decide only where a job's log lines go, never what the job writes:
 # editing them must not rerun finished work.
 NOT_RESULT_CODE = frozenset({"logs"})
