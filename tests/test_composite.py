@@ -14,7 +14,8 @@ from pyproj import CRS
 from s2basemap.aoi import AOI, read_aoi
 from s2basemap.grid import output_grid
 from s2basemap.percentile import (CUDA_FAST_SOURCE, CUDA_SOURCE, MAX_OBSERVATIONS_GPU,
-                                  gpu_available, percentile_cpu, percentile_gpu)
+                                  gpu_available, in_row_bands, kernel_source, percentile_cpu,
+                                  percentile_gpu)
 
 
 def numpy_reference(values, valid, q):
@@ -92,6 +93,80 @@ def test_cuda_source_compiles(tmp_path, source_text):
     result = subprocess.run(["nvcc", "-c", str(source), "-o", str(tmp_path / "kernel.o")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    """The CUDA sources compiled for the CPU (tests/cudahost.py), built once per source."""
+    import cudahost
+
+    if cudahost.compiler() is None:
+        pytest.skip("g++ not installed")
+    workdir = tmp_path_factory.mktemp("cuda-on-cpu")
+
+    def run(values, valid, q, source=None):
+        source = source or kernel_source(values.shape[0], q)
+        return cudahost.launch(cudahost.build(*source, workdir), values, valid, q / 100.0, workdir)
+
+    return run
+
+
+GENERAL_KERNEL = (CUDA_SOURCE.replace("MAX_OBS", str(MAX_OBSERVATIONS_GPU)), "percentile_kernel")
+
+
+@pytest.mark.parametrize("q", [0, 25, 50, 62.5, 100])
+@pytest.mark.parametrize("n_obs", [1, 2, 3, 9, 64, 65, 512])
+def test_cuda_kernels_run_on_the_cpu_exactly_like_numpy(host_kernels, q, n_obs):
+    """The exact device sources, the kernel the glue picks for N (the register kernel
+    up to 64, the general one beyond) and the general one for every N, against
+    np.percentile: 0, 1 and 2 valid observations, ties and x.5 midpoints included."""
+    values, valid = random_stack(n_obs + int(q), n_obs=max(n_obs, 8), shape=(9, 7))
+    values, valid = values[:n_obs], valid[:n_obs]
+    values[:, :, 1, :] = values[0, :, 1, :]  # a row of ties
+    expected = numpy_reference(values, valid, q)
+    for source in (None, GENERAL_KERNEL):
+        out, count = host_kernels(values, valid, q, source)
+        np.testing.assert_array_equal(count, expected[1])
+        np.testing.assert_array_equal(out, expected[0])
+
+
+def test_the_gpu_glue_hands_the_kernel_c_ordered_row_bands(host_kernels):
+    """F-ordered input and a device too small for the stack: the glue's bands of rows,
+    run by the real kernel source, give the whole stack's exact result."""
+    values, valid = random_stack(3, n_obs=12, shape=(23, 19))
+    expected = numpy_reference(values, valid, 40)
+    f_values, f_valid = np.asfortranarray(values), np.asfortranarray(valid)
+    bands = []
+
+    def run(v, m, q):
+        assert v.flags.c_contiguous and m.flags.c_contiguous
+        bands.append(v.shape[2])
+        return host_kernels(v, m, q)
+
+    row_bytes = 19 * (12 * 4 * 2 + 12 + 4 * 2 + 2)
+    out, count = in_row_bands(f_values, f_valid, 40, free_bytes=2 * 5 * row_bytes, run=run)
+    assert bands == [5, 5, 5, 5, 3]  # half the free memory: 5 rows at a time
+    np.testing.assert_array_equal(out, expected[0])
+    np.testing.assert_array_equal(count, expected[1])
+
+
+def test_the_device_entry_refuses_what_the_kernels_would_read_wrongly():
+    from s2basemap.percentile import percentile_on_device
+
+    values, valid = random_stack(1, n_obs=MAX_OBSERVATIONS_GPU + 1, shape=(2, 3))
+    with pytest.raises(ValueError, match="513 observations exceed the GPU kernel's 512"):
+        percentile_on_device(values, valid, 25)  # taken[512] would overflow
+    values, valid = random_stack(1, n_obs=8, shape=(5, 6))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        percentile_on_device(np.asfortranarray(values), valid, 25)
+    with pytest.raises(TypeError):
+        percentile_on_device(values.astype(np.int16), valid, 25)
+
+
+def test_the_gpu_kernel_limit_is_where_the_general_kernel_stops():
+    assert kernel_source(64, 25)[1] == "percentile_fast"
+    assert kernel_source(65, 25)[1] == "percentile_kernel"
+    assert f"taken[{MAX_OBSERVATIONS_GPU}]" in kernel_source(MAX_OBSERVATIONS_GPU, 25)[0]
 
 
 def test_grid_snaps_to_whole_pixels_and_keeps_only_tiles_touching_the_aoi():

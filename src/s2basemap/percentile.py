@@ -246,38 +246,88 @@ def gpu_available() -> bool:
         return False
 
 
-@lru_cache(maxsize=1)
-def _gpu_kernel():
-    import cupy
-
-    return cupy.RawKernel(CUDA_SOURCE.replace("MAX_OBS", str(MAX_OBSERVATIONS_GPU)),
-                          "percentile_kernel")
+def kernel_source(n_obs: int, percentile: float) -> tuple[str, str]:
+    """(CUDA source, kernel name) the device runs for a stack of `n_obs` observations:
+    the register kernel up to 64, the general one up to MAX_OBSERVATIONS_GPU."""
+    if n_obs <= FAST_OBSERVATIONS_GPU:
+        return CUDA_FAST_SOURCE.replace("KEEP", str(kept_ranks(n_obs, percentile))), "percentile_fast"
+    return CUDA_SOURCE.replace("MAX_OBS", str(MAX_OBSERVATIONS_GPU)), "percentile_kernel"
 
 
 @lru_cache(maxsize=16)
-def _gpu_fast_kernel(keep: int):
+def _compiled(source: str, name: str):
     import cupy
 
-    return cupy.RawKernel(CUDA_FAST_SOURCE.replace("KEEP", str(keep)), "percentile_fast")
+    return cupy.RawKernel(source, name)
+
+
+# Of the free device memory, the share one stack (with its outputs) may take; the
+# rest is headroom for cupy's pool and other jobs sharing the device.
+DEVICE_MEMORY_SHARE = 0.5
 
 
 def percentile_gpu(values: np.ndarray, valid: np.ndarray, percentile: float):
-    """The GPU twin of percentile_cpu; takes and returns numpy arrays."""
+    """The GPU twin of percentile_cpu; takes and returns numpy arrays.
+
+    A stack larger than the free device memory goes in bands of rows. Beyond the
+    GPU kernel's observations, or when the device runs out of memory anyway, the
+    CPU kernel computes it, with a log line: the result is the same.
+    """
     import cupy
 
     _check(values, valid, percentile)
-    n_obs, n_bands, height, width = values.shape
-    if n_obs > MAX_OBSERVATIONS_GPU:
-        raise ValueError(f"{n_obs} observations exceed the GPU kernel's {MAX_OBSERVATIONS_GPU}")
+    if values.shape[0] > MAX_OBSERVATIONS_GPU:
+        log.info("%d observations exceed the GPU kernel's %d: percentile on the CPU",
+                 values.shape[0], MAX_OBSERVATIONS_GPU)
+        return percentile_cpu(values, valid, percentile)
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    try:
+        return in_row_bands(values, valid, percentile, free, _on_device)
+    except cupy.cuda.memory.OutOfMemoryError as exc:
+        log.warning("GPU out of memory (%s): percentile on the CPU", exc)
+        return percentile_cpu(values, valid, percentile)
+
+
+def _on_device(values: np.ndarray, valid: np.ndarray, percentile: float):
+    import cupy
+
     d_out, d_count = percentile_on_device(cupy.asarray(values), cupy.asarray(valid), percentile)
     return cupy.asnumpy(d_out), cupy.asnumpy(d_count)
 
 
+def in_row_bands(values: np.ndarray, valid: np.ndarray, percentile: float, free_bytes: int, run):
+    """`run(values, valid, percentile)` over bands of whole rows, each C-ordered and
+    small enough that it and its outputs fit in DEVICE_MEMORY_SHARE of `free_bytes`."""
+    n_obs, n_bands, height, width = values.shape
+    row_bytes = width * (n_obs * n_bands * 2 + n_obs + n_bands * 2 + 2)
+    rows = max(1, min(height, int(free_bytes * DEVICE_MEMORY_SHARE) // max(row_bytes, 1)))
+    if rows < height:
+        log.info("stack of %.1f GB in bands of %d rows (%.1f GB free on the device)",
+                 row_bytes * height / 1e9, rows, free_bytes / 1e9)
+    out = np.empty((n_bands, height, width), dtype=np.uint16)
+    count = np.empty((height, width), dtype=np.uint16)
+    for top in range(0, height, rows):
+        band = slice(top, min(top + rows, height))
+        out[:, band], count[band] = run(np.ascontiguousarray(values[:, :, band]),
+                                        np.ascontiguousarray(valid[:, band]), percentile)
+    return out, count
+
+
 def percentile_on_device(d_values, d_valid, percentile: float):
-    """The GPU kernels on cupy arrays already on the device (for timing, and chaining)."""
+    """The GPU kernels on cupy arrays already on the device (for timing, and chaining).
+
+    The kernels index C-ordered arrays and hold at most MAX_OBSERVATIONS_GPU
+    observations per pixel, so anything else is refused here rather than read wrongly.
+    """
+    _check(d_values, d_valid, percentile)
+    n_obs, n_bands, height, width = d_values.shape
+    if n_obs > MAX_OBSERVATIONS_GPU:
+        raise ValueError(f"{n_obs} observations exceed the GPU kernel's {MAX_OBSERVATIONS_GPU}")
+    if not (d_values.flags.c_contiguous and d_valid.flags.c_contiguous):
+        raise ValueError("the GPU kernels need C-contiguous values and validity "
+                         "(cupy.ascontiguousarray)")
     import cupy
 
-    n_obs, n_bands, height, width = d_values.shape
     n_pixels = height * width
     d_out = cupy.empty((n_bands, height, width), dtype=cupy.uint16)
     d_count = cupy.empty((height, width), dtype=cupy.uint16)
@@ -286,10 +336,7 @@ def percentile_on_device(d_values, d_valid, percentile: float):
         return d_out, d_count
     threads = 128
     blocks = (n_pixels + threads - 1) // threads
-    if n_obs <= FAST_OBSERVATIONS_GPU:
-        kernel = _gpu_fast_kernel(kept_ranks(n_obs, percentile))
-    else:
-        kernel = _gpu_kernel()
+    kernel = _compiled(*kernel_source(n_obs, percentile))
     kernel((blocks,), (threads,), (d_values, d_valid, np.float64(percentile / 100.0),
                                    np.int32(n_obs), np.int32(n_bands), np.int64(n_pixels),
                                    d_out, d_count))
@@ -315,6 +362,10 @@ def percentile_composite(values, valid, percentile: float):
         log.info("%d observations exceed the GPU kernel's %d: percentile on the CPU",
                  values.shape[0], MAX_OBSERVATIONS_GPU)
         return percentile_cpu(cupy.asnumpy(values), cupy.asnumpy(valid), percentile)
-    d_out, d_count = percentile_on_device(cupy.ascontiguousarray(values),
-                                          cupy.ascontiguousarray(valid), percentile)
+    try:
+        d_out, d_count = percentile_on_device(cupy.ascontiguousarray(values),
+                                              cupy.ascontiguousarray(valid), percentile)
+    except cupy.cuda.memory.OutOfMemoryError as exc:
+        log.warning("GPU out of memory (%s): percentile on the CPU", exc)
+        return percentile_cpu(cupy.asnumpy(values), cupy.asnumpy(valid), percentile)
     return cupy.asnumpy(d_out), cupy.asnumpy(d_count)

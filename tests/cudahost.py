@@ -1,0 +1,105 @@
+"""Run the package's CUDA kernel sources on the CPU: the CUDA-on-CPU harness.
+
+GPUs are rare where the tests run, so the exact source strings the GPU compiles
+are compiled by g++ against a small header: `threadIdx` and friends become
+globals that a host loop walks over every block and thread, `__global__` and
+`__device__` vanish, and the IEEE round-to-nearest intrinsics become plain
+double arithmetic. `-ffp-contract=off` keeps g++ from fusing a multiply and an
+add, which the intrinsics forbid on the device too, so each step rounds as it
+does there. x86-64 doubles are IEEE binary64 (SSE2), as on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+HEADER = r"""
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#define __global__
+#define __device__
+#define __restrict__ __restrict
+struct dim3_t { unsigned int x = 0, y = 0, z = 0; };
+static dim3_t threadIdx, blockIdx, blockDim, gridDim;
+static inline double __dmul_rn(double a, double b) { return a * b; }
+static inline double __dadd_rn(double a, double b) { return a + b; }
+static inline double __dsub_rn(double a, double b) { return a - b; }
+"""
+
+# Reads the kernel's inputs from files, launches it block by block and thread by
+# thread like the device would, and writes its outputs.
+DRIVER = r"""
+template <typename T> static std::vector<T> load(const char* path, size_t n) {
+    std::vector<T> data(n);
+    FILE* f = std::fopen(path, "rb");
+    if (!f || std::fread(data.data(), sizeof(T), n, f) != n) { std::perror(path); std::exit(2); }
+    std::fclose(f);
+    return data;
+}
+template <typename T> static void save(const char* path, const std::vector<T>& data) {
+    FILE* f = std::fopen(path, "wb");
+    if (!f || std::fwrite(data.data(), sizeof(T), data.size(), f) != data.size()) { std::perror(path); std::exit(2); }
+    std::fclose(f);
+}
+int main(int argc, char** argv) {
+    if (argc != 10) { std::fprintf(stderr, "usage: values valid q n_obs n_bands n_pixels threads out count\n"); return 2; }
+    const double q = std::strtod(argv[3], nullptr);
+    const int n_obs = std::atoi(argv[4]), n_bands = std::atoi(argv[5]), threads = std::atoi(argv[7]);
+    const long long n_pixels = std::atoll(argv[6]);
+    auto values = load<unsigned short>(argv[1], (size_t)n_obs * n_bands * n_pixels);
+    auto valid_bytes = load<unsigned char>(argv[2], (size_t)n_obs * n_pixels);
+    bool* valid = reinterpret_cast<bool*>(valid_bytes.data());
+    std::vector<unsigned short> out((size_t)n_bands * n_pixels, 0xBEEF), count((size_t)n_pixels, 0xBEEF);
+    blockDim.x = threads;
+    gridDim.x = (unsigned int)((n_pixels + threads - 1) / threads);
+    for (blockIdx.x = 0; blockIdx.x < gridDim.x; ++blockIdx.x)
+        for (threadIdx.x = 0; threadIdx.x < blockDim.x; ++threadIdx.x)
+            KERNEL(values.data(), valid, q, n_obs, n_bands, n_pixels, out.data(), count.data());
+    save(argv[8], out);
+    save(argv[9], count);
+    return 0;
+}
+"""
+
+
+def compiler() -> str | None:
+    return shutil.which("g++")
+
+
+def build(source: str, kernel: str, workdir: Path) -> Path:
+    """Compile one kernel source (exactly as the device gets it) with the host driver."""
+    text = HEADER + source + f"\n#define KERNEL {kernel}\n" + DRIVER
+    name = hashlib.sha256(text.encode()).hexdigest()[:16]
+    exe = workdir / f"kernel-{name}"
+    if not exe.exists():
+        cpp = workdir / f"kernel-{name}.cpp"
+        cpp.write_text(text)
+        result = subprocess.run(
+            [compiler(), "-std=c++17", "-O1", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas",
+             "-Wno-unused-variable", str(cpp), "-o", str(exe)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"g++ rejected the kernel source:\n{result.stderr}")
+    return exe
+
+
+def launch(exe: Path, values: np.ndarray, valid: np.ndarray, q: float, workdir: Path,
+           threads: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Run a built kernel over (N, B, H, W) uint16 values and (N, H, W) bool validity,
+    laid out as the GPU glue hands them to the device (C order)."""
+    n_obs, n_bands, height, width = values.shape
+    paths = {k: workdir / f"{k}.bin" for k in ("values", "valid", "out", "count")}
+    np.ascontiguousarray(values, dtype=np.uint16).tofile(paths["values"])
+    np.ascontiguousarray(valid, dtype=np.bool_).tofile(paths["valid"])
+    subprocess.run([str(exe), str(paths["values"]), str(paths["valid"]), repr(float(q)),
+                    str(n_obs), str(n_bands), str(height * width), str(threads),
+                    str(paths["out"]), str(paths["count"])], check=True, capture_output=True)
+    out = np.fromfile(paths["out"], dtype=np.uint16).reshape(n_bands, height, width)
+    count = np.fromfile(paths["count"], dtype=np.uint16).reshape(height, width)
+    return out, count
