@@ -49,21 +49,22 @@ template <typename T> static void save(const char* path, const std::vector<T>& d
     std::fclose(f);
 }
 int main(int argc, char** argv) {
-    if (argc != 10) { std::fprintf(stderr, "usage: values valid q n_obs n_bands n_pixels threads out count\n"); return 2; }
+    if (argc != 11) { std::fprintf(stderr, "usage: values valid q n_obs n_bands n_pixels blocks threads out count\n"); return 2; }
     const double q = std::strtod(argv[3], nullptr);
-    const int n_obs = std::atoi(argv[4]), n_bands = std::atoi(argv[5]), threads = std::atoi(argv[7]);
+    const int n_obs = std::atoi(argv[4]), n_bands = std::atoi(argv[5]);
+    const int blocks = std::atoi(argv[7]), threads = std::atoi(argv[8]);
     const long long n_pixels = std::atoll(argv[6]);
     auto values = load<unsigned short>(argv[1], (size_t)n_obs * n_bands * n_pixels);
     auto valid_bytes = load<unsigned char>(argv[2], (size_t)n_obs * n_pixels);
     bool* valid = reinterpret_cast<bool*>(valid_bytes.data());
     std::vector<unsigned short> out((size_t)n_bands * n_pixels, 0xBEEF), count((size_t)n_pixels, 0xBEEF);
     blockDim.x = threads;
-    gridDim.x = (unsigned int)((n_pixels + threads - 1) / threads);
+    gridDim.x = blocks;
     for (blockIdx.x = 0; blockIdx.x < gridDim.x; ++blockIdx.x)
         for (threadIdx.x = 0; threadIdx.x < blockDim.x; ++threadIdx.x)
             KERNEL(values.data(), valid, q, n_obs, n_bands, n_pixels, out.data(), count.data());
-    save(argv[8], out);
-    save(argv[9], count);
+    save(argv[9], out);
+    save(argv[10], count);
     return 0;
 }
 """
@@ -90,15 +91,17 @@ def build(source: str, kernel: str, workdir: Path) -> Path:
 
 
 def launch(exe: Path, values: np.ndarray, valid: np.ndarray, q: float, workdir: Path,
-           threads: int = 128) -> tuple[np.ndarray, np.ndarray]:
+           grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Run a built kernel over (N, B, H, W) uint16 values and (N, H, W) bool validity,
-    laid out as the GPU glue hands them to the device (C order)."""
+    laid out as the GPU glue hands them to the device (C order), on the glue's
+    (blocks, threads) grid. Outputs start as 0xBEEF, so a pixel no thread wrote shows."""
     n_obs, n_bands, height, width = values.shape
+    blocks, threads = grid
     paths = {k: workdir / f"{k}.bin" for k in ("values", "valid", "out", "count")}
     np.ascontiguousarray(values, dtype=np.uint16).tofile(paths["values"])
     np.ascontiguousarray(valid, dtype=np.bool_).tofile(paths["valid"])
     subprocess.run([str(exe), str(paths["values"]), str(paths["valid"]), repr(float(q)),
-                    str(n_obs), str(n_bands), str(height * width), str(threads),
+                    str(n_obs), str(n_bands), str(height * width), str(blocks), str(threads),
                     str(paths["out"]), str(paths["count"])], check=True, capture_output=True)
     out = np.fromfile(paths["out"], dtype=np.uint16).reshape(n_bands, height, width)
     count = np.fromfile(paths["count"], dtype=np.uint16).reshape(height, width)

@@ -14,8 +14,8 @@ from pyproj import CRS
 from s2basemap.aoi import AOI, read_aoi
 from s2basemap.grid import output_grid
 from s2basemap.percentile import (CUDA_FAST_SOURCE, CUDA_SOURCE, MAX_OBSERVATIONS_GPU,
-                                  gpu_available, in_row_bands, kernel_source, percentile_cpu,
-                                  percentile_gpu)
+                                  gpu_available, in_row_bands, kernel_source, launch_grid,
+                                  percentile_cpu, percentile_gpu)
 
 
 def numpy_reference(values, valid, q):
@@ -106,7 +106,8 @@ def host_kernels(tmp_path_factory):
 
     def run(values, valid, q, source=None):
         source = source or kernel_source(values.shape[0], q)
-        return cudahost.launch(cudahost.build(*source, workdir), values, valid, q / 100.0, workdir)
+        grid = launch_grid(values.shape[2] * values.shape[3])
+        return cudahost.launch(cudahost.build(*source, workdir), values, valid, q / 100.0, workdir, grid)
 
     return run
 
@@ -114,20 +115,26 @@ def host_kernels(tmp_path_factory):
 GENERAL_KERNEL = (CUDA_SOURCE.replace("MAX_OBS", str(MAX_OBSERVATIONS_GPU)), "percentile_kernel")
 
 
-@pytest.mark.parametrize("q", [0, 25, 50, 62.5, 100])
-@pytest.mark.parametrize("n_obs", [1, 2, 3, 9, 64, 65, 512])
+@pytest.mark.parametrize("q", [0, 1, 25, 50, 62.5, 99, 100])
+@pytest.mark.parametrize("n_obs", [1, 2, 3, 9, 64, 65, 200, 512])
 def test_cuda_kernels_run_on_the_cpu_exactly_like_numpy(host_kernels, q, n_obs):
-    """The exact device sources, the kernel the glue picks for N (the register kernel
-    up to 64, the general one beyond) and the general one for every N, against
-    np.percentile: 0, 1 and 2 valid observations, ties and x.5 midpoints included."""
-    values, valid = random_stack(n_obs + int(q), n_obs=max(n_obs, 8), shape=(9, 7))
-    values, valid = values[:n_obs], valid[:n_obs]
-    values[:, :, 1, :] = values[0, :, 1, :]  # a row of ties
-    expected = numpy_reference(values, valid, q)
-    for source in (None, GENERAL_KERNEL):
-        out, count = host_kernels(values, valid, q, source)
-        np.testing.assert_array_equal(count, expected[1])
-        np.testing.assert_array_equal(out, expected[0])
+    """The exact device sources, on the glue's launch grid: the kernel the glue picks
+    for N (the register kernel up to 64, the general one beyond) and the general one
+    for every N, against np.percentile. Odd shapes (pixels not a multiple of the
+    block), invalid fractions 0, 0.4 and 1, the values 0, 1, 65534 and 65535, ties,
+    x.5 midpoints, and pixels with 0, 1 and 2 valid observations."""
+    for invalid, shape in ((0.0, (5, 13)), (0.4, (9, 7)), (1.0, (3, 3))):
+        values, valid = random_stack(n_obs + int(q), n_obs=max(n_obs, 8), shape=shape, invalid=invalid)
+        values, valid = values[:n_obs], valid[:n_obs]
+        values[:, :, 1, :] = values[0, :, 1, :]  # a row of ties
+        values[:, 0, -1, :] = np.resize(np.array([0, 1, 65534, 65535], np.uint16), values[:, 0, -1, :].shape)
+        if invalid == 1.0:
+            valid[:] = False
+        expected = numpy_reference(values, valid, q)
+        for source in (None, GENERAL_KERNEL):
+            out, count = host_kernels(values, valid, q, source)
+            np.testing.assert_array_equal(count, expected[1])
+            np.testing.assert_array_equal(out, expected[0])
 
 
 def test_the_gpu_glue_hands_the_kernel_c_ordered_row_bands(host_kernels):

@@ -254,6 +254,11 @@ def kernel_source(n_obs: int, percentile: float) -> tuple[str, str]:
     return CUDA_SOURCE.replace("MAX_OBS", str(MAX_OBSERVATIONS_GPU)), "percentile_kernel"
 
 
+def launch_grid(n_pixels: int, threads: int = 128) -> tuple[int, int]:
+    """(blocks, threads per block): one thread per pixel, the last block partly idle."""
+    return (n_pixels + threads - 1) // threads, threads
+
+
 @lru_cache(maxsize=16)
 def _compiled(source: str, name: str):
     import cupy
@@ -334,8 +339,7 @@ def percentile_on_device(d_values, d_valid, percentile: float):
     if n_obs == 0:
         d_out[:], d_count[:] = 0, 0
         return d_out, d_count
-    threads = 128
-    blocks = (n_pixels + threads - 1) // threads
+    blocks, threads = launch_grid(n_pixels)
     kernel = _compiled(*kernel_source(n_obs, percentile))
     kernel((blocks,), (threads,), (d_values, d_valid, np.float64(percentile / 100.0),
                                    np.int32(n_obs), np.int32(n_bands), np.int64(n_pixels),
