@@ -41,7 +41,7 @@ def _month(rasters, masks, tiles, outputs):
 
 
 def test_months_in_flight_bound_the_peak_to_the_newest_months_intermediates():
-    from s2basemap.storage import WORK_KEYS, peak_bytes
+    from s2basemap.storage import peak_bytes
 
     months = {"2025-01": _month(100, 2, 4, 5), "2025-02": _month(150, 3, 4, 5),
               "2025-03": _month(120, 2, 4, 5)}
@@ -50,7 +50,7 @@ def test_months_in_flight_bound_the_peak_to_the_newest_months_intermediates():
     # and the products of the months before (their intermediates are gone)
     one = max(106 + 5, 157 + 10, 126 + 15)
     assert peak_bytes(months, False, 1) == (one, products)
-    assert peak_bytes(months, False, 1, WORK_KEYS) == (157, 0)
+    assert peak_bytes(months, False, 1, products=False) == (157, 0)
     two = max(106 + 5, 106 + 157 + 10, 157 + 126 + 15)
     assert peak_bytes(months, False, 2) == (two, products)
     # no limit: every month's intermediates and products at once
@@ -73,3 +73,23 @@ def test_a_results_dir_on_another_disk_is_checked_for_the_products_alone(tmp_pat
     check_disk(plan, tmp_path / "work", tmp_path / "results", 106e-9)
     with pytest.raises(DiskSpaceError, match=r"needs 106 B at peak in work_dir"):
         check_disk(plan, tmp_path / "work", tmp_path / "results", 105e-9)
+
+
+def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
+    from s2basemap.grid import scene_columns
+    from s2basemap.storage import peak_bytes, sweep_peak
+
+    tile_scenes = {"0000_0000": ["a", "b"], "0001_0001": ["b", "c"], "0000_0002": ["c", "d"],
+                   "0001_0003": ["d"]}
+    columns = scene_columns(tile_scenes)
+    assert columns == {"a": (0, 0), "b": (0, 1), "c": (1, 2), "d": (2, 3)}
+
+    def scene(raster_gb, window_pixels=0):
+        # source bytes such that the fetched raster is exactly raster_gb
+        return {"source_bytes": raster_gb / 0.95, "aoi_share": 1.0, "window_pixels": window_pixels}
+
+    sizes = {"scenes": {"a": scene(10), "b": scene(20), "c": scene(40), "d": scene(30, 100), "e": scene(5)}}
+    # column 0: a + b; column 1: b + c; column 2: c + d (+ its 10 B of mask); e touches no tile
+    assert sweep_peak(sizes, columns) == max(30, 60, 70 + 10) + 5
+    month = _month(105, 10, 4, 5) | {"sweep_bytes": 85}
+    assert peak_bytes({"m": month}, False, 1) == (85 + 4 + 5, 5)

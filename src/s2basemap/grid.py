@@ -39,6 +39,11 @@ class OutputGrid:
     def bounds(self) -> tuple[float, float, float, float]:
         return (self.x0, self.y0 - self.height * self.res_y, self.x0 + self.width * self.res_x, self.y0)
 
+    @staticmethod
+    def tile_column(tile_id: str) -> int:
+        """The tile's column in the grid, 0 at the west edge."""
+        return int(tile_id.split("_")[1])
+
     def tile_window(self, tile_id: str) -> tuple[int, int, int, int]:
         """(row_off, col_off, height, width) of a tile in the grid."""
         row, col = (int(part) for part in tile_id.split("_"))
@@ -80,3 +85,18 @@ def output_grid(aoi: AOI, crs: str, resolution: tuple[float, float], tile_size: 
     height = max(1, math.ceil((y0 - miny) / res_y - EPS))
     return OutputGrid(crs, x0, y0, res_x, res_y, width, height, tile_size)
 
+
+def scene_columns(tile_scenes: dict[str, list[str]]) -> dict[str, tuple[int, int]]:
+    """(first, last) output-tile column of each scene that touches a tile.
+
+    A month's work goes west to east by these: a scene is fetched as the sweep
+    reaches its first column, and its raster is deleted once its last column's
+    tiles are composited, so only a band of the month's scenes is on disk.
+    """
+    columns: dict[str, tuple[int, int]] = {}
+    for tile, scenes in tile_scenes.items():
+        column = OutputGrid.tile_column(tile)
+        for scene_id in scenes:
+            first, last = columns.get(scene_id, (column, column))
+            columns[scene_id] = (min(first, column), max(last, column))
+    return columns

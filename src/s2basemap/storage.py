@@ -102,8 +102,13 @@ def size_scenes(manifest: dict, aoi: AOI) -> dict:
     return {"period": manifest["period"], "scenes": scenes}
 
 
-def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int) -> dict:
-    """Bytes one period reads and writes, and the pixels its jobs handle (for the time plan)."""
+def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
+                    columns: dict[str, tuple[int, int]] | None = None) -> dict:
+    """Bytes one period reads and writes, and the pixels its jobs handle (for the time plan).
+
+    With each scene's (first, last) tile column, also the scene rasters and masks
+    on disk at once when the month goes west to east (`sweep_bytes`).
+    """
     scenes = sizes["scenes"].values()
     aoi_pixels = aoi.in_crs(grid.crs).area / (grid.res_x * grid.res_y)
     network = sum(s["source_bytes"] * s["window_share"] * BLOCK_OVERHEAD
@@ -113,7 +118,7 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int) ->
     has_scenes = bool(sizes["scenes"])
     tile_bytes = aoi_pixels * TILE_BYTES_PER_PIXEL if has_scenes else 0
     products = aoi_pixels * PRODUCT_BYTES_PER_PIXEL if has_scenes else 0
-    return {
+    estimate = {
         "scenes": len(sizes["scenes"]),
         "unknown_sizes": sum(len(s["unknown_sizes"]) for s in scenes),
         "network_bytes": int(network),
@@ -125,6 +130,23 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int) ->
         "tiles": tile_count if has_scenes else 0,
         "output_pixels": tile_count * grid.tile_size ** 2 if has_scenes else 0,
     }
+    if columns is not None:
+        estimate["sweep_bytes"] = int(sweep_peak(sizes, columns))
+    return estimate
+
+
+def sweep_peak(sizes: dict, columns: dict[str, tuple[int, int]]) -> float:
+    """The most scene-raster and mask bytes held at once when a month's work goes
+    west to east over the output tile columns: a scene's from the column where it
+    is first needed through the last. Scenes that touch no tile are counted
+    throughout."""
+    held = {scene: size["source_bytes"] * size["aoi_share"] * SCENE_RASTER_FACTOR
+            + size["window_pixels"] * MASK_BYTES_PER_PIXEL for scene, size in sizes["scenes"].items()}
+    anywhere = sum(b for scene, b in held.items() if scene not in columns)
+    spans = [columns[scene] + (b,) for scene, b in held.items() if scene in columns]
+    edges = sorted({first for first, _, _ in spans})
+    return anywhere + max((sum(b for first, last, b in spans if first <= c <= last) for c in edges),
+                          default=0.0)
 
 
 def free_bytes(path, limit_gb: float | None) -> int:
@@ -134,36 +156,42 @@ def free_bytes(path, limit_gb: float | None) -> int:
 
 
 WORK_KEYS = ("scene_raster_bytes", "mask_bytes", "tile_bytes")  # under work_dir
-RESULT_KEYS = ("output_bytes",)  # under results_dir: the products, always kept
 
 
 def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
-               months_in_flight: int | None = None,
-               keys: tuple[str, ...] = WORK_KEYS + RESULT_KEYS) -> tuple[int, int]:
-    """(peak, final) bytes of `keys` on disk for the whole run, periods in run order.
+               months_in_flight: int | None = None, products: bool = True) -> tuple[int, int]:
+    """(peak, final) bytes on disk for the whole run (`products`: results_dir's
+    products included, else work_dir alone), periods in run order.
 
     Scene rasters, masks and tiles are temporary unless kept: they go once their
-    period's products are written. With `months_in_flight` = M, a period's fetches
-    wait until the period M places earlier has all its tiles, so at most M periods
-    hold intermediates while the earlier ones hold only their products. Without a
-    limit every fetch may run first, and the worst case holds everything at once.
+    period's products are written. Within a period the work goes west to east, so
+    its scene rasters and masks peak at `sweep_bytes` where that was estimated.
+    With `months_in_flight` = M, a period's fetches wait until the period M places
+    earlier has all its tiles, so at most M periods hold intermediates while the
+    earlier ones hold only their products. Without a limit every fetch may run
+    first, and the worst case holds everything at once.
     """
     ordered = list(periods.values())
 
-    def total(chosen, which):
-        return sum(p[key] for p in chosen for key in which)
+    def kept(p):
+        work = sum(p[key] for key in WORK_KEYS) if keep_intermediates else 0
+        return work + (p["output_bytes"] if products else 0)
 
-    kept = keys if keep_intermediates else tuple(k for k in keys if k in RESULT_KEYS)
-    final = total(ordered, kept)
+    def in_flight(p):
+        rasters_and_masks = p.get("sweep_bytes", p["scene_raster_bytes"] + p["mask_bytes"])
+        return min(rasters_and_masks, p["scene_raster_bytes"] + p["mask_bytes"]) + p["tile_bytes"]
+
+    final = sum(kept(p) for p in ordered)
     if keep_intermediates:
         return final, final
     if months_in_flight is None:
-        return total(ordered, keys), final
-    transient = tuple(k for k in keys if k not in kept)
+        everything = sum(p["scene_raster_bytes"] + p["mask_bytes"] + p["tile_bytes"] for p in ordered)
+        return everything + final, final
     peak = final
     for newest in range(len(ordered)):
         first = max(newest - months_in_flight + 1, 0)
-        peak = max(peak, total(ordered[first:newest + 1], transient) + total(ordered[:newest + 1], kept))
+        during = sum(in_flight(p) for p in ordered[first:newest + 1])
+        peak = max(peak, during + sum(kept(p) for p in ordered[:newest + 1]))
     return peak, final
 
 
@@ -184,12 +212,12 @@ def build_plan(periods: dict[str, dict], keep_intermediates: bool, work_dir, res
     work_dir alone (results_dir may be another disk)."""
     for p in periods.values():
         p["peak_bytes"] = peak_bytes({"one": p}, keep_intermediates)[0]
-        p["work_peak_bytes"] = peak_bytes({"one": p}, keep_intermediates, keys=WORK_KEYS)[0]
+        p["work_peak_bytes"] = peak_bytes({"one": p}, keep_intermediates, products=False)[0]
     total = {key: sum(p[key] for p in periods.values())
              for key in ("scenes", "unknown_sizes", "network_bytes", "scene_raster_bytes",
                          "mask_bytes", "tile_bytes", "output_bytes")}
     peak, final = peak_bytes(periods, keep_intermediates, months_in_flight)
-    work_peak, work_final = peak_bytes(periods, keep_intermediates, months_in_flight, WORK_KEYS)
+    work_peak, work_final = peak_bytes(periods, keep_intermediates, months_in_flight, products=False)
     return {
         "periods": periods,
         "total": total | {"peak_bytes": peak, "final_bytes": final, "work_peak_bytes": work_peak,
@@ -297,16 +325,21 @@ def _load_plan_cached(path: str, mtime_ns: int, size: int) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def plan_run(size_paths, grid: OutputGrid, aoi: AOI, storage: dict, machine: Machine,
+def plan_run(size_paths, manifest_paths, grid: OutputGrid, aoi: AOI, storage: dict, machine: Machine,
              uses_ocm: bool, work_dir, results_dir, plan_path, report_path) -> str:
     """Write plan.json and plan.txt (disk, then time); return the human-readable report."""
     from s2basemap.atomic import atomic_write_json, atomic_write_text
+    from s2basemap.grid import scene_columns
+    from s2basemap.manifest import read_manifest, scenes_by_tile
 
-    tile_count = len(grid.tile_ids(aoi.in_crs(grid.crs)))
+    tiles = grid.tile_ids(aoi.in_crs(grid.crs))
+    footprints = {tile: grid.tile_footprint_4326(tile) for tile in tiles}
+    manifests = {m["period"]: m for m in map(read_manifest, manifest_paths)}
     periods = {}
     for path in size_paths:
         sizes = json.loads(Path(path).read_text())
-        periods[sizes["period"]] = estimate_period(sizes, grid, aoi, tile_count)
+        columns = scene_columns(scenes_by_tile(manifests[sizes["period"]], footprints))
+        periods[sizes["period"]] = estimate_period(sizes, grid, aoi, len(tiles), columns)
     plan = build_plan(dict(sorted(periods.items())), storage["keep_scene_rasters"], work_dir,
                       results_dir, storage["free_disk_limit_gb"], storage["months_in_flight"])
     plan["time"] = time_plan(plan["periods"], machine, uses_ocm)

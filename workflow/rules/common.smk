@@ -14,7 +14,7 @@ from s2basemap import config as cfg
 from s2basemap import notify, upload
 from s2basemap.aoi import read_aoi
 from s2basemap.fetch import fetch_spec
-from s2basemap.grid import TILE_ID_PATTERN, output_grid
+from s2basemap.grid import TILE_ID_PATTERN, output_grid, scene_columns
 from s2basemap.manifest import read_manifest, scene, scene_ids, scenes_by_tile
 from s2basemap.masks import MaskOptions
 from s2basemap.ocm import weight_paths
@@ -152,16 +152,24 @@ def period_manifest(wildcards):
 _TILE_SCENES = {}
 
 
+def tile_scenes(period):
+    """For each output tile, the ids of the period's scenes that touch it, and each
+    scene's (first, last) tile column; computed once per manifest."""
+    manifest = read_manifest(manifest_path(period))
+    # read_manifest hands back the same object until the file changes
+    cached = _TILE_SCENES.get(period)
+    if cached is None or cached[0] is not manifest:
+        by_tile = scenes_by_tile(manifest, TILE_FOOTPRINTS)
+        cached = (manifest, by_tile, scene_columns(by_tile))
+        _TILE_SCENES[period] = cached
+    return cached[1], cached[2]
+
+
 def tile_inputs(wildcards):
     """The AOI and the scene rasters and masks of the period's scenes that touch the tile."""
     planned(wildcards.period)
-    manifest = period_manifest(wildcards)
-    # read_manifest hands back the same object until the file changes
-    cached = _TILE_SCENES.get(wildcards.period)
-    if cached is None or cached[0] is not manifest:
-        cached = (manifest, scenes_by_tile(manifest, TILE_FOOTPRINTS))
-        _TILE_SCENES[wildcards.period] = cached
-    scenes = cached[1][wildcards.tile]
+    period_manifest(wildcards)
+    scenes = tile_scenes(wildcards.period)[0][wildcards.tile]
     # plain formats, not expand(): this runs for each of a year's 4,600 tiles
     period = f"{WORK}/{wildcards.period}"
     return {
@@ -169,6 +177,25 @@ def tile_inputs(wildcards):
         "scenes": [f"{period}/scenes/{scene}.tif" for scene in scenes],
         "masks": [f"{period}/masks/{scene}.tif" for scene in scenes],
     }
+
+
+# Job priorities: a month's work goes west to east, so a scene's raster is fetched
+# about when the first tile that needs it is next, and deleted (temp) once its
+# last tile is composited; composites and masks go before more fetches.
+COMPOSITE_PRIORITY = 3_000_000_000
+MASK_PRIORITY = 2_000_000_000
+FETCH_PRIORITY = 1_000_000_000
+
+
+def sweep_priority(base):
+    """Earlier months first, then scenes by their first tile column, west first."""
+
+    def priority(wildcards):
+        month = list(PERIODS).index(wildcards.period)
+        first_column = tile_scenes(wildcards.period)[1].get(wildcards.scene, (0, 0))[0]
+        return base - month * 1_000_000 - first_column
+
+    return priority
 
 
 def earlier_period_composited(wildcards):

@@ -7,6 +7,7 @@ rule composite_tile:
         f"{LOGS}/composite/{{period}}/{{tile}}.log",
     benchmark:
         f"{BENCHMARKS}/composite/{{period}}/{{tile}}.tsv"
+    priority: COMPOSITE_PRIORITY
     conda:
         "../../envs/composite.yaml"
     # threads read and decompress scene windows in parallel; on a GPU the

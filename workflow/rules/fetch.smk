@@ -11,6 +11,7 @@ rule fetch_scene:
         f"{LOGS}/fetch/{{period}}/{{scene}}.log",
     benchmark:
         f"{BENCHMARKS}/fetch/{{period}}/{{scene}}.tsv"
+    priority: sweep_priority(FETCH_PRIORITY)
     conda:
         "../../envs/geo.yaml"
     resources:

@@ -24,6 +24,7 @@ rule mask_scene:
         f"{LOGS}/mask/{{period}}/{{scene}}.log",
     benchmark:
         f"{BENCHMARKS}/mask/{{period}}/{{scene}}.tsv"
+    priority: sweep_priority(MASK_PRIORITY)
     conda:
         "../../envs/mask.yaml"
     # With the shared model process, a job's threads are the CPU that process

@@ -35,6 +35,7 @@ checkpoint plan:
     input:
         aoi=rules.prepare_aoi.output[0],
         sizes=expand(f"{WORK}/{{period}}/sizes.json", period=PERIODS),
+        manifests=[manifest_path(period) for period in PERIODS],
     output:
         plan=f"{WORK}/plan.json",
         report=f"{WORK}/plan.txt",

@@ -7,6 +7,7 @@ from s2basemap.timeplan import Machine
 with logging_to(snakemake.log[0]):
     plan_run(
         size_paths=snakemake.input.sizes,
+        manifest_paths=snakemake.input.manifests,
         grid=OutputGrid(**snakemake.params.grid),
         aoi=load_aoi(snakemake.input.aoi),
         storage=snakemake.params.storage,
