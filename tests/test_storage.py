@@ -93,3 +93,15 @@ def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
     assert sweep_peak(sizes, columns) == max(30, 60, 70 + 10) + 5
     month = _month(105, 10, 4, 5) | {"sweep_bytes": 85}
     assert peak_bytes({"m": month}, False, 1) == (85 + 4 + 5, 5)
+
+
+def test_the_plan_gives_each_month_its_swept_peak(tmp_path):
+    from s2basemap.storage import build_plan
+
+    month = _month(105, 10, 4, 5) | {"sweep_bytes": 85, "scenes": 3, "unknown_sizes": 0,
+                                     "network_bytes": 1}
+    plan = build_plan({"m": month}, False, tmp_path, tmp_path, None, None)
+    assert plan["periods"]["m"]["peak_bytes"] == 85 + 4 + 5
+    assert plan["periods"]["m"]["work_peak_bytes"] == 85 + 4
+    # without a limit on months in flight the run's worst case is every fetch first
+    assert plan["total"]["peak_bytes"] == 105 + 10 + 4 + 5

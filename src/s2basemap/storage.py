@@ -211,8 +211,8 @@ def build_plan(periods: dict[str, dict], keep_intermediates: bool, work_dir, res
     """Per period and in total, with the run's peak and final disk, in all and under
     work_dir alone (results_dir may be another disk)."""
     for p in periods.values():
-        p["peak_bytes"] = peak_bytes({"one": p}, keep_intermediates)[0]
-        p["work_peak_bytes"] = peak_bytes({"one": p}, keep_intermediates, products=False)[0]
+        p["peak_bytes"] = peak_bytes({"one": p}, keep_intermediates, 1)[0]
+        p["work_peak_bytes"] = peak_bytes({"one": p}, keep_intermediates, 1, products=False)[0]
     total = {key: sum(p[key] for p in periods.values())
              for key in ("scenes", "unknown_sizes", "network_bytes", "scene_raster_bytes",
                          "mask_bytes", "tile_bytes", "output_bytes")}
