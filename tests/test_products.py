@@ -2,7 +2,8 @@
 
 The reference never touches the workflow's code: it reads the world's source
 COGs, finds each output pixel's source pixel with pyproj, applies the world's
-known offset and SCL, clips with shapely, and calls np.nanpercentile.
+known offset and SCL, clips the output pixels to the AOI with shapely, and calls
+np.nanpercentile.
 
 Nearest neighbour has ties: a target pixel centre that maps within a hair of a
 source pixel edge (or of the AOI outline) may fall either way, and PROJ's
@@ -84,14 +85,11 @@ def reference_mosaic(world, month, crs, transform, shape, scenes=None):
         dn = np.stack(dn)
         with rasterio.open(scene.path("scl")) as src:
             scl = src.read(1)[row // 2, col // 2]
-        centre_x = src_transform.c + (col + 0.5) * 10
-        centre_y = src_transform.f - (row + 0.5) * 10
-        source_aoi = aoi.to_crs(scene.epsg).geometry.union_all()
-        inside_source = shapely.contains_xy(source_aoi, centre_x, centre_y)
-        ties |= on_tile & near_edge(source_aoi, centre_x, centre_y, False)
         offset = -1000 if scene.spec.data_offset else 0
         value = np.where(dn == 0, 0, np.maximum(dn + offset, 1))
-        valid = (on_tile & inside_target & inside_source & (dn > 0).all(axis=0)
+        # every output pixel inside the AOI takes its nearest source pixel, wherever
+        # that pixel's centre lies (just outside the AOI too)
+        valid = (on_tile & inside_target & (dn > 0).all(axis=0)
                  & (scl != 0) & ~np.isin(scl, SCL_INVALID))
         layers.append(value.astype(np.float64))
         valid_layers.append(valid)

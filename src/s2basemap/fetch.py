@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 
 STRIP_ROWS = 1024  # rows per read/write step: bounds memory to ~50 MB per strip
 SAMPLE_EDGE = 512  # edge of the decimated sample used to check the offset
+# The fetch keeps this many source pixels beyond the AOI: an output pixel inside
+# the AOI may take its value from a source pixel whose centre lies just outside
+# (nearest), or from its neighbours (bilinear, cubic). The exact clip is on the
+# output grid, in the composite.
+MARGIN_PIXELS = 3
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ def _fetch_once(spec: dict, aoi: AOI, tif_path, options: FetchOptions) -> dict:
     with rasterio.Env(**gdal_http_options(options)), ExitStack() as stack:
         sources = _open_bands(stack, spec["assets"])
         grid = sources["red"]
-        aoi_geom = aoi.in_crs(grid.crs)
+        aoi_geom = aoi.in_crs(grid.crs).buffer(MARGIN_PIXELS * max(abs(grid.res[0]), abs(grid.res[1])))
         window = scene_window(aoi_geom, grid, sources["scl"])
         if window is None:
             write_placeholder(tif_path, "no_overlap", grid.crs)
