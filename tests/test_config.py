@@ -95,3 +95,14 @@ def test_periods_are_months_and_ranges_sorted():
                                           ("EPSG:32615", [10, 20]), ("EPSG:3857", 30)])
 def test_sensible_resolutions_pass(crs, res):
     check_resolution({"target": {"crs": crs, "resolution": res}})
+
+
+def test_unquoted_yaml_dates_are_taken_as_the_dates_they_were(good):
+    import yaml
+
+    good.pop("months")
+    good |= yaml.safe_load("date_ranges: [{start: 2025-11-03, end: 2025-11-20}]")
+    assert isinstance(good["date_ranges"][0]["start"], date)  # what YAML makes of them
+    config = validate_config(good)
+    assert config["date_ranges"] == [{"start": "2025-11-03", "end": "2025-11-20"}]
+    assert [p.label for p in periods(config)] == ["2025-11-03_2025-11-20"]

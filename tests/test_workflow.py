@@ -159,3 +159,18 @@ def test_a_month_fetches_only_after_the_month_before_has_all_its_tiles(fetched_r
     assert (workdir / "2022-01" / "tiles.done").exists()
     assert not list((workdir / "2022-01" / "scenes").glob("*.tif"))
     assert not list((workdir / "2022-01" / "tiles").glob("*.tif"))
+
+
+def test_documented_commands_work_without_cores(world, tmp_path):
+    """`snakemake plan` as the README writes it: the default profile supplies the cores."""
+    import yaml
+
+    from conftest import SNAKEFILE
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(world_config(world, months=["2022-01"])))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "plan", "--snakefile", str(SNAKEFILE),
+         "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml")],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "scenes" in (tmp_path / "work" / "plan.txt").read_text()

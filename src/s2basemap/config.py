@@ -37,6 +37,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
+    _dates_as_text(config)
     try:
         validate(config, str(schema_path), set_default=True)
     except WorkflowError as exc:
@@ -47,6 +48,15 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
         raise schema_error(error) from None
     check_semantics(config)
     return config
+
+
+def _dates_as_text(config: dict) -> None:
+    """YAML reads an unquoted 2025-11-03 as a date: take it as the YYYY-MM-DD it was."""
+    for item in config.get("date_ranges") or []:
+        if isinstance(item, dict):
+            for key in ("start", "end"):
+                if isinstance(item.get(key), date):
+                    item[key] = item[key].isoformat()
 
 
 def schema_error(error: jsonschema.ValidationError) -> ConfigError:
