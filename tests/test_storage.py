@@ -46,33 +46,42 @@ def test_months_in_flight_bound_the_peak_to_the_newest_months_intermediates():
     months = {"2025-01": _month(100, 2, 4, 5), "2025-02": _month(150, 3, 4, 5),
               "2025-03": _month(120, 2, 4, 5)}
     products = 3 * 5
-    # one month at a time: a month's rasters, masks and tiles beside its own products
-    # and the products of the months before (their intermediates are gone)
-    one = max(106 + 5, 157 + 10, 126 + 15)
+    # one month at a time: a month's rasters and masks beside the tiles of the month
+    # before (not yet assembled) and the products of the months before that
+    one = max(102, 153 + 4 + 5, 122 + 4 + 10)
     assert peak_bytes(months, False, 1) == (one, products)
-    assert peak_bytes(months, False, 1, products=False) == (157, 0)
-    two = max(106 + 5, 106 + 157 + 10, 157 + 126 + 15)
+    assert peak_bytes(months, False, 1, products=False) == (153 + 4, 0)
+    two = max(102, 102 + 153, 153 + 122 + 4 + 5)
     assert peak_bytes(months, False, 2) == (two, products)
     # no limit: every month's intermediates and products at once
     assert peak_bytes(months, False, None) == (106 + 157 + 126 + 15, products)
     # all kept: the peak is the end
-    assert peak_bytes(months, True, 1) == (106 + 157 + 126 + 15,) * 2
+    assert peak_bytes(months, True, 1) == (111 + 162 + 131,) * 2
+    # a month with little to fetch peaks at its end: its tiles and products
+    assert peak_bytes({"m": _month(3, 1, 40, 50)}, False, 1) == (90, 50)
 
 
 def test_a_results_dir_on_another_disk_is_checked_for_the_products_alone(tmp_path):
-    from s2basemap.storage import DiskSpaceError, build_plan, check_disk
+    from s2basemap.storage import KERNEL_CACHE_BYTES, DiskSpaceError, build_plan, check_disk
 
-    months = {"2025-01": _month(100, 2, 4, 5) | {"scenes": 3, "unknown_sizes": 0, "network_bytes": 1}}
+    extra = {"scenes": 3, "unknown_sizes": 0, "network_bytes": 1}
+    months = {"2025-01": _month(100, 2, 4, 5) | extra, "2025-02": _month(150, 3, 4, 5) | extra}
     plan = build_plan(months, False, tmp_path / "work", tmp_path / "results", None, 1)
-    assert plan["same_filesystem"] and plan["total"]["work_peak_bytes"] == 106
-    check_disk(plan, tmp_path / "work", tmp_path / "results", 111e-9)  # 111 B free: fits
-    with pytest.raises(DiskSpaceError, match=r"needs 111 B at peak in work_dir"):
-        check_disk(plan, tmp_path / "work", tmp_path / "results", 110e-9)
+    cache = KERNEL_CACHE_BYTES  # the compiled kernel's cache, under work_dir
+
+    def free(n):  # a free-disk cap of n bytes
+        return (n + 0.5) / 1e9
+
+    assert plan["same_filesystem"] and plan["total"]["peak_bytes"] == cache + 162
+    assert plan["total"]["work_peak_bytes"] == cache + 157
+    check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 162))
+    with pytest.raises(DiskSpaceError, match=rf"needs {(cache + 162) / 1000:.1f} kB at peak in work_dir"):
+        check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 161))
     # on two filesystems each directory needs only its own part
     plan["same_filesystem"] = False
-    check_disk(plan, tmp_path / "work", tmp_path / "results", 106e-9)
-    with pytest.raises(DiskSpaceError, match=r"needs 106 B at peak in work_dir"):
-        check_disk(plan, tmp_path / "work", tmp_path / "results", 105e-9)
+    check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 157))
+    with pytest.raises(DiskSpaceError, match=r"only 250.2 kB are free"):
+        check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 156))
 
 
 def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
@@ -89,19 +98,22 @@ def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
         return {"source_bytes": raster_gb / 0.95, "aoi_share": 1.0, "window_pixels": window_pixels}
 
     sizes = {"scenes": {"a": scene(10), "b": scene(20), "c": scene(40), "d": scene(30, 100), "e": scene(5)}}
-    # column 0: a + b; column 1: b + c; column 2: c + d (+ its 10 B of mask); e touches no tile
-    assert sweep_peak(sizes, columns) == max(30, 60, 70 + 10) + 5
+    # fetched at their first column: column 0 holds a + b, 1 holds b + c, 2 holds c + d
+    # (and its 10 B of mask); e touches no tile and is held throughout
+    assert sweep_peak(sizes, columns, ahead=0) == pytest.approx(max(30, 60, 70 + 10) + 5)
+    # fetched a column ahead: column 1 also holds d
+    assert sweep_peak(sizes, columns, ahead=1) == pytest.approx(max(30 + 40, 20 + 40 + 40) + 5)
     month = _month(105, 10, 4, 5) | {"sweep_bytes": 85}
-    assert peak_bytes({"m": month}, False, 1) == (85 + 4 + 5, 5)
+    assert peak_bytes({"m": month}, False, 1) == (85, 5)
 
 
 def test_the_plan_gives_each_month_its_swept_peak(tmp_path):
-    from s2basemap.storage import build_plan
+    from s2basemap.storage import KERNEL_CACHE_BYTES, build_plan
 
     month = _month(105, 10, 4, 5) | {"sweep_bytes": 85, "scenes": 3, "unknown_sizes": 0,
                                      "network_bytes": 1}
     plan = build_plan({"m": month}, False, tmp_path, tmp_path, None, None)
-    assert plan["periods"]["m"]["peak_bytes"] == 85 + 4 + 5
-    assert plan["periods"]["m"]["work_peak_bytes"] == 85 + 4
+    assert plan["periods"]["m"]["peak_bytes"] == 85
+    assert plan["periods"]["m"]["work_peak_bytes"] == 85
     # without a limit on months in flight the run's worst case is every fetch first
-    assert plan["total"]["peak_bytes"] == 105 + 10 + 4 + 5
+    assert plan["total"]["peak_bytes"] == KERNEL_CACHE_BYTES + 105 + 10 + 4 + 5

@@ -11,6 +11,7 @@ err on the large side.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import shutil
@@ -34,6 +35,10 @@ SCENE_RASTER_FACTOR = 0.95  # fetched GeoTIFF (zstd) vs the source COGs' (deflat
 MASK_BYTES_PER_PIXEL = 0.1  # uint8 deflate masks are mostly zeros
 TILE_BYTES_PER_PIXEL = 5.0  # 5 uint16 bands at about half their raw size
 PRODUCT_BYTES_PER_PIXEL = 6.0  # 4-band COG with overviews plus the count COG
+# What every run keeps besides pixels: each job's log, benchmark and JSON record
+# (about 1-3 kB each on the test world), and the compiled percentile kernel's cache.
+BOOKKEEPING_BYTES_PER_JOB = 4_000
+KERNEL_CACHE_BYTES = 250_000
 GB = 1e9
 EQUAL_AREA = CRS.from_epsg(6933)
 
@@ -127,6 +132,8 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
         "tile_bytes": int(tile_bytes),
         "output_bytes": int(products),
         "window_pixels": sum(s["window_pixels"] for s in scenes),
+        # fetch, mask and composite jobs, and the month's search, sizes, summary and products
+        "bookkeeping_bytes": BOOKKEEPING_BYTES_PER_JOB * (2 * len(sizes["scenes"]) + tile_count + 5),
         "tiles": tile_count if has_scenes else 0,
         "output_pixels": tile_count * grid.tile_size ** 2 if has_scenes else 0,
     }
@@ -135,15 +142,22 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
     return estimate
 
 
-def sweep_peak(sizes: dict, columns: dict[str, tuple[int, int]]) -> float:
+# How far ahead of the sweep the fetches run: 16 concurrent fetches and the masks'
+# latency are about one column of a state's scenes (the no-op replay agrees).
+SWEEP_AHEAD_COLUMNS = 1
+
+
+def sweep_peak(sizes: dict, columns: dict[str, tuple[int, int]],
+               ahead: int = SWEEP_AHEAD_COLUMNS) -> float:
     """The most scene-raster and mask bytes held at once when a month's work goes
-    west to east over the output tile columns: a scene's from the column where it
-    is first needed through the last. Scenes that touch no tile are counted
-    throughout."""
+    west to east over the output tile columns: a scene's from `ahead` columns
+    before the first that needs it through the last. Scenes that touch no tile
+    are counted throughout."""
     held = {scene: size["source_bytes"] * size["aoi_share"] * SCENE_RASTER_FACTOR
             + size["window_pixels"] * MASK_BYTES_PER_PIXEL for scene, size in sizes["scenes"].items()}
     anywhere = sum(b for scene, b in held.items() if scene not in columns)
-    spans = [columns[scene] + (b,) for scene, b in held.items() if scene in columns]
+    spans = [(columns[scene][0] - ahead, columns[scene][1], b) for scene, b in held.items()
+             if scene in columns]
     edges = sorted({first for first, _, _ in spans})
     return anywhere + max((sum(b for first, last, b in spans if first <= c <= last) for c in edges),
                           default=0.0)
@@ -163,23 +177,23 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
     """(peak, final) bytes on disk for the whole run (`products`: results_dir's
     products included, else work_dir alone), periods in run order.
 
-    Scene rasters, masks and tiles are temporary unless kept: they go once their
-    period's products are written. Within a period the work goes west to east, so
-    its scene rasters and masks peak at `sweep_bytes` where that was estimated.
-    With `months_in_flight` = M, a period's fetches wait until the period M places
-    earlier has all its tiles, so at most M periods hold intermediates while the
-    earlier ones hold only their products. Without a limit every fetch may run
-    first, and the worst case holds everything at once.
+    Scene rasters, masks and tiles are temporary unless kept. Within a period the
+    work goes west to east, so its scene rasters and masks peak at `sweep_bytes`
+    where that was estimated; its tiles stay until its mosaic is assembled, and
+    then its products are written. With `months_in_flight` = M, a period's fetches
+    wait until the period M places earlier has all its tiles: at most M periods
+    hold scene rasters, beside the tiles of the period before them (not yet
+    assembled) and the products of all earlier ones. Without a limit every fetch
+    may run first, and the worst case holds everything at once.
     """
     ordered = list(periods.values())
 
     def kept(p):
         work = sum(p[key] for key in WORK_KEYS) if keep_intermediates else 0
-        return work + (p["output_bytes"] if products else 0)
+        return work + p.get("bookkeeping_bytes", 0) + (p["output_bytes"] if products else 0)
 
-    def in_flight(p):
-        rasters_and_masks = p.get("sweep_bytes", p["scene_raster_bytes"] + p["mask_bytes"])
-        return min(rasters_and_masks, p["scene_raster_bytes"] + p["mask_bytes"]) + p["tile_bytes"]
+    def swept(p):
+        return min(p.get("sweep_bytes", math.inf), p["scene_raster_bytes"] + p["mask_bytes"])
 
     final = sum(kept(p) for p in ordered)
     if keep_intermediates:
@@ -190,8 +204,12 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
     peak = final
     for newest in range(len(ordered)):
         first = max(newest - months_in_flight + 1, 0)
-        during = sum(in_flight(p) for p in ordered[first:newest + 1])
-        peak = max(peak, during + sum(kept(p) for p in ordered[:newest + 1]))
+        before = sum(kept(p) for p in ordered[:first])
+        lingering = ordered[first - 1]["tile_bytes"] if first > 0 else 0
+        sweeping = sum(swept(p) for p in ordered[first:newest + 1]) + lingering + before
+        ending = ordered[newest]["tile_bytes"] + kept(ordered[newest]) + sum(
+            kept(p) for p in ordered[:newest])
+        peak = max(peak, sweeping, ending)
     return peak, final
 
 
@@ -216,8 +234,10 @@ def build_plan(periods: dict[str, dict], keep_intermediates: bool, work_dir, res
     total = {key: sum(p[key] for p in periods.values())
              for key in ("scenes", "unknown_sizes", "network_bytes", "scene_raster_bytes",
                          "mask_bytes", "tile_bytes", "output_bytes")}
-    peak, final = peak_bytes(periods, keep_intermediates, months_in_flight)
-    work_peak, work_final = peak_bytes(periods, keep_intermediates, months_in_flight, products=False)
+    cache = KERNEL_CACHE_BYTES if total["scenes"] else 0
+    peak, final = (b + cache for b in peak_bytes(periods, keep_intermediates, months_in_flight))
+    work_peak, work_final = (b + cache for b in peak_bytes(periods, keep_intermediates, months_in_flight,
+                                                           products=False))
     return {
         "periods": periods,
         "total": total | {"peak_bytes": peak, "final_bytes": final, "work_peak_bytes": work_peak,
