@@ -11,8 +11,8 @@ err on the large side.
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import os
 import shutil
 import stat
