@@ -133,7 +133,8 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
         "output_bytes": int(products),
         "window_pixels": sum(s["window_pixels"] for s in scenes),
         # fetch, mask and composite jobs, and the month's search, sizes, summary and products
-        "bookkeeping_bytes": BOOKKEEPING_BYTES_PER_JOB * (2 * len(sizes["scenes"]) + tile_count + 5),
+        "bookkeeping_bytes": BOOKKEEPING_BYTES_PER_JOB * (2 * len(sizes["scenes"])
+                                                          + (tile_count if has_scenes else 0) + 5),
         "tiles": tile_count if has_scenes else 0,
         "output_pixels": tile_count * grid.tile_size ** 2 if has_scenes else 0,
     }
@@ -214,6 +215,7 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
 
 
 def same_filesystem(a, b) -> bool:
+    """Whether two paths (or their nearest existing parents) share a disk."""
     return _existing(a).stat().st_dev == _existing(b).stat().st_dev
 
 
