@@ -46,12 +46,12 @@ def test_months_in_flight_bound_the_peak_to_the_newest_months_intermediates():
     months = {"2025-01": _month(100, 2, 4, 5), "2025-02": _month(150, 3, 4, 5),
               "2025-03": _month(120, 2, 4, 5)}
     products = 3 * 5
-    # one month at a time: a month's rasters and masks beside the tiles of the month
-    # before (not yet assembled) and the products of the months before that
-    one = max(102, 153 + 4 + 5, 122 + 4 + 10)
+    # one month at a time: a month's rasters, masks and tiles beside the tiles of the
+    # month before (not yet assembled) and the products of the months before that
+    one = max(106, 157 + 4 + 5, 126 + 4 + 10)
     assert peak_bytes(months, False, 1) == (one, products)
-    assert peak_bytes(months, False, 1, products=False) == (153 + 4, 0)
-    two = max(102, 102 + 153, 153 + 122 + 4 + 5)
+    assert peak_bytes(months, False, 1, products=False) == (157 + 4, 0)
+    two = max(106, 106 + 157, 157 + 126 + 4 + 5)
     assert peak_bytes(months, False, 2) == (two, products)
     # no limit: every month's intermediates and products at once
     assert peak_bytes(months, False, None) == (106 + 157 + 126 + 15, products)
@@ -72,16 +72,16 @@ def test_a_results_dir_on_another_disk_is_checked_for_the_products_alone(tmp_pat
     def free(n):  # a free-disk cap of n bytes
         return (n + 0.5) / 1e9
 
-    assert plan["same_filesystem"] and plan["total"]["peak_bytes"] == cache + 162
-    assert plan["total"]["work_peak_bytes"] == cache + 157
-    check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 162))
-    with pytest.raises(DiskSpaceError, match=rf"needs {(cache + 162) / 1000:.1f} kB at peak in work_dir"):
-        check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 161))
+    assert plan["same_filesystem"] and plan["total"]["peak_bytes"] == cache + 166
+    assert plan["total"]["work_peak_bytes"] == cache + 161
+    check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 166))
+    with pytest.raises(DiskSpaceError, match=rf"needs {(cache + 166) / 1000:.1f} kB at peak in work_dir"):
+        check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 165))
     # on two filesystems each directory needs only its own part
     plan["same_filesystem"] = False
-    check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 157))
+    check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 161))
     with pytest.raises(DiskSpaceError, match=r"only 250.2 kB are free"):
-        check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 156))
+        check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 160))
 
 
 def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
@@ -104,7 +104,7 @@ def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
     # fetched a column ahead: column 1 also holds d
     assert sweep_peak(sizes, columns, ahead=1) == pytest.approx(max(30 + 40, 20 + 40 + 40) + 5)
     month = _month(105, 10, 4, 5) | {"sweep_bytes": 85}
-    assert peak_bytes({"m": month}, False, 1) == (85, 5)
+    assert peak_bytes({"m": month}, False, 1) == (85 + 4, 5)
 
 
 def test_the_plan_gives_each_month_its_swept_peak(tmp_path):
@@ -113,7 +113,7 @@ def test_the_plan_gives_each_month_its_swept_peak(tmp_path):
     month = _month(105, 10, 4, 5) | {"sweep_bytes": 85, "scenes": 3, "unknown_sizes": 0,
                                      "network_bytes": 1}
     plan = build_plan({"m": month}, False, tmp_path, tmp_path, None, None)
-    assert plan["periods"]["m"]["peak_bytes"] == 85
-    assert plan["periods"]["m"]["work_peak_bytes"] == 85
+    assert plan["periods"]["m"]["peak_bytes"] == 85 + 4
+    assert plan["periods"]["m"]["work_peak_bytes"] == 85 + 4
     # without a limit on months in flight the run's worst case is every fetch first
     assert plan["total"]["peak_bytes"] == KERNEL_CACHE_BYTES + 105 + 10 + 4 + 5

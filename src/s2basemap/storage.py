@@ -180,8 +180,8 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
 
     Scene rasters, masks and tiles are temporary unless kept. Within a period the
     work goes west to east, so its scene rasters and masks peak at `sweep_bytes`
-    where that was estimated; its tiles stay until its mosaic is assembled, and
-    then its products are written. With `months_in_flight` = M, a period's fetches
+    where that was estimated, beside its tiles as they accumulate (counted whole);
+    the tiles stay until its mosaic is assembled, and then its products are written. With `months_in_flight` = M, a period's fetches
     wait until the period M places earlier has all its tiles: at most M periods
     hold scene rasters, beside the tiles of the period before them (not yet
     assembled) and the products of all earlier ones. Without a limit every fetch
@@ -207,7 +207,8 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
         first = max(newest - months_in_flight + 1, 0)
         before = sum(kept(p) for p in ordered[:first])
         lingering = ordered[first - 1]["tile_bytes"] if first > 0 else 0
-        sweeping = sum(swept(p) for p in ordered[first:newest + 1]) + lingering + before
+        in_flight = ordered[first:newest + 1]
+        sweeping = sum(swept(p) + p["tile_bytes"] for p in in_flight) + lingering + before
         ending = ordered[newest]["tile_bytes"] + kept(ordered[newest]) + sum(
             kept(p) for p in ordered[:newest])
         peak = max(peak, sweeping, ending)
