@@ -9,7 +9,7 @@ import rasterio
 import shapely
 
 from s2basemap.aoi import read_aoi
-from s2basemap.fetch import FetchOptions, fetch_scene
+from s2basemap.fetch import MARGIN_PIXELS, FetchOptions, fetch_scene
 from s2basemap.search import BANDS
 
 FAST = FetchOptions(retries=1, backoff_seconds=0.05, timeout_seconds=10)
@@ -22,11 +22,12 @@ def spec_for(world, scene, offset_dn):
 
 def reference(world, scene, aoi_path, offset_dn):
     """Expected fetched bands over the whole source tile, computed independently:
-    numpy on the local source files, geopandas for the AOI, shapely point-in-polygon
-    for pixel centres, np.repeat for the 20 m SCL."""
+    numpy on the local source files, geopandas for the AOI grown by the fetch's
+    margin of source pixels (the exact clip is on the output grid), shapely
+    point-in-polygon for pixel centres, np.repeat for the 20 m SCL."""
     with rasterio.open(scene.path("red")) as src:
         transform, crs, shape = src.transform, src.crs, src.shape
-    aoi = geopandas.read_file(aoi_path).to_crs(crs).geometry.union_all()
+    aoi = geopandas.read_file(aoi_path).to_crs(crs).geometry.union_all().buffer(MARGIN_PIXELS * 10)
     rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
     x, y = rasterio.transform.xy(transform, rows.ravel(), cols.ravel())
     inside = shapely.contains_xy(aoi, np.asarray(x), np.asarray(y)).reshape(shape)
@@ -63,7 +64,7 @@ def test_fetched_pixels_equal_the_source_inside_the_aoi(world, http_server, tmp_
     col, row = int(col), int(row)
     window = expected[:, row:row + fetched.shape[1], col:col + fetched.shape[2]]
     np.testing.assert_array_equal(fetched, window)
-    # every source pixel inside the AOI made it into the window
+    # every source pixel inside the AOI (and its margin) made it into the window
     assert inside.sum() == inside[row:row + fetched.shape[1], col:col + fetched.shape[2]].sum()
     assert record["aoi_pixels"] == inside.sum()
     # dark water carries DN <= 1000 in offset scenes: clamped to 1, never wrapped to ~65k
