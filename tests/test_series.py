@@ -115,7 +115,7 @@ CODE_OF = {
     "manifest": {SEARCH, FETCH, MASK, METADATA},  # fetch reads the search's scene records
     "masks": {MASK},
     "maskserver": {MASK},
-    "notify": {METADATA},  # the metadata names the month's left-out scenes as messages do
+    "notify": {METADATA},  # the metadata job also sends the month's message
     "ocm": {MASK},
     "outputs": {ASSEMBLE, METADATA},
     "percentile": {COMPOSITE, ASSEMBLE, METADATA},
