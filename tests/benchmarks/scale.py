@@ -198,8 +198,9 @@ def sweep_what_if(workdir: Path, plan: dict, config: dict) -> None:
         manifest = json.loads((work / "manifest.json").read_text())
         sizes = json.loads((work / "sizes.json").read_text())["scenes"]
         raster = {k: v["source_bytes"] * v["aoi_share"] * SCENE_RASTER_FACTOR for k, v in sizes.items()}
+        by_tile = scenes_by_tile(manifest, footprints)
         columns: dict[str, list[int]] = {}
-        for tile, scenes in scenes_by_tile(manifest, footprints).items():
+        for tile, scenes in by_tile.items():
             for scene in scenes:
                 columns.setdefault(scene, []).append(int(tile.split("_")[1]))
         last_column = max(c for cols in columns.values() for c in cols)
@@ -215,7 +216,7 @@ def sweep_what_if(workdir: Path, plan: dict, config: dict) -> None:
                   f"masks and tiles add at most {kept / 1e9:.1f} GB")
         remote = 0.0
         by_scene = {s["id"]: s for s in manifest["scenes"]}
-        for tile, scenes in scenes_by_tile(manifest, footprints).items():
+        for tile, scenes in by_tile.items():
             for scene in scenes:
                 crs = CRS.from_user_input(by_scene[scene]["crs"])
                 minx, miny, maxx, maxy = reproject_geometry(footprints[tile], WGS84, crs).bounds
