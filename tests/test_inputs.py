@@ -134,6 +134,24 @@ def test_bad_configuration_fails_before_any_job(world, tmp_path, change, key):
     assert not (tmp_path / "work").exists()
 
 
+def test_an_unreachable_stac_api_fails_its_job_in_one_line_with_the_traceback_in_its_log(
+        world, tmp_path):
+    config = world_config(world, months=["2022-01"], stac={"url": "http://127.0.0.1:9/v1"})
+    result = run_snakemake(tmp_path, config, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    errors = [line for line in output.splitlines() if line.startswith("ERROR ")]
+    assert errors == [
+        "ERROR STAC search at http://127.0.0.1:9/v1 (collection sentinel-2-l2a) failed: "
+        + errors[0].split(" failed: ", 1)[1]], output[-3000:]
+    assert "Connection refused" in errors[0]
+    assert errors[0].endswith("(traceback in work/logs/search/2022-01.log)")
+    assert "Traceback" not in output and "Retrying" not in output  # libraries' noise: the log only
+    job_log = (tmp_path / "work" / "logs" / "search" / "2022-01.log").read_text()
+    assert "Traceback (most recent call last)" in job_log and "SearchError" in job_log
+    assert len(output.splitlines()) < 100, len(output.splitlines())
+
+
 @pytest.fixture(scope="module")
 def tls_server(world, tmp_path_factory):
     """The world's files over HTTPS with a self-signed certificate nobody trusts."""

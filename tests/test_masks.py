@@ -188,6 +188,7 @@ def test_missing_weights_say_how_to_stage_them(tmp_path):
 
 def test_offline_download_fails_fast_with_instructions(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # nor in omnicloudmask's directory
     started = time.monotonic()
     with pytest.raises(WeightsMissingError, match="cannot reach the model hub"):
         download_weights(tmp_path / "w", 4.0, probe_timeout=5)

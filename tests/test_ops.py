@@ -97,6 +97,29 @@ def test_products_are_uploaded_once_and_verified(operated_run):
     assert "Nothing to be done" in operated_run["runs"][1].stdout + operated_run["runs"][1].stderr
 
 
+def test_products_not_kept_locally_are_deleted_once_uploaded(world, s3_server, operated_run, tmp_path):
+    url, env, s3 = s3_server
+    config = world_config(world, months=["2022-01"],
+                          upload={"enabled": True, "endpoint_url": url, "bucket": BUCKET,
+                                  "prefix": "uploaded-only", "keep_local": False})
+    run_snakemake(tmp_path, config, env=env)
+    month, dates = "2022-01", DATES["2022-01"]
+    kept = operated_run["workdir"] / "results" / month  # the same month, kept locally
+    for name in (f"S2_RGBNIR_{dates}.tif", f"S2_RGBNIR_{dates}_count.tif"):
+        assert not (tmp_path / "results" / month / name).exists(), name
+        body = s3.get_object(Bucket=BUCKET, Key=f"uploaded-only/{month}/{name}")["Body"].read()
+        assert body == (kept / name).read_bytes(), name
+    for name in ("metadata.json", "item.json", f"S2_RGBNIR_{dates}_quicklook.png"):
+        assert (tmp_path / "results" / month / name).read_bytes() == s3.get_object(
+            Bucket=BUCKET, Key=f"uploaded-only/{month}/{name}")["Body"].read(), name
+    plan = json.loads((tmp_path / "work" / "plan.json").read_text())
+    assert plan["products_kept"] is False
+    assert plan["total"]["final_bytes"] < plan["total"]["output_bytes"]
+    assert "deletes each month's once uploaded" in (tmp_path / "work" / "plan.txt").read_text()
+    again = run_snakemake(tmp_path, config, env=env)  # the deleted products are not remade
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
 def test_no_secret_reaches_any_log_output_or_report(operated_run):
     workdir = operated_run["workdir"]
     secrets = [operated_run["webhook_url"].encode(), WEBHOOK_SECRET.encode(), SECRET_KEY.encode()]
@@ -123,6 +146,17 @@ def test_report_holds_each_months_quicklook_and_statistics(operated_run):
         assert base64.b64encode(png)[:200].decode() in html
         assert base64.b64encode(stats)[:60].decode() in html
         assert b"valid coverage (%)" in stats and b"scenes used\t6" in stats
+
+
+def test_a_report_before_any_run_says_to_run_first(world, tmp_path):
+    result = run_snakemake(tmp_path, world_config(world, months=MONTHS), "--report",
+                           str(tmp_path / "report.html"), check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert ("No month is finished yet (2022-01, 2022-02), so there is nothing to report: "
+            "run `snakemake` first") in output, output[-2000:]
+    assert "statistics.tsv" not in output and "Traceback" not in output
+    assert not (tmp_path / "report.html").exists()
 
 
 def test_a_failing_job_is_reported_with_its_log(world, tmp_path):

@@ -99,12 +99,12 @@ def test_month_added_runs_only_that_month(series):
 def test_changed_override_reruns_only_that_months_composite(series):
     jobs = series["override"]
     assert periods_of(jobs) - {None} == {"2022-02"}
-    assert {j["rule"] for j in jobs} == {"composite_tile", "assemble_mosaic", "period_metadata", "all"}
+    assert {j["rule"] for j in jobs} == {"composite_column", "assemble_mosaic", "period_metadata", "all"}
 
 
 # Which rules' own code each package module is, read off the imports by hand: a
 # rule reruns when a module its script imports, directly or through another, changes.
-SEARCH, FETCH, MASK, COMPOSITE = "search", "fetch_scene", "mask_scene", "composite_tile"
+SEARCH, FETCH, MASK, COMPOSITE = "search", "fetch_scene", "mask_scene", "composite_column"
 ASSEMBLE, METADATA = "assemble_mosaic", "period_metadata"
 CODE_OF = {
     "aoi": {SEARCH, FETCH, COMPOSITE, ASSEMBLE, METADATA},
@@ -141,7 +141,7 @@ SHOWN = {
     METADATA: {METADATA},
 }
 SCRIPT_OF = {SEARCH: "search.py", FETCH: "fetch_scene.py", MASK: "mask_scene.py",
-             COMPOSITE: "composite_tile.py", ASSEMBLE: "assemble_mosaic.py",
+             COMPOSITE: "composite_column.py", ASSEMBLE: "assemble_mosaic.py",
              METADATA: "period_metadata.py"}
 
 
@@ -179,9 +179,9 @@ def test_new_scene_reruns_only_what_depends_on_it(series, own_world):
     assert periods_of(jobs) - {None} == {"2022-02"}
     assert [j["scene"] for j in jobs if j["rule"] == "fetch_scene"] == [new_id]
     assert [j["scene"] for j in jobs if j["rule"] == "mask_scene"] == [new_id]
-    composites = [j for j in jobs if j["rule"] == "composite_tile"]
-    assert composites and all(new_id in j["_input"] for j in composites)  # only tiles it touches
-    assert {j["rule"] for j in jobs} == {"fetch_scene", "mask_scene", "composite_tile", "scene_summary",
+    composites = [j for j in jobs if j["rule"] == "composite_column"]
+    assert composites and all(new_id in j["_input"] for j in composites)  # only columns it touches
+    assert {j["rule"] for j in jobs} == {"fetch_scene", "mask_scene", "composite_column", "scene_summary",
                                          "assemble_mosaic", "period_metadata", "all"}
 
 
@@ -217,7 +217,7 @@ def test_plan_estimates_peak_disk_within_a_quarter(world, tmp_path):
     print(f"estimated peak {estimate} B, measured peak {peak} B ({estimate / peak - 1:+.1%})")
     assert abs(estimate - peak) <= 0.25 * peak
     # the default deletes scene rasters, masks and tiles once the products are written
-    for kind in ("scenes", "masks", "tiles"):
+    for kind in ("scenes", "masks", "columns"):
         assert not list((tmp_path / "work").glob(f"*/{kind}/*.tif")), kind
     assert len(list((tmp_path / "work").glob("*/masks/*.json"))) == 12
     # and a later change to one month reruns that month only (fetches included)

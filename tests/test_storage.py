@@ -59,6 +59,14 @@ def test_months_in_flight_bound_the_peak_to_the_newest_months_intermediates():
     assert peak_bytes(months, True, 1) == (111 + 162 + 131,) * 2
     # a month with little to fetch peaks at its end: its tiles and products
     assert peak_bytes({"m": _month(3, 1, 40, 50)}, False, 1) == (90, 50)
+    # products deleted once uploaded: a month's are there from its end until the next
+    # month's sweep is under way, never beside the months before's
+    uploaded = max(106, 157 + 4 + 5, 126 + 4 + 5)
+    assert peak_bytes(months, False, 1, products_kept=False) == (uploaded, 0)
+    assert peak_bytes(months, False, 1, products=False, products_kept=False) == (157 + 4, 0)
+    twelve = {f"2025-{m:02d}": _month(150, 3, 4, 5) for m in range(1, 13)}
+    assert peak_bytes(twelve, False, 1, products_kept=False)[0] == peak_bytes(
+        {"one": _month(150, 3, 4, 5)}, False, 1)[0] + 4 + 5  # the month before's tiles and products
 
 
 def test_a_results_dir_on_another_disk_is_checked_for_the_products_alone(tmp_path):

@@ -11,9 +11,9 @@ from s2basemap.config import ConfigError, validate_config
 from s2basemap.timeplan import CPU_COSTS, GPU_OCM_S_PER_MPX, Machine, format_time_plan, time_plan
 
 # One month shaped like a state: 400 scenes whose AOI windows total 30 gigapixels,
-# 236 GB to read and 400 output tiles of 2048 px.
+# 236 GB to read and 400 output tiles of 2048 px in 22 columns (composite jobs).
 MONTH = {"scenes": 400, "window_pixels": 30e9, "network_bytes": 236e9, "tiles": 400,
-         "output_pixels": 400 * 2048 ** 2}
+         "composite_jobs": 22, "output_pixels": 400 * 2048 ** 2}
 BOX = Machine(cores=16, gpu=True, network_gbps=1.0)
 
 
@@ -25,13 +25,13 @@ def test_gpu_box_month_is_the_slower_of_fetch_and_mask_then_composite_and_output
     mask = max((400 * c["job_start_s"] + mpx * (c["mask_cpu_s_per_mpx"]
                                                 + c["ocm_host_cpu_s_per_mpx"])) / 16,
                mpx * GPU_OCM_S_PER_MPX)
-    composite = (400 * c["composite_job_start_s"] + mpx * c["composite_cpu_s_per_scene_mpx"]) / 16
+    composite = (22 * c["composite_job_start_s"] + mpx * c["composite_cpu_s_per_scene_mpx"]) / 16
     outputs = 3 * c["job_start_s"] + 400 * 2048 ** 2 / 1e6 * c["outputs_wall_s_per_mpx"]
     stages = plan["periods"]["2025-06"]["stages"]
     for name, expected in (("fetch", fetch), ("mask", mask), ("composite", composite),
                            ("outputs", outputs)):
         assert stages[name]["seconds"] == pytest.approx(expected, abs=0.1), name
-    jobs = 2 * 400 + 400 + 3  # fetch and mask per scene, composite per tile, 3 per month
+    jobs = 2 * 400 + 22 + 3  # fetch and mask per scene, composite per column, 3 per month
     assert plan["snakemake"] == {"jobs": jobs, "seconds": pytest.approx(
         c["snakemake_start_s"] + c["numba_compile_s"] + 0.0245 * jobs + 2.76e-6 * jobs ** 2,
         abs=0.1)}
@@ -77,7 +77,8 @@ def test_faster_network_shortens_only_what_the_network_bounded():
 
 
 def test_a_month_without_scenes_takes_only_the_runs_start():
-    empty = {"scenes": 0, "window_pixels": 0, "network_bytes": 0, "tiles": 0, "output_pixels": 0}
+    empty = {"scenes": 0, "window_pixels": 0, "network_bytes": 0, "tiles": 0, "composite_jobs": 0,
+             "output_pixels": 0}
     plan = time_plan({"m": empty}, BOX, uses_ocm=True)
     assert plan["total_seconds"] == pytest.approx(
         CPU_COSTS["snakemake_start_s"] + CPU_COSTS["numba_compile_s"], abs=0.1)

@@ -13,7 +13,14 @@ from shapely.geometry import box
 from testworld.stacks import write_tile_scenes
 
 from s2basemap.aoi import AOI
-from s2basemap.composite import MASK_OUTSIDE, Device, composite_tile, stack_tile, warp
+from s2basemap.composite import (
+    MASK_OUTSIDE,
+    Device,
+    composite_column,
+    composite_tile,
+    stack_tile,
+    warp,
+)
 from s2basemap.grid import output_grid
 from s2basemap.percentile import gpu_available
 from s2basemap.warp import OUTSIDE, Lattice, RasterGrid, gather, gather_xp, group_by_lattice
@@ -103,6 +110,60 @@ def test_the_gpu_gathers_and_composites_what_the_cpu_does(scenes, tmp_path):
             tiles[backend] = src.read()
     np.testing.assert_array_equal(tiles["gpu"], tiles["cpu"])
     assert tiles["cpu"][4].max() > 0
+    # a column's tiles share no device state: each is what the CPU computes
+    column = next(t for t in grid.columns(grid.tile_ids(aoi.in_crs(grid.crs))).values() if len(t) >= 2)
+    strips = {}
+    for backend in ("cpu", "gpu"):
+        composite_column(scenes, {t: [s.id for s in scenes] for t in column}, grid, aoi, 25,
+                         "nearest", tmp_path / f"column-{backend}.tif", backend=backend, threads=2)
+        with rasterio.open(tmp_path / f"column-{backend}.tif") as src:
+            strips[backend] = src.read()
+    np.testing.assert_array_equal(strips["gpu"], strips["cpu"])
+
+
+def test_a_column_is_its_tiles_composited_one_by_one_and_assembles_to_the_same_mosaic(
+        scenes, tmp_path):
+    import hashlib
+
+    import rasterio
+
+    from s2basemap.outputs import assemble
+
+    aoi = AOI(AOI_4326, CRS.from_epsg(4326))
+    grid = output_grid(aoi, "EPSG:5070", TARGETS["EPSG:5070"], tile_size=128)
+    tiles = next(t for t in grid.columns(grid.tile_ids(aoi.in_crs(grid.crs))).values() if len(t) >= 3)
+    # each tile stacks its own scenes (the last tile without the first scene); the
+    # middle tiles have none listed, as if outside the AOI: their rows stay nodata
+    top, bottom = tiles[0], tiles[-1]
+    tile_scenes = {top: [s.id for s in scenes], bottom: [s.id for s in scenes[1:]]}
+    stats = composite_column(scenes, tile_scenes, grid, aoi, 25, "nearest", tmp_path / "column.tif",
+                             backend="cpu", threads=2)
+    assert [(s["tile"], s["scenes"]) for s in stats] == [(top, len(scenes)), (bottom, len(scenes) - 1)]
+    row_off, col_off, height, width = grid.column_window([top, bottom])
+    assert (row_off, col_off) == grid.tile_window(top)[:2] and height > 2 * 128
+    with rasterio.open(tmp_path / "column.tif") as src:
+        strip = src.read()
+        assert src.transform == grid.tile_transform(top)
+        assert src.descriptions == ("Red", "Green", "Blue", "NIR", "count")
+    pieces = {}
+    for tile, chosen in ((top, scenes), (bottom, scenes[1:])):
+        composite_tile(chosen, grid, tile, aoi, 25, "nearest", tmp_path / f"{tile}.tif", backend="cpu")
+        with rasterio.open(tmp_path / f"{tile}.tif") as src:
+            alone = src.read()
+        tile_row, _, tile_height, _ = grid.tile_window(tile)
+        np.testing.assert_array_equal(strip[:, tile_row - row_off:tile_row - row_off + tile_height], alone)
+        pieces[str(tmp_path / f"{tile}.tif")] = grid.tile_window(tile)
+    gap = strip[:, grid.tile_window(tiles[1])[0] - row_off:grid.tile_window(bottom)[0] - row_off]
+    assert gap.size and not gap.any()
+    assert strip[4].max() > 0  # observations were counted
+    products = {}
+    column = {str(tmp_path / "column.tif"): (row_off, col_off, height, width)}
+    for name, parts in (("tiles", pieces), ("column", column)):
+        assemble(grid, parts, tmp_path / f"{name}-mosaic.tif", tmp_path / f"{name}-count.tif",
+                 "deflate", {})
+        products[name] = [hashlib.sha256((tmp_path / f"{name}-{kind}.tif").read_bytes()).hexdigest()
+                          for kind in ("mosaic", "count")]
+    assert products["column"] == products["tiles"]
 
 
 def test_scenes_share_a_lattice_only_when_crs_and_transform_say_so():

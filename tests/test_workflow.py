@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO, planned_jobs, run_snakemake, world_config
 
@@ -100,13 +104,37 @@ def test_second_run_has_nothing_to_do(fetched_run):
 def test_offline_machine_without_weights_stops_with_staging_instructions(world, tmp_path):
     config = world_config(world, tmp_path / "no-weights", months=["2022-01"])
     started = time.monotonic()
-    result = run_snakemake(tmp_path, config, check=False, env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    # no hub, and nothing in omnicloudmask's own directory either
+    result = run_snakemake(tmp_path, config, check=False, env={
+        "HF_ENDPOINT": "http://127.0.0.1:9", "XDG_DATA_HOME": str(tmp_path / "data")})
     assert result.returncode != 0
     assert time.monotonic() - started < 120
     log = (tmp_path / "work" / "logs" / "ocm_weights.log").read_text()
     assert "cannot reach the model hub http://127.0.0.1:9" in log
     assert "snakemake ocm_weights" in log and str(tmp_path / "no-weights") in log
     assert not list((tmp_path / "work").glob("*/masks/*.tif"))  # no mask without a model
+    # the weights are got first, not once the month is searched and planned
+    output = result.stdout + result.stderr
+    assert output.index("rule ocm_weights:") < output.index("checkpoint search:")
+    assert "ERROR cannot reach the model hub http://127.0.0.1:9" in output
+
+
+def test_weights_in_omnicloudmasks_own_directory_are_used_offline(world, weights, tmp_path):
+    from s2basemap.ocm import weight_files
+
+    data_home = tmp_path / "data"  # omnicloudmask's directory is under XDG_DATA_HOME
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "XDG_DATA_HOME": str(data_home)}
+    own = subprocess.run([sys.executable, "-c", "from s2basemap.ocm import package_weights_dir; "
+                          "print(package_weights_dir())"], capture_output=True, text=True,
+                         check=True, env={**os.environ, **env}).stdout.strip()
+    assert own.startswith(str(data_home / "omnicloudmask"))
+    Path(own).mkdir(parents=True)
+    for name in weight_files(4.0):
+        shutil.copyfile(weights["random"] / name, Path(own) / name)
+    config = world_config(world, tmp_path / "weights", months=["2022-01"])
+    run_snakemake(tmp_path, config, "ocm_weights", env=env)
+    for name in weight_files(4.0):
+        assert (tmp_path / "weights" / name).read_bytes() == (weights["random"] / name).read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -158,7 +186,18 @@ def test_a_month_fetches_only_after_the_month_before_has_all_its_tiles(fetched_r
     assert min(starts) >= last_tile, (min(starts), last_tile)
     assert (workdir / "2022-01" / "tiles.done").exists()
     assert not list((workdir / "2022-01" / "scenes").glob("*.tif"))
-    assert not list((workdir / "2022-01" / "tiles").glob("*.tif"))
+    assert not list((workdir / "2022-01" / "columns").glob("*.tif"))
+
+
+def test_a_configfile_with_date_ranges_alone_replaces_the_default_months(world, tmp_path):
+    config = world_config(world, date_ranges=[{"start": "2022-01-03", "end": "2022-01-20"}])
+    del config["months"]
+    run_snakemake(tmp_path, config, "plan")
+    searched = {job["period"] for job in planned_jobs(
+        run_snakemake(tmp_path, config, "--dry-run").stdout) if "period" in job}
+    assert searched == {"2022-01-03_2022-01-20"}
+    defaults = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["months"]
+    assert defaults and not set(defaults) & searched  # the default config does name months
 
 
 def test_documented_commands_work_without_cores(world, tmp_path):

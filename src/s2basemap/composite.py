@@ -1,4 +1,4 @@
-"""Composite one output tile: warp every overlapping scene and its mask onto the
+"""Composite output tiles: warp every overlapping scene and its mask onto the
 tile grid, then take the per-pixel percentile of the valid observations.
 """
 
@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
 from s2basemap.aoi import AOI
 from s2basemap.atomic import atomic_path
@@ -202,29 +204,88 @@ def stack_tile(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi: AO
     return values, valid
 
 
-def composite_tile(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi: AOI,
-                   percentile: float, resampling: str, out_path, backend: str = "auto",
-                   threads: int = 1) -> dict:
-    """Write the tile's composite (Red, Green, Blue, NIR, count) and return its statistics."""
+def _array_module(backend: str):
+    """(backend used, cupy or None for the host)."""
     used = resolve_backend(backend)
-    device = None
-    if used == "gpu":
-        import cupy
+    if used != "gpu":
+        return used, None
+    import cupy
 
-        device = Device(cupy)
+    return used, cupy
+
+
+def _composite(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi: AOI,
+               percentile: float, resampling: str, xp, threads: int):
+    """The tile's (4, H, W) composite in scene band order and its (H, W) count."""
+    # a Device per tile: its index-map cache is keyed by the maps' ids, which later
+    # tiles' maps may reuse once these are freed
+    device = None if xp is None else Device(xp)
     values, valid = stack_tile(scenes, grid, tile_id, aoi, Resampling[resampling], threads, device)
-    composite, count = percentile_composite(values, valid, percentile)
-    _, _, height, width = grid.tile_window(tile_id)
-    profile = {"driver": "GTiff", "dtype": "uint16", "count": 5, "width": width, "height": height,
-               "crs": grid.crs, "transform": grid.tile_transform(tile_id), "nodata": 0,
-               "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "zstd",
-               "predictor": 2}
-    with atomic_path(out_path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(composite[SCENE_TO_PRODUCT], [1, 2, 3, 4])
-        dst.write(count, 5)
-        for i, name in enumerate((*PRODUCT_BANDS, "count"), start=1):
-            dst.set_band_description(i, name)
+    return percentile_composite(values, valid, percentile)
+
+
+def _tile_profile(grid: OutputGrid, row_off: int, col_off: int, height: int, width: int) -> dict:
+    return {"driver": "GTiff", "dtype": "uint16", "count": 5, "width": width, "height": height,
+            "crs": grid.crs, "transform": grid.transform * Affine.translation(col_off, row_off),
+            "nodata": 0, "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "zstd",
+            "predictor": 2}
+
+
+def _describe_bands(dst) -> None:
+    for i, name in enumerate((*PRODUCT_BANDS, "count"), start=1):
+        dst.set_band_description(i, name)
+
+
+def _write(dst, composite, count, window: Window | None = None) -> None:
+    dst.write(composite[SCENE_TO_PRODUCT], [1, 2, 3, 4], window=window)
+    dst.write(count, 5, window=window)
+
+
+def _tile_stats(tile_id: str, scenes: list[SceneInput], percentile: float, used: str, count) -> dict:
     covered = int((count > 0).sum())
     log.info("tile %s: %d scenes, percentile %g on %s, %d of %d pixels covered", tile_id,
              len(scenes), percentile, used, covered, count.size)
     return {"tile": tile_id, "scenes": len(scenes), "backend": used, "covered_pixels": covered}
+
+
+def composite_tile(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi: AOI,
+                   percentile: float, resampling: str, out_path, backend: str = "auto",
+                   threads: int = 1) -> dict:
+    """Write the tile's composite (Red, Green, Blue, NIR, count) and return its statistics."""
+    used, xp = _array_module(backend)
+    composite, count = _composite(scenes, grid, tile_id, aoi, percentile, resampling, xp, threads)
+    with atomic_path(out_path) as tmp, rasterio.open(
+            tmp, "w", **_tile_profile(grid, *grid.tile_window(tile_id))) as dst:
+        _write(dst, composite, count)
+        _describe_bands(dst)
+    return _tile_stats(tile_id, scenes, percentile, used, count)
+
+
+def composite_column(scenes: list[SceneInput], tile_scenes: dict[str, list[str]], grid: OutputGrid,
+                     aoi: AOI, percentile: float, resampling: str, out_path, backend: str = "auto",
+                     threads: int = 1) -> list[dict]:
+    """Write a column of tiles as one strip, each tile composited from its own scenes
+    (`tile_scenes`: tile id -> scene ids, in stacking order) exactly as `composite_tile`
+    would; return the tiles' statistics.
+
+    A tile at a time bounds the memory; one job per column instead of per tile
+    keeps the DAG of a state-sized year small (Snakemake's DAG build grows with
+    the jobs and their input files, and a scene touches ~30 tiles but ~6 columns).
+    """
+    used, xp = _array_module(backend)
+    by_id = {scene.id: scene for scene in scenes}
+    row_off, col_off, height, width = grid.column_window(list(tile_scenes))
+    stats = []
+    # rows between the column's tiles that are outside the AOI are never written:
+    # sparse, they read as nodata like the tiles missing from the mosaic's VRT
+    with atomic_path(out_path) as tmp, rasterio.open(
+            tmp, "w", **_tile_profile(grid, row_off, col_off, height, width), sparse_ok=True) as dst:
+        for tile_id in sorted(tile_scenes):
+            tile_inputs = [by_id[s] for s in tile_scenes[tile_id] if s in by_id]
+            composite, count = _composite(tile_inputs, grid, tile_id, aoi, percentile, resampling,
+                                          xp, threads)
+            tile_row, _, tile_height, _ = grid.tile_window(tile_id)
+            _write(dst, composite, count, Window(0, tile_row - row_off, width, tile_height))
+            stats.append(_tile_stats(tile_id, tile_inputs, percentile, used, count))
+        _describe_bands(dst)
+    return stats

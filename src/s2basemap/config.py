@@ -87,6 +87,18 @@ def _describe(schema: dict) -> str:
     return ", ".join(parts) or "see workflow/schemas/config.schema.yaml"
 
 
+PERIOD_KEYS = ("months", "date_ranges")
+
+
+def replace_periods(config: dict, user_config: dict) -> None:
+    """Where the user's config names months or date ranges, those are all the
+    periods: the other key's defaults are dropped."""
+    if any(key in user_config for key in PERIOD_KEYS):
+        for key in PERIOD_KEYS:
+            if key not in user_config:
+                config.pop(key, None)
+
+
 def check_semantics(config: dict) -> None:
     periods(config)
     target_crs(config)
@@ -94,6 +106,9 @@ def check_semantics(config: dict) -> None:
     check_overrides(config)
     if config["upload"]["enabled"] and not config["upload"]["bucket"]:
         raise ConfigError("upload.bucket", "is required when upload.enabled is true")
+    if not config["upload"]["keep_local"] and not config["upload"]["enabled"]:
+        raise ConfigError("upload.keep_local", "false needs upload.enabled: true (the products "
+                          "would be deleted without being uploaded)")
     ocm = config["mask"]["ocm"]
     if ocm["patch_overlap"] >= ocm["patch_size"]:
         raise ConfigError("mask.ocm.patch_overlap",

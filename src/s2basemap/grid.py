@@ -1,5 +1,9 @@
 """The output grid: the target CRS and resolution, snapped over the AOI, cut into tiles.
 
+Tiles bound a composite's memory; a column of them (north to south) is one
+composite job, which keeps a state-sized year's DAG small and matches the
+west-to-east sweep that bounds the disk.
+
 The resolution is in the target CRS's own units (metres for EPSG:5070, degrees
 for EPSG:4326), so nothing here assumes metres.
 """
@@ -17,6 +21,7 @@ from shapely.geometry.base import BaseGeometry
 from s2basemap.aoi import AOI, WGS84, reproject_geometry
 
 TILE_ID_PATTERN = r"[0-9]{4}_[0-9]{4}"
+COLUMN_ID_PATTERN = r"[0-9]{4}"
 EPS = 1e-9  # in pixels: keeps float noise from adding a row or column
 
 
@@ -43,6 +48,19 @@ class OutputGrid:
     def tile_column(tile_id: str) -> int:
         """The tile's column in the grid, 0 at the west edge."""
         return int(tile_id.split("_")[1])
+
+    @staticmethod
+    def columns(tile_ids: list[str]) -> dict[str, list[str]]:
+        """Column id -> its tiles north to south, columns west to east."""
+        columns: dict[str, list[str]] = {}
+        for tile_id in sorted(tile_ids, key=lambda t: (OutputGrid.tile_column(t), t)):
+            columns.setdefault(tile_id.split("_")[1], []).append(tile_id)
+        return columns
+
+    def column_window(self, tile_ids: list[str]) -> tuple[int, int, int, int]:
+        """(row_off, col_off, height, width) of the strip from a column's first tile to its last."""
+        first, last = self.tile_window(min(tile_ids)), self.tile_window(max(tile_ids))
+        return first[0], first[1], last[0] + last[2] - first[0], first[3]
 
     def tile_window(self, tile_id: str) -> tuple[int, int, int, int]:
         """(row_off, col_off, height, width) of a tile in the grid."""

@@ -8,10 +8,13 @@ in the middle of a run.
 from __future__ import annotations
 
 import csv
-import math
+import importlib.metadata
 import importlib.util
 import logging
+import math
 import os
+import re
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from s2basemap.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +86,34 @@ def weight_paths(weights_dir: str | Path, version: float) -> list[Path]:
     return [Path(weights_dir) / name for name in weight_files(version)]
 
 
+def package_weights_dir() -> Path:
+    """omnicloudmask's own model directory (where its default download puts the
+    weights): the user data directory for its release, e.g.
+    ~/.local/share/omnicloudmask/1.8.1; found without importing it (torch)."""
+    import platformdirs
+
+    version = importlib.metadata.version("omnicloudmask")
+    release = re.match(r"\d+(\.\d+)*", version)
+    return Path(platformdirs.user_data_dir("omnicloudmask", version=release[0] if release else version))
+
+
+def _usable(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 1024 * 1024
+
+
+def weights_present(weights_dir: str | Path, version: float) -> bool:
+    """The weights are in `weights_dir` or in omnicloudmask's own directory."""
+    return any(all(_usable(p) for p in weight_paths(d, version))
+               for d in (weights_dir, package_weights_dir()))
+
+
 def check_weights(weights_dir: str | Path, version: float) -> list[Path]:
     """The weight files, or a WeightsMissingError that says how to stage them.
 
     omnicloudmask re-downloads files of 1 MB or less, so those count as missing.
     """
     paths = weight_paths(weights_dir, version)
-    missing = [p for p in paths if not p.is_file() or p.stat().st_size <= 1024 * 1024]
+    missing = [p for p in paths if not _usable(p)]
     if missing:
         raise WeightsMissingError(staging_message(weights_dir, version, missing))
     return paths
@@ -98,19 +124,29 @@ def staging_message(weights_dir, version: float, missing: list[Path]) -> str:
     return (
         f"OmniCloudMask v{version} weights are missing from {weights_dir}:\n{names}\n"
         f"On a machine with internet access run `snakemake ocm_weights` (it uses "
-        f"omnicloudmask's own download), or copy these files from such a machine "
-        f"(omnicloudmask keeps them in its user data directory, or download them from "
-        f"the NickWright/OmniCloudMask model repository) into {weights_dir}. "
+        f"omnicloudmask's own download, or copies them from omnicloudmask's own directory, "
+        f"{package_weights_dir()}, when they are there), or copy these files from such a "
+        f"machine (from that directory, or download them from the NickWright/OmniCloudMask "
+        f"model repository) into {weights_dir}. "
         f"Alternatively set mask.mode: scl to mask without the model."
     )
 
 
 def download_weights(weights_dir: str | Path, version: float, probe_timeout: float = 10) -> list[Path]:
-    """Fetch the weights once through omnicloudmask's own download code.
+    """Fetch the weights once through omnicloudmask's own download code, or copy
+    them from omnicloudmask's own directory when an earlier download put them there.
 
     The hub is probed first with a short timeout, so an offline machine gets the
     staging instructions at once instead of a long hang inside the downloader.
     """
+    own = weight_paths(package_weights_dir(), version)
+    if all(_usable(p) for p in own):
+        Path(weights_dir).mkdir(parents=True, exist_ok=True)
+        for source in own:
+            with atomic_path(Path(weights_dir) / source.name) as tmp:
+                shutil.copyfile(source, tmp)
+        log.info("copied the weights from omnicloudmask's directory %s", own[0].parent)
+        return check_weights(weights_dir, version)
     hub = os.environ.get("HF_ENDPOINT", DEFAULT_HUB)
     try:
         urllib.request.urlopen(urllib.request.Request(hub, method="HEAD"), timeout=probe_timeout)

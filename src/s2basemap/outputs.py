@@ -36,9 +36,12 @@ def product_name(base: str, period: Period) -> str:
     return f"{base}_{period.filename_dates}"
 
 
-def mosaic_vrt(grid: OutputGrid, tiles: dict[str, str], bands: list[int], descriptions: list[str],
+Window = tuple[int, int, int, int]  # (row_off, col_off, height, width) in the output grid
+
+
+def mosaic_vrt(grid: OutputGrid, pieces: dict[str, Window], bands: list[int], descriptions: list[str],
                nodata: int | None, scale: float | None, tags: dict) -> str:
-    """A VRT placing each tile GeoTIFF at its offset in the output grid.
+    """A VRT placing each composite GeoTIFF (path -> its window) in the output grid.
 
     Descriptions, scale and tags live in the VRT so that the COG driver copies
     them: editing a COG afterwards would break its layout.
@@ -57,8 +60,7 @@ def mosaic_vrt(grid: OutputGrid, tiles: dict[str, str], bands: list[int], descri
             lines.append(f"    <NoDataValue>{nodata}</NoDataValue>")
         if scale is not None:
             lines.append(f"    <Offset>0</Offset><Scale>{scale!r}</Scale>")
-        for tile_id, path in sorted(tiles.items()):
-            row_off, col_off, height, width = grid.tile_window(tile_id)
+        for path, (row_off, col_off, height, width) in sorted(pieces.items(), key=lambda p: p[1]):
             lines += [
                 "    <SimpleSource>",
                 f'      <SourceFilename relativeToVRT="0">{escape(str(Path(path).resolve()))}</SourceFilename>',
@@ -86,13 +88,18 @@ def write_cog(vrt_xml: str, out_path, compress: str, resampling: str) -> None:
         vrt.unlink(missing_ok=True)
 
 
-def assemble(grid: OutputGrid, tiles: dict[str, str], mosaic_path, count_path, compress: str,
+def column_pieces(grid: OutputGrid, columns: dict[str, list[str]], paths: dict[str, str]) -> dict[str, Window]:
+    """Each column's composite strip (column id -> path) and its window in the grid."""
+    return {paths[column]: grid.column_window(tiles) for column, tiles in columns.items()}
+
+
+def assemble(grid: OutputGrid, pieces: dict[str, Window], mosaic_path, count_path, compress: str,
              tags: dict) -> None:
     """The mosaic (averaged overviews) and the count (nearest overviews) as COGs."""
     reflectance = tags | {"REFLECTANCE": f"DN * {REFLECTANCE_SCALE} (band scale)"}
-    write_cog(mosaic_vrt(grid, tiles, [1, 2, 3, 4], list(PRODUCT_BANDS), 0, REFLECTANCE_SCALE,
+    write_cog(mosaic_vrt(grid, pieces, [1, 2, 3, 4], list(PRODUCT_BANDS), 0, REFLECTANCE_SCALE,
                          reflectance), mosaic_path, compress, "average")
-    write_cog(mosaic_vrt(grid, tiles, [5], ["valid observations"], None, None, tags),
+    write_cog(mosaic_vrt(grid, pieces, [5], ["valid observations"], None, None, tags),
               count_path, compress, "nearest")
 
 

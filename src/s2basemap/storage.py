@@ -108,8 +108,11 @@ def size_scenes(manifest: dict, aoi: AOI) -> dict:
 
 
 def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
-                    columns: dict[str, tuple[int, int]] | None = None) -> dict:
-    """Bytes one period reads and writes, and the pixels its jobs handle (for the time plan).
+                    columns: dict[str, tuple[int, int]] | None = None,
+                    column_count: int | None = None) -> dict:
+    """Bytes one period reads and writes, and the pixels and jobs its stages handle
+    (for the time plan): one composite job per column of tiles (`column_count`,
+    one per tile when not given).
 
     With each scene's (first, last) tile column, also the scene rasters and masks
     on disk at once when the month goes west to east (`sweep_bytes`).
@@ -121,6 +124,7 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
     scene_rasters = sum(s["source_bytes"] * s["aoi_share"] * SCENE_RASTER_FACTOR for s in scenes)
     masks = sum(s["window_pixels"] * MASK_BYTES_PER_PIXEL for s in scenes)
     has_scenes = bool(sizes["scenes"])
+    composite_jobs = (tile_count if column_count is None else column_count) if has_scenes else 0
     tile_bytes = aoi_pixels * TILE_BYTES_PER_PIXEL if has_scenes else 0
     products = aoi_pixels * PRODUCT_BYTES_PER_PIXEL if has_scenes else 0
     estimate = {
@@ -134,8 +138,9 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
         "window_pixels": sum(s["window_pixels"] for s in scenes),
         # fetch, mask and composite jobs, and the month's search, sizes, summary and products
         "bookkeeping_bytes": BOOKKEEPING_BYTES_PER_JOB * (2 * len(sizes["scenes"])
-                                                          + (tile_count if has_scenes else 0) + 5),
+                                                          + composite_jobs + 5),
         "tiles": tile_count if has_scenes else 0,
+        "composite_jobs": composite_jobs,
         "output_pixels": tile_count * grid.tile_size ** 2 if has_scenes else 0,
     }
     if columns is not None:
@@ -174,9 +179,12 @@ WORK_KEYS = ("scene_raster_bytes", "mask_bytes", "tile_bytes")  # under work_dir
 
 
 def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
-               months_in_flight: int | None = None, products: bool = True) -> tuple[int, int]:
+               months_in_flight: int | None = None, products: bool = True,
+               products_kept: bool = True) -> tuple[int, int]:
     """(peak, final) bytes on disk for the whole run (`products`: results_dir's
     products included, else work_dir alone), periods in run order.
+    `products_kept` false: a month's products are deleted once uploaded, after
+    the next month's fetches may have started.
 
     Scene rasters, masks and tiles are temporary unless kept. Within a period the
     work goes west to east, so its scene rasters and masks peak at `sweep_bytes`
@@ -191,7 +199,10 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
 
     def kept(p):
         work = sum(p[key] for key in WORK_KEYS) if keep_intermediates else 0
-        return work + p.get("bookkeeping_bytes", 0) + (p["output_bytes"] if products else 0)
+        return work + p.get("bookkeeping_bytes", 0) + (p["output_bytes"] if products and products_kept else 0)
+
+    def written(p):  # products there until uploaded, when they are not kept
+        return p["output_bytes"] if products and not products_kept else 0
 
     def swept(p):
         return min(p.get("sweep_bytes", math.inf), p["scene_raster_bytes"] + p["mask_bytes"])
@@ -206,10 +217,10 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
     for newest in range(len(ordered)):
         first = max(newest - months_in_flight + 1, 0)
         before = sum(kept(p) for p in ordered[:first])
-        lingering = ordered[first - 1]["tile_bytes"] if first > 0 else 0
+        lingering = ordered[first - 1]["tile_bytes"] + written(ordered[first - 1]) if first > 0 else 0
         in_flight = ordered[first:newest + 1]
         sweeping = sum(swept(p) + p["tile_bytes"] for p in in_flight) + lingering + before
-        ending = ordered[newest]["tile_bytes"] + kept(ordered[newest]) + sum(
+        ending = ordered[newest]["tile_bytes"] + kept(ordered[newest]) + written(ordered[newest]) + sum(
             kept(p) for p in ordered[:newest])
         peak = max(peak, sweeping, ending)
     return peak, final
@@ -228,17 +239,19 @@ def _existing(path) -> Path:
 
 
 def build_plan(periods: dict[str, dict], keep_intermediates: bool, work_dir, results_dir,
-               limit_gb: float | None, months_in_flight: int | None = None) -> dict:
+               limit_gb: float | None, months_in_flight: int | None = None,
+               products_kept: bool = True) -> dict:
     """Per period and in total, with the run's peak and final disk, in all and under
     work_dir alone (results_dir may be another disk)."""
     for p in periods.values():
-        p["peak_bytes"] = peak_bytes({"one": p}, keep_intermediates, 1)[0]
+        p["peak_bytes"] = peak_bytes({"one": p}, keep_intermediates, 1, products_kept=products_kept)[0]
         p["work_peak_bytes"] = peak_bytes({"one": p}, keep_intermediates, 1, products=False)[0]
     total = {key: sum(p[key] for p in periods.values())
              for key in ("scenes", "unknown_sizes", "network_bytes", "scene_raster_bytes",
                          "mask_bytes", "tile_bytes", "output_bytes")}
     cache = KERNEL_CACHE_BYTES if total["scenes"] else 0
-    peak, final = (b + cache for b in peak_bytes(periods, keep_intermediates, months_in_flight))
+    peak, final = (b + cache for b in peak_bytes(periods, keep_intermediates, months_in_flight,
+                                                 products_kept=products_kept))
     work_peak, work_final = (b + cache for b in peak_bytes(periods, keep_intermediates, months_in_flight,
                                                            products=False))
     return {
@@ -246,6 +259,7 @@ def build_plan(periods: dict[str, dict], keep_intermediates: bool, work_dir, res
         "total": total | {"peak_bytes": peak, "final_bytes": final, "work_peak_bytes": work_peak,
                           "work_final_bytes": work_final},
         "keep_scene_rasters": keep_intermediates,
+        "products_kept": products_kept,
         "months_in_flight": None if keep_intermediates else months_in_flight,
         "same_filesystem": same_filesystem(work_dir, results_dir),
         "free_bytes": {"work_dir": free_bytes(work_dir, limit_gb),
@@ -310,6 +324,13 @@ def human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def products_held(plan: dict) -> str:
+    if plan.get("products_kept", True):
+        return human(plan["total"]["output_bytes"])
+    largest = max((p["output_bytes"] for p in plan["periods"].values()), default=0)
+    return f"at most {human(largest)} (upload.keep_local: false deletes each month's once uploaded)"
+
+
 def format_plan(plan: dict) -> str:
     rows = [("period", "scenes", "network", "scene rasters", "masks", "tiles", "outputs", "peak")]
     for label, p in list(plan["periods"].items()) + [("total", plan["total"])]:
@@ -326,7 +347,7 @@ def format_plan(plan: dict) -> str:
         (f"final disk after the run: {human(total['final_bytes'])} (scene rasters, masks and tiles "
         f"{intermediates})"),
         (f"of the peak, work_dir holds at most {human(total['work_peak_bytes'])}; the products "
-        f"in results_dir add {human(total['output_bytes'])}"),
+        f"in results_dir add {products_held(plan)}"),
         (f"free disk: work_dir {human(plan['free_bytes']['work_dir'])}, "
         f"results_dir {human(plan['free_bytes']['results_dir'])}"),
     ]
@@ -349,7 +370,8 @@ def _load_plan_cached(path: str, mtime_ns: int, size: int) -> dict:
 
 
 def plan_run(size_paths, manifest_paths, grid: OutputGrid, aoi: AOI, storage: dict, machine: Machine,
-             uses_ocm: bool, work_dir, results_dir, plan_path, report_path) -> str:
+             uses_ocm: bool, work_dir, results_dir, plan_path, report_path,
+             products_kept: bool = True) -> str:
     """Write plan.json and plan.txt (disk, then time); return the human-readable report."""
     from s2basemap.atomic import atomic_write_json, atomic_write_text
     from s2basemap.grid import scene_columns
@@ -362,9 +384,11 @@ def plan_run(size_paths, manifest_paths, grid: OutputGrid, aoi: AOI, storage: di
     for path in size_paths:
         sizes = json.loads(Path(path).read_text())
         columns = scene_columns(scenes_by_tile(manifests[sizes["period"]], footprints))
-        periods[sizes["period"]] = estimate_period(sizes, grid, aoi, len(tiles), columns)
+        periods[sizes["period"]] = estimate_period(sizes, grid, aoi, len(tiles), columns,
+                                                   len(grid.columns(tiles)))
     plan = build_plan(dict(sorted(periods.items())), storage["keep_scene_rasters"], work_dir,
-                      results_dir, storage["free_disk_limit_gb"], storage["months_in_flight"])
+                      results_dir, storage["free_disk_limit_gb"], storage["months_in_flight"],
+                      products_kept)
     plan["time"] = time_plan(plan["periods"], machine, uses_ocm)
     report = format_plan(plan) + "\n\n" + format_time_plan(plan["time"])
     atomic_write_json(plan_path, plan)

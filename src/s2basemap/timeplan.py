@@ -123,7 +123,7 @@ def stage_work(period: dict, uses_ocm: bool, gpu: bool, costs: dict = CPU_COSTS)
         "fetch": {"cpu_s": scenes * start + mpx * costs["fetch_cpu_s_per_mpx"],
                   "network_bytes": period["network_bytes"]},
         "mask": {"cpu_s": mask_cpu, "gpu_s": gpu_s},
-        "composite": {"cpu_s": period["tiles"] * costs["composite_job_start_s"]
+        "composite": {"cpu_s": period["composite_jobs"] * costs["composite_job_start_s"]
                       + mpx * costs["composite_cpu_s_per_scene_mpx"]},
         "outputs": {"serial_s": OUTPUT_JOBS * start
                     + period["output_pixels"] / 1e6 * costs["outputs_wall_s_per_mpx"]
@@ -156,8 +156,8 @@ def period_time(period: dict, machine: Machine, uses_ocm: bool, costs: dict = CP
 
 
 def job_count(period: dict) -> int:
-    """Fetch and mask per scene, composite per tile, summary, mosaic and metadata."""
-    return 2 * period["scenes"] + period["tiles"] + OUTPUT_JOBS if period["scenes"] else 0
+    """Fetch and mask per scene, composite per column of tiles, summary, mosaic and metadata."""
+    return 2 * period["scenes"] + period["composite_jobs"] + OUTPUT_JOBS if period["scenes"] else 0
 
 
 def time_plan(periods: dict[str, dict], machine: Machine, uses_ocm: bool,

@@ -230,7 +230,7 @@ def output_costs(root: Path, tiles_per_side: int = 4) -> dict:
                            nodata=0, tiled=True, blockxsize=512, blockysize=512, compress="zstd",
                            predictor=2) as dst:
             dst.write(data)
-        tiles[tile_id] = str(path)
+        tiles[str(path)] = grid.tile_window(tile_id)
 
     def outputs():
         assemble(grid, tiles, root / "mosaic.tif", root / "count.tif", "deflate", {})

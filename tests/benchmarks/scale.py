@@ -103,7 +103,11 @@ def snakemake(snakefile: Path, workdir: Path, *args: str) -> tuple[float, str]:
     return wall, result.stdout + result.stderr
 
 
-def state_config(world, months: int, workdir: Path) -> dict:
+def state_config(world, months: int, workdir: Path, uploaded: bool = False) -> dict:
+    """The fixture's config; `uploaded`: products go to S3 and are not kept locally
+    (the upload jobs are no-ops in the simulation: the endpoint is never reached)."""
+    upload = {"enabled": True, "endpoint_url": "http://127.0.0.1:9", "bucket": "mosaics",
+              "keep_local": False} if uploaded else {}
     return {
         "aoi": str(world.aoi_path),
         "months": world.months[:months],
@@ -113,6 +117,7 @@ def state_config(world, months: int, workdir: Path) -> dict:
         "storage": {"check_free_disk": False},
         "machine": {"cores": 16, "gpu": True, "network_gbps": 1.0},
         "output": {"filename_base": "Arkansas_S2_RGBNIR"},
+        "upload": upload,
     }
 
 
@@ -124,8 +129,9 @@ def job_count(dry_output: str) -> int:
 def simulated_peak(jobs: list[dict], workdir: Path, plan: dict, config: dict) -> tuple[float, float]:
     """(all, work_dir) bytes on disk at their peaks over the no-op execution, from the
     plan's sizes: a scene raster and its mask from their jobs' ends until the mask and
-    every composite over the scene have ended; a tile from its job's end until its
-    month's mosaic is assembled; a month's products from then on (kept)."""
+    every composite over the scene have ended; a tile from its column's job's end until
+    its month's mosaic is assembled; a month's products from then on, or until its
+    upload has ended when they are not kept."""
     from s2basemap.aoi import read_aoi
     from s2basemap.grid import output_grid
     from s2basemap.manifest import scenes_by_tile
@@ -151,7 +157,7 @@ def simulated_peak(jobs: list[dict], workdir: Path, plan: dict, config: dict) ->
         last_use = {}
         for tile, scenes in scenes_by_tile(json.loads((work / "manifest.json").read_text()),
                                            footprints).items():
-            done = end("composite_tile", period=period, tile=tile)
+            done = end("composite_column", period=period, column=tile.split("_")[1])
             events += [(done, tile_bytes, True), (assembled + 1e-9, -tile_bytes, True)]
             for scene in scenes:
                 last_use[scene] = max(last_use.get(scene, 0.0), done)
@@ -162,6 +168,10 @@ def simulated_peak(jobs: list[dict], workdir: Path, plan: dict, config: dict) ->
             events += [(end("fetch_scene", period=period, scene=scene), raster, True),
                        (masked, mask_bytes, True), (gone, -raster - mask_bytes, True)]
         events.append((assembled, totals["output_bytes"], False))
+        if not plan["products_kept"]:
+            uploaded = next(j["end"] for j in jobs
+                            if j["rule"] == "upload_period" and j["wildcards"]["period"] == period)
+            events.append((uploaded + 1e-9, -totals["output_bytes"], False))
     peaks = []
     for only_work in (False, True):
         on_disk = peak = 0.0
@@ -230,18 +240,19 @@ def sweep_what_if(workdir: Path, plan: dict, config: dict) -> None:
               f"{totals['network_bytes'] / 1e9:.1f} GB of window reads ({remote / totals['network_bytes']:.2f}x)")
 
 
-def run(months: int, root: Path, execute: bool) -> None:
+def run(months: int, root: Path, execute: bool, uploaded: bool) -> None:
     with served_state(root / "fixture", months=months) as world:
         workdir = root / f"run-{months}"
         workdir.mkdir()
-        config = state_config(world, months, workdir)
+        config = state_config(world, months, workdir, uploaded)
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         snakefile = REPO / "workflow" / "Snakefile"
         plan_s, _ = snakemake(snakefile, workdir, "plan")
         dry_s, dry = snakemake(snakefile, workdir, "-n")
         plan = json.loads((workdir / "work" / "plan.json").read_text())
         print(f"== {months} month(s): {world.items} items in the catalogue, {len(world.tiles)} "
-              f"MGRS tiles, {plan['total']['scenes']} scenes, {job_count(dry)} jobs ==")
+              f"MGRS tiles, {plan['total']['scenes']} scenes, {job_count(dry)} jobs; products "
+              f"{'uploaded, not kept locally' if uploaded else 'kept locally'} ==")
         print(f"snakemake plan (searches, {plan['total']['scenes'] * 5} HEADs, plan): {plan_s:6.1f} s")
         print(f"snakemake -n (DAG build):                          {dry_s:6.1f} s")
         print((workdir / "work" / "plan.txt").read_text())
@@ -277,10 +288,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--months", type=int, nargs="+", default=[1, 12])
     parser.add_argument("--no-execute", action="store_true", help="plan and dry run only")
+    parser.add_argument("--uploaded", action="store_true",
+                        help="products uploaded and not kept locally (upload.keep_local: false)")
     args = parser.parse_args()
     for months in args.months:
         with tempfile.TemporaryDirectory() as tmp:
-            run(months, Path(tmp), not args.no_execute)
+            run(months, Path(tmp), not args.no_execute, args.uploaded)
 
 
 if __name__ == "__main__":

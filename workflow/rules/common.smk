@@ -14,13 +14,18 @@ from s2basemap import config as cfg
 from s2basemap import notify, upload
 from s2basemap.aoi import read_aoi
 from s2basemap.fetch import fetch_spec
-from s2basemap.grid import TILE_ID_PATTERN, output_grid, scene_columns
+from s2basemap.grid import COLUMN_ID_PATTERN, output_grid, scene_columns
 from s2basemap.manifest import read_manifest, scene, scene_ids, scenes_by_tile
 from s2basemap.masks import MaskOptions
 from s2basemap.ocm import weight_paths
 from s2basemap.periods import PERIOD_LABEL_PATTERN
 from s2basemap.provenance import code_digest
 from s2basemap.storage import DiskSpaceError, check_disk, load_plan
+
+# A --configfile (or --config) is merged over config/config.yaml key by key, but
+# one that names the periods replaces both of the default's: a user config with
+# only date_ranges must not inherit the default's months.
+cfg.replace_periods(config, workflow.config_settings.overwrite_config)
 
 try:
     cfg.validate_config(
@@ -30,6 +35,8 @@ except cfg.ConfigError as exc:
     raise WorkflowError(f"Invalid configuration: {exc}") from None
 
 PERIODS = {period.label: period for period in cfg.periods(config)}
+# position of each period in time, asked for by every per-scene job
+PERIOD_ORDER = {label: index for index, label in enumerate(sorted(PERIODS))}
 WORK = config["work_dir"]
 RESULTS = config["results_dir"]
 BASE = config["output"]["filename_base"]
@@ -42,13 +49,23 @@ GRID = output_grid(
 )
 TILES = GRID.tile_ids(AOI.in_crs(GRID.crs))
 TILE_FOOTPRINTS = {tile: GRID.tile_footprint_4326(tile) for tile in TILES}
+COLUMNS = GRID.columns(TILES)
 KEEP_SCENE_RASTERS = config["storage"]["keep_scene_rasters"]
 
 
 def intermediate(path):
-    """Scene rasters, masks and tiles: deleted once their month's tiles and products
+    """Scene rasters, masks and composites: deleted once their month's tiles and products
     are written, unless storage.keep_scene_rasters keeps them for cheap reruns."""
     return path if KEEP_SCENE_RASTERS else temp(path)
+
+
+PRODUCTS_KEPT = config["upload"]["keep_local"]
+
+
+def uploaded(path):
+    """A month's mosaic and count COGs: deleted once uploaded (and read for the
+    metadata) when upload.keep_local is false."""
+    return path if PRODUCTS_KEPT else temp(path)
 
 
 MONTHS_IN_FLIGHT = config["storage"]["months_in_flight"]
@@ -60,7 +77,7 @@ CODE = {
         "search": "search.py",
         "fetch": "fetch_scene.py",
         "mask": "mask_scene.py",
-        "composite": "composite_tile.py",
+        "composite": "composite_column.py",
         "assemble": "assemble_mosaic.py",
         "metadata": "period_metadata.py",
     }.items()
@@ -79,7 +96,7 @@ OCM_WEIGHTS = [
 wildcard_constraints:
     period=PERIOD_LABEL_PATTERN,
     scene=r"[A-Za-z0-9][A-Za-z0-9_.\-]*",
-    tile=TILE_ID_PATTERN,
+    column=COLUMN_ID_PATTERN,
     dates=r"[0-9]{4}_[0-9]{2}_[0-9]{2}_to_[0-9]{4}_[0-9]{2}_[0-9]{2}",
 
 
@@ -152,25 +169,35 @@ def period_manifest(wildcards):
 _TILE_SCENES = {}
 
 
-def tile_scenes(period):
-    """For each output tile, the ids of the period's scenes that touch it, and each
-    scene's (first, last) tile column; computed once per manifest."""
+def scenes_by_column(period):
+    """For each column, the ids of the period's scenes that touch each of its tiles,
+    and each scene's (first, last) tile column; computed once per manifest."""
     manifest = read_manifest(manifest_path(period))
     # read_manifest hands back the same object until the file changes
     cached = _TILE_SCENES.get(period)
     if cached is None or cached[0] is not manifest:
         by_tile = scenes_by_tile(manifest, TILE_FOOTPRINTS)
-        cached = (manifest, by_tile, scene_columns(by_tile))
+        by_column = {
+            column: {tile: by_tile[tile] for tile in tiles}
+            for column, tiles in COLUMNS.items()
+        }
+        cached = (manifest, by_column, scene_columns(by_tile))
         _TILE_SCENES[period] = cached
     return cached[1], cached[2]
 
 
-def tile_inputs(wildcards):
-    """The AOI and the scene rasters and masks of the period's scenes that touch the tile."""
+def column_tile_scenes(wildcards):
+    """Tile id -> the ids of the period's scenes that touch the tile, in the column."""
+    return scenes_by_column(wildcards.period)[0][wildcards.column]
+
+
+def column_inputs(wildcards):
+    """The AOI and the scene rasters and masks of the period's scenes that touch the column."""
     planned(wildcards.period)
     period_manifest(wildcards)
-    scenes = tile_scenes(wildcards.period)[0][wildcards.tile]
-    # plain formats, not expand(): this runs for each of a year's 4,600 tiles
+    by_tile = column_tile_scenes(wildcards)
+    scenes = list(dict.fromkeys(s for tile in sorted(by_tile) for s in by_tile[tile]))
+    # plain formats, not expand(): this runs for each column of every month
     period = f"{WORK}/{wildcards.period}"
     return {
         "aoi": rules.prepare_aoi.output[0],
@@ -180,8 +207,9 @@ def tile_inputs(wildcards):
 
 
 # Job priorities: a month's work goes west to east, so a scene's raster is fetched
-# about when the first tile that needs it is next, and deleted (temp) once its
-# last tile is composited; composites and masks go before more fetches.
+# about when the first column that needs it is next, and deleted (temp) once its
+# last column is composited; composites and masks go before more fetches.
+WEIGHTS_PRIORITY = 4_000_000_000  # before anything: missing weights stop the run early
 COMPOSITE_PRIORITY = 3_000_000_000
 MASK_PRIORITY = 2_000_000_000
 FETCH_PRIORITY = 1_000_000_000
@@ -191,8 +219,10 @@ def sweep_priority(base):
     """Earlier months first, then scenes by their first tile column, west first."""
 
     def priority(wildcards):
-        month = list(PERIODS).index(wildcards.period)
-        first_column = tile_scenes(wildcards.period)[1].get(wildcards.scene, (0, 0))[0]
+        month = PERIOD_ORDER[wildcards.period]
+        first_column = scenes_by_column(wildcards.period)[1].get(
+            wildcards.scene, (0, 0)
+        )[0]
         return base - month * 1_000_000 - first_column
 
     return priority
@@ -200,20 +230,23 @@ def sweep_priority(base):
 
 def earlier_period_composited(wildcards):
     """Backpressure: the marker of the period MONTHS_IN_FLIGHT places earlier, whose
-    tiles must all be done (its temporary scene rasters gone) before this period's
+    columns must all be done (its temporary scene rasters gone) before this period's
     fetches start. Nothing when scene rasters are kept or there is no limit."""
-    order = sorted(PERIODS)
-    index = order.index(wildcards.period)
+    index = PERIOD_ORDER[wildcards.period]
     if KEEP_SCENE_RASTERS or MONTHS_IN_FLIGHT is None or index < MONTHS_IN_FLIGHT:
         return []
-    return ancient(f"{WORK}/{order[index - MONTHS_IN_FLIGHT]}/tiles.done")
+    return ancient(f"{WORK}/{sorted(PERIODS)[index - MONTHS_IN_FLIGHT]}/tiles.done")
 
 
-def period_tile_files(wildcards):
-    """Every tile of a period that has scenes (none for an empty period)."""
+def column_file(period, column):
+    return f"{WORK}/{period}/columns/{column}.tif"
+
+
+def period_column_files(wildcards):
+    """Every column composite of a period that has scenes (none for an empty period)."""
     if not period_manifest(wildcards)["scenes"]:
         return []
-    return [f"{WORK}/{wildcards.period}/tiles/{tile}.tif" for tile in TILES]
+    return [column_file(wildcards.period, column) for column in COLUMNS]
 
 
 def product_files(period):
@@ -256,8 +289,30 @@ def upload_inputs(wildcards):
     }
 
 
+def report_requested(argv):
+    """Whether this is `snakemake --report ...` (the Snakefile is read before the
+    report is made, and Snakemake tells it nothing else)."""
+    return any(arg == "--report" or arg.startswith("--report=") for arg in argv)
+
+
+def check_report_possible():
+    """`--report` shows finished months: before any, say so instead of Snakemake's
+    complaint about a missing statistics.tsv."""
+    done = [p for p in PERIODS if Path(f"{RESULTS}/{p}/metadata.json").exists()]
+    if report_requested(sys.argv) and not done:
+        raise WorkflowError(
+            f"No month is finished yet ({', '.join(PERIODS)}), so there is nothing to "
+            "report: run `snakemake` first, then `snakemake --report report.html`."
+        )
+
+
+check_report_possible()
+
+
 def all_targets():
-    targets = [f"{RESULTS}/{period}/metadata.json" for period in PERIODS]
+    # the model's weights first: missing ones stop the run before any search
+    targets = OCM_WEIGHTS if MASK_USES_OCM else []
+    targets += [f"{RESULTS}/{period}/metadata.json" for period in PERIODS]
     if config["upload"]["enabled"]:
         targets += [f"{WORK}/{period}/upload.json" for period in PERIODS]
     return targets

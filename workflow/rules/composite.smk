@@ -1,12 +1,14 @@
-rule composite_tile:
+# One job per column of output tiles, composited a tile at a time (see
+# s2basemap.composite.composite_column).
+rule composite_column:
     input:
-        unpack(tile_inputs),
+        unpack(column_inputs),
     output:
-        intermediate(f"{WORK}/{{period}}/tiles/{{tile}}.tif"),
+        intermediate(column_file("{period}", "{column}")),
     log:
-        f"{LOGS}/composite/{{period}}/{{tile}}.log",
+        f"{LOGS}/composite/{{period}}/{{column}}.log",
     benchmark:
-        f"{BENCHMARKS}/composite/{{period}}/{{tile}}.tsv"
+        f"{BENCHMARKS}/composite/{{period}}/{{column}}.tsv"
     priority: COMPOSITE_PRIORITY
     conda:
         "../../envs/composite.yaml"
@@ -18,20 +20,21 @@ rule composite_tile:
         gpu_slots=1,
     params:
         grid=asdict(GRID),
+        tile_scenes=column_tile_scenes,
         percentile=composite_setting("percentile"),
         resampling=composite_setting("resampling"),
         backend=config["composite"]["backend"],
         code=CODE["composite"],
         numba_cache=f"{WORK}/.cache/numba",
     script:
-        "../scripts/composite_tile.py"
+        "../scripts/composite_column.py"
 
 
 # Marks a period whose tiles are all composited; later periods' fetches wait on
 # it (storage.months_in_flight), which bounds the scene rasters on disk.
 rule period_composited:
     input:
-        period_tile_files,
+        period_column_files,
     output:
         touch(f"{WORK}/{{period}}/tiles.done"),
     log:

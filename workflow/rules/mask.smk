@@ -3,6 +3,7 @@ rule ocm_weights:
         OCM_WEIGHTS,
     log:
         f"{LOGS}/ocm_weights.log",
+    priority: WEIGHTS_PRIORITY
     conda:
         "../../envs/mask.yaml"
     params:

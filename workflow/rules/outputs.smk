@@ -1,9 +1,9 @@
 rule assemble_mosaic:
     input:
-        expand(f"{WORK}/{{{{period}}}}/tiles/{{tile}}.tif", tile=TILES),
+        [column_file("{period}", column) for column in COLUMNS],
     output:
-        mosaic=f"{RESULTS}/{{period}}/{BASE}_{{dates}}.tif",
-        counts=f"{RESULTS}/{{period}}/{BASE}_{{dates}}_count.tif",
+        mosaic=uploaded(f"{RESULTS}/{{period}}/{BASE}_{{dates}}.tif"),
+        counts=uploaded(f"{RESULTS}/{{period}}/{BASE}_{{dates}}_count.tif"),
         quicklook=report(
             f"{RESULTS}/{{period}}/{BASE}_{{dates}}_quicklook.png",
             caption="../report/quicklook.rst",
@@ -18,7 +18,7 @@ rule assemble_mosaic:
         "../../envs/geo.yaml"
     params:
         grid=asdict(GRID),
-        tiles=TILES,
+        columns=COLUMNS,
         compress=config["output"]["compress"],
         code=CODE["assemble"],
     script:

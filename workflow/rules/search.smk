@@ -50,5 +50,6 @@ checkpoint plan:
         uses_ocm=MASK_USES_OCM,
         work_dir=lambda wildcards, output: str(Path(output.plan).parent),
         results_dir=RESULTS,
+        products_kept=PRODUCTS_KEPT,
     script:
         "../scripts/plan.py"

@@ -17,4 +17,5 @@ with logging_to(snakemake.log[0]):
         results_dir=snakemake.params.results_dir,
         plan_path=snakemake.output.plan,
         report_path=snakemake.output.report,
+        products_kept=snakemake.params.products_kept,
     )

@@ -6,16 +6,16 @@ os.environ.setdefault("NUMBA_CACHE_DIR", snakemake.params.numba_cache)
 import numba
 
 from s2basemap.aoi import load_aoi
-from s2basemap.composite import composite_tile, usable_scenes
+from s2basemap.composite import composite_column, usable_scenes
 from s2basemap.grid import OutputGrid
 from s2basemap.logs import logging_to
 
 with logging_to(snakemake.log[0]):
     numba.set_num_threads(snakemake.threads)
-    composite_tile(
+    composite_column(
         scenes=usable_scenes(snakemake.input.scenes, snakemake.input.masks),
+        tile_scenes=snakemake.params.tile_scenes,
         grid=OutputGrid(**snakemake.params.grid),
-        tile_id=snakemake.wildcards.tile,
         aoi=load_aoi(snakemake.input.aoi),
         percentile=snakemake.params.percentile,
         resampling=snakemake.params.resampling,
