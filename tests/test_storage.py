@@ -94,7 +94,7 @@ def test_a_results_dir_on_another_disk_is_checked_for_the_products_alone(tmp_pat
 
 def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
     from s2basemap.grid import scene_columns
-    from s2basemap.storage import peak_bytes, sweep_peak
+    from s2basemap.storage import peak_bytes, sweep_front, sweep_peak
 
     tile_scenes = {"0000_0000": ["a", "b"], "0001_0001": ["b", "c"], "0000_0002": ["c", "d"],
                    "0001_0003": ["d"]}
@@ -113,6 +113,11 @@ def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
     assert sweep_peak(sizes, columns, ahead=1) == pytest.approx(max(30 + 40, 20 + 40 + 40) + 5)
     month = _month(105, 10, 4, 5) | {"sweep_bytes": 85}
     assert peak_bytes({"m": month}, False, 1) == (85 + 4, 5)
+    # the column being composited at the peak: the composites west of it are written
+    assert sweep_front(sizes, columns, ahead=0) == (pytest.approx(85), 2)
+    assert sweep_front(sizes, columns, ahead=1) == (pytest.approx(105), 1)
+    month |= {"sweep_tile_bytes": 1}  # a quarter of the month's 4 B of composites
+    assert peak_bytes({"m": month}, False, 1) == (max(85 + 1, 4 + 5), 5)
 
 
 def test_the_plan_gives_each_month_its_swept_peak(tmp_path):

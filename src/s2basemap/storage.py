@@ -109,13 +109,14 @@ def size_scenes(manifest: dict, aoi: AOI) -> dict:
 
 def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
                     columns: dict[str, tuple[int, int]] | None = None,
-                    column_count: int | None = None) -> dict:
+                    column_tiles: dict[int, int] | None = None) -> dict:
     """Bytes one period reads and writes, and the pixels and jobs its stages handle
-    (for the time plan): one composite job per column of tiles (`column_count`,
-    one per tile when not given).
+    (for the time plan): one composite job per column of tiles (`column_tiles`:
+    column -> its tile count; one job per tile when not given).
 
     With each scene's (first, last) tile column, also the scene rasters and masks
-    on disk at once when the month goes west to east (`sweep_bytes`).
+    on disk at once when the month goes west to east (`sweep_bytes`), and the
+    composites already written west of the sweep then (`sweep_tile_bytes`).
     """
     scenes = sizes["scenes"].values()
     aoi_pixels = aoi.in_crs(grid.crs).area / (grid.res_x * grid.res_y)
@@ -124,7 +125,7 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
     scene_rasters = sum(s["source_bytes"] * s["aoi_share"] * SCENE_RASTER_FACTOR for s in scenes)
     masks = sum(s["window_pixels"] * MASK_BYTES_PER_PIXEL for s in scenes)
     has_scenes = bool(sizes["scenes"])
-    composite_jobs = (tile_count if column_count is None else column_count) if has_scenes else 0
+    composite_jobs = (tile_count if column_tiles is None else len(column_tiles)) if has_scenes else 0
     tile_bytes = aoi_pixels * TILE_BYTES_PER_PIXEL if has_scenes else 0
     products = aoi_pixels * PRODUCT_BYTES_PER_PIXEL if has_scenes else 0
     estimate = {
@@ -144,7 +145,11 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
         "output_pixels": tile_count * grid.tile_size ** 2 if has_scenes else 0,
     }
     if columns is not None:
-        estimate["sweep_bytes"] = int(sweep_peak(sizes, columns))
+        held, column = sweep_front(sizes, columns)
+        estimate["sweep_bytes"] = int(held)
+        if column_tiles:
+            west = sum(n for c, n in column_tiles.items() if c < column) / sum(column_tiles.values())
+            estimate["sweep_tile_bytes"] = int(tile_bytes * west)
     return estimate
 
 
@@ -159,14 +164,21 @@ def sweep_peak(sizes: dict, columns: dict[str, tuple[int, int]],
     west to east over the output tile columns: a scene's from `ahead` columns
     before the first that needs it through the last. Scenes that touch no tile
     are counted throughout."""
+    return sweep_front(sizes, columns, ahead)[0]
+
+
+def sweep_front(sizes: dict, columns: dict[str, tuple[int, int]],
+           ahead: int = SWEEP_AHEAD_COLUMNS) -> tuple[float, int]:
+    """(sweep_peak's bytes, the column being composited then: those west of it are done)."""
     held = {scene: size["source_bytes"] * size["aoi_share"] * SCENE_RASTER_FACTOR
             + size["window_pixels"] * MASK_BYTES_PER_PIXEL for scene, size in sizes["scenes"].items()}
     anywhere = sum(b for scene, b in held.items() if scene not in columns)
     spans = [(columns[scene][0] - ahead, columns[scene][1], b) for scene, b in held.items()
              if scene in columns]
-    edges = sorted({first for first, _, _ in spans})
-    return anywhere + max((sum(b for first, last, b in spans if first <= c <= last) for c in edges),
-                          default=0.0)
+    at = {c: sum(b for first, last, b in spans if first <= c <= last)
+          for c in sorted({first for first, _, _ in spans})}
+    column = max(at, key=at.get, default=0)  # the westmost of equal peaks
+    return anywhere + at.get(column, 0.0), column
 
 
 def free_bytes(path, limit_gb: float | None) -> int:
@@ -188,8 +200,9 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
 
     Scene rasters, masks and tiles are temporary unless kept. Within a period the
     work goes west to east, so its scene rasters and masks peak at `sweep_bytes`
-    where that was estimated, beside its tiles as they accumulate (counted whole);
-    the tiles stay until its mosaic is assembled, and then its products are written. With `months_in_flight` = M, a period's fetches
+    where that was estimated, beside the composites written west of the sweep then
+    (`sweep_tile_bytes`; else all of the month's); the tiles stay until its mosaic
+    is assembled, and then its products are written. With `months_in_flight` = M, a period's fetches
     wait until the period M places earlier has all its tiles: at most M periods
     hold scene rasters, beside the tiles of the period before them (not yet
     assembled) and the products of all earlier ones. Without a limit every fetch
@@ -219,7 +232,9 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
         before = sum(kept(p) for p in ordered[:first])
         lingering = ordered[first - 1]["tile_bytes"] + written(ordered[first - 1]) if first > 0 else 0
         in_flight = ordered[first:newest + 1]
-        sweeping = sum(swept(p) + p["tile_bytes"] for p in in_flight) + lingering + before
+        # the newest month at its sweep's peak, beside the whole of older ones in flight
+        sweeping = sum(swept(p) + p["tile_bytes"] for p in in_flight[:-1]) + swept(in_flight[-1]) \
+            + in_flight[-1].get("sweep_tile_bytes", in_flight[-1]["tile_bytes"]) + lingering + before
         ending = ordered[newest]["tile_bytes"] + kept(ordered[newest]) + written(ordered[newest]) + sum(
             kept(p) for p in ordered[:newest])
         peak = max(peak, sweeping, ending)
@@ -379,13 +394,14 @@ def plan_run(size_paths, manifest_paths, grid: OutputGrid, aoi: AOI, storage: di
 
     tiles = grid.tile_ids(aoi.in_crs(grid.crs))
     footprints = {tile: grid.tile_footprint_4326(tile) for tile in tiles}
+    column_tiles = {int(c): len(ts) for c, ts in grid.columns(tiles).items()}
     manifests = {m["period"]: m for m in map(read_manifest, manifest_paths)}
     periods = {}
     for path in size_paths:
         sizes = json.loads(Path(path).read_text())
         columns = scene_columns(scenes_by_tile(manifests[sizes["period"]], footprints))
         periods[sizes["period"]] = estimate_period(sizes, grid, aoi, len(tiles), columns,
-                                                   len(grid.columns(tiles)))
+                                                   column_tiles)
     plan = build_plan(dict(sorted(periods.items())), storage["keep_scene_rasters"], work_dir,
                       results_dir, storage["free_disk_limit_gb"], storage["months_in_flight"],
                       products_kept)
