@@ -64,6 +64,13 @@ def test_months_in_flight_bound_the_peak_to_the_newest_months_intermediates():
     uploaded = max(106, 157 + 4 + 5, 126 + 4 + 5)
     assert peak_bytes(months, False, 1, products_kept=False) == (uploaded, 0)
     assert peak_bytes(months, False, 1, products=False, products_kept=False) == (157 + 4, 0)
+    # unless the time plan says the month before's are assembled and uploaded (gone)
+    # before the sweep's peak: the peak is then the month's own
+    timed = {"2025-01": months["2025-01"] | {"released_seconds": 600},
+             "2025-02": months["2025-02"] | {"sweep_peak_seconds": 900}}
+    assert peak_bytes(timed, False, 1, products_kept=False)[0] == 157  # its own
+    timed["2025-02"]["sweep_peak_seconds"] = 300  # the peak comes first: both counted
+    assert peak_bytes(timed, False, 1, products_kept=False)[0] == 157 + 4 + 5
     twelve = {f"2025-{m:02d}": _month(150, 3, 4, 5) for m in range(1, 13)}
     assert peak_bytes(twelve, False, 1, products_kept=False)[0] == peak_bytes(
         {"one": _month(150, 3, 4, 5)}, False, 1)[0] + 4 + 5  # the month before's tiles and products

@@ -25,7 +25,7 @@ from shapely.geometry import box
 
 from s2basemap.aoi import AOI, WGS84, reproject_geometry
 from s2basemap.grid import OutputGrid
-from s2basemap.timeplan import Machine, format_time_plan, time_plan
+from s2basemap.timeplan import Machine, format_time_plan, period_time, time_plan
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
     for newest in range(len(ordered)):
         first = max(newest - months_in_flight + 1, 0)
         before = sum(kept(p) for p in ordered[:first])
-        lingering = ordered[first - 1]["tile_bytes"] + written(ordered[first - 1]) if first > 0 else 0
+        lingering = _lingering(ordered[first - 1], ordered[first], written) if first > 0 else 0
         in_flight = ordered[first:newest + 1]
         # the newest month at its sweep's peak, beside the whole of older ones in flight
         sweeping = sum(swept(p) + p["tile_bytes"] for p in in_flight[:-1]) + swept(in_flight[-1]) \
@@ -239,6 +239,32 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
             kept(p) for p in ordered[:newest])
         peak = max(peak, sweeping, ending)
     return peak, final
+
+
+def _lingering(previous: dict, current: dict, written) -> int:
+    """The month before's composites (and products not kept) beside a month's sweep
+    at its peak: its mosaic is assembled (and uploaded) while this month's fetches
+    start, so they are gone by then when the time plan says the sweep's peak comes
+    later than that (`sweep_peak_seconds` after the month's start, `released_seconds`
+    after the month before's end); counted when either is not known."""
+    if current.get("sweep_peak_seconds", 0) > previous.get("released_seconds", math.inf):
+        return 0
+    return previous["tile_bytes"] + written(previous)
+
+
+def timed_sweeps(periods: dict[str, dict], machine: Machine, uses_ocm: bool,
+                 products_kept: bool) -> None:
+    """When each month's sweep peaks (its share of the month's fetch time: the share
+    of its tiles west of the peak), and when its composites and products are gone
+    after its end (the outputs stage, and the upload when products are not kept)."""
+    for p in periods.values():
+        if "sweep_tile_bytes" not in p:
+            continue  # no sweep estimated: the month before's are counted beside it
+        stages = period_time(p, machine, uses_ocm)["stages"]
+        share = p["sweep_tile_bytes"] / p["tile_bytes"] if p["tile_bytes"] else 0.0
+        p["sweep_peak_seconds"] = round(share * stages["fetch"]["seconds"], 1)
+        upload = 0.0 if products_kept else p["output_bytes"] * 8 / (machine.network_gbps * 1e9)
+        p["released_seconds"] = round(stages["outputs"]["seconds"] + upload, 1)
 
 
 def same_filesystem(a, b) -> bool:
@@ -402,6 +428,7 @@ def plan_run(size_paths, manifest_paths, grid: OutputGrid, aoi: AOI, storage: di
         columns = scene_columns(scenes_by_tile(manifests[sizes["period"]], footprints))
         periods[sizes["period"]] = estimate_period(sizes, grid, aoi, len(tiles), columns,
                                                    column_tiles)
+    timed_sweeps(periods, machine, uses_ocm, products_kept)
     plan = build_plan(dict(sorted(periods.items())), storage["keep_scene_rasters"], work_dir,
                       results_dir, storage["free_disk_limit_gb"], storage["months_in_flight"],
                       products_kept)
