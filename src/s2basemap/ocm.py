@@ -101,12 +101,6 @@ def _usable(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 1024 * 1024
 
 
-def weights_present(weights_dir: str | Path, version: float) -> bool:
-    """The weights are in `weights_dir` or in omnicloudmask's own directory."""
-    return any(all(_usable(p) for p in weight_paths(d, version))
-               for d in (weights_dir, package_weights_dir()))
-
-
 def check_weights(weights_dir: str | Path, version: float) -> list[Path]:
     """The weight files, or a WeightsMissingError that says how to stage them.
 

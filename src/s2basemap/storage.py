@@ -168,7 +168,7 @@ def sweep_peak(sizes: dict, columns: dict[str, tuple[int, int]],
 
 
 def sweep_front(sizes: dict, columns: dict[str, tuple[int, int]],
-           ahead: int = SWEEP_AHEAD_COLUMNS) -> tuple[float, int]:
+                ahead: int = SWEEP_AHEAD_COLUMNS) -> tuple[float, int]:
     """(sweep_peak's bytes, the column being composited then: those west of it are done)."""
     held = {scene: size["source_bytes"] * size["aoi_share"] * SCENE_RASTER_FACTOR
             + size["window_pixels"] * MASK_BYTES_PER_PIXEL for scene, size in sizes["scenes"].items()}
@@ -202,11 +202,12 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
     work goes west to east, so its scene rasters and masks peak at `sweep_bytes`
     where that was estimated, beside the composites written west of the sweep then
     (`sweep_tile_bytes`; else all of the month's); the tiles stay until its mosaic
-    is assembled, and then its products are written. With `months_in_flight` = M, a period's fetches
-    wait until the period M places earlier has all its tiles: at most M periods
-    hold scene rasters, beside the tiles of the period before them (not yet
-    assembled) and the products of all earlier ones. Without a limit every fetch
-    may run first, and the worst case holds everything at once.
+    is assembled, and then its products are written. With `months_in_flight` = M,
+    a period's fetches wait until the period M places earlier has all its tiles:
+    at most M periods hold scene rasters, beside the tiles of the period before
+    them (until assembled, see `_lingering`) and the products of all earlier ones.
+    Without a limit every fetch may run first, and the worst case holds
+    everything at once.
     """
     ordered = list(periods.values())
 

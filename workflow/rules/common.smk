@@ -210,6 +210,9 @@ def column_inputs(wildcards):
 # about when the first column that needs it is next, and deleted (temp) once its
 # last column is composited; composites and masks go before more fetches.
 WEIGHTS_PRIORITY = 4_000_000_000  # before anything: missing weights stop the run early
+# a finished month's mosaic, metadata and upload before more of the next month's
+# work: its composites (and products not kept) then go early, as the plan models
+OUTPUTS_PRIORITY = 3_500_000_000
 COMPOSITE_PRIORITY = 3_000_000_000
 MASK_PRIORITY = 2_000_000_000
 FETCH_PRIORITY = 1_000_000_000

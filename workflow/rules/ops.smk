@@ -5,6 +5,7 @@ rule upload_period:
         f"{WORK}/{{period}}/upload.json",
     log:
         f"{LOGS}/upload/{{period}}.log",
+    priority: OUTPUTS_PRIORITY
     conda:
         "../../envs/ops.yaml"
     resources:

@@ -14,6 +14,7 @@ rule assemble_mosaic:
         f"{LOGS}/assemble/{{period}}_{{dates}}.log",
     benchmark:
         f"{BENCHMARKS}/assemble/{{period}}_{{dates}}.tsv"
+    priority: OUTPUTS_PRIORITY
     conda:
         "../../envs/geo.yaml"
     params:
@@ -39,6 +40,7 @@ rule period_metadata:
         ),
     log:
         f"{LOGS}/metadata/{{period}}.log",
+    priority: OUTPUTS_PRIORITY
     conda:
         "../../envs/geo.yaml"
     params:
