@@ -101,7 +101,7 @@ def test_a_results_dir_on_another_disk_is_checked_for_the_products_alone(tmp_pat
 
 def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
     from s2basemap.grid import scene_columns
-    from s2basemap.storage import peak_bytes, sweep_front, sweep_peak
+    from s2basemap.storage import peak_bytes, sweep_front
 
     tile_scenes = {"0000_0000": ["a", "b"], "0001_0001": ["b", "c"], "0000_0002": ["c", "d"],
                    "0001_0003": ["d"]}
@@ -115,9 +115,9 @@ def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
     sizes = {"scenes": {"a": scene(10), "b": scene(20), "c": scene(40), "d": scene(30, 100), "e": scene(5)}}
     # fetched at their first column: column 0 holds a + b, 1 holds b + c, 2 holds c + d
     # (and its 10 B of mask); e touches no tile and is held throughout
-    assert sweep_peak(sizes, columns, ahead=0) == pytest.approx(max(30, 60, 70 + 10) + 5)
+    assert sweep_front(sizes, columns, ahead=0)[0] == pytest.approx(max(30, 60, 70 + 10) + 5)
     # fetched a column ahead: column 1 also holds d
-    assert sweep_peak(sizes, columns, ahead=1) == pytest.approx(max(30 + 40, 20 + 40 + 40) + 5)
+    assert sweep_front(sizes, columns, ahead=1)[0] == pytest.approx(max(30 + 40, 20 + 40 + 40) + 5)
     month = _month(105, 10, 4, 5) | {"sweep_bytes": 85}
     assert peak_bytes({"m": month}, False, 1) == (85 + 4, 5)
     # the column being composited at the peak: the composites west of it are written

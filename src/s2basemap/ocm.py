@@ -8,12 +8,10 @@ in the middle of a run.
 from __future__ import annotations
 
 import csv
-import importlib.metadata
 import importlib.util
 import logging
 import math
 import os
-import re
 import shutil
 import time
 import urllib.error
@@ -88,13 +86,12 @@ def weight_paths(weights_dir: str | Path, version: float) -> list[Path]:
 
 def package_weights_dir() -> Path:
     """omnicloudmask's own model directory (where its default download puts the
-    weights): the user data directory for its release, e.g.
-    ~/.local/share/omnicloudmask/1.8.1; found without importing it (torch)."""
+    weights), e.g. ~/.local/share/omnicloudmask/1.8.1: its `get_model_data_dir`
+    without creating the directory."""
     import platformdirs
+    from omnicloudmask.download_models import release_version
 
-    version = importlib.metadata.version("omnicloudmask")
-    release = re.match(r"\d+(\.\d+)*", version)
-    return Path(platformdirs.user_data_dir("omnicloudmask", version=release[0] if release else version))
+    return Path(platformdirs.user_data_dir("omnicloudmask", version=release_version()))
 
 
 def _usable(path: Path) -> bool:

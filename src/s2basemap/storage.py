@@ -107,12 +107,11 @@ def size_scenes(manifest: dict, aoi: AOI) -> dict:
     return {"period": manifest["period"], "scenes": scenes}
 
 
-def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
-                    columns: dict[str, tuple[int, int]] | None = None,
-                    column_tiles: dict[int, int] | None = None) -> dict:
+def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, columns: dict[str, tuple[int, int]],
+                    column_tiles: dict[int, int]) -> dict:
     """Bytes one period reads and writes, and the pixels and jobs its stages handle
     (for the time plan): one composite job per column of tiles (`column_tiles`:
-    column -> its tile count; one job per tile when not given).
+    column -> its tile count).
 
     With each scene's (first, last) tile column, also the scene rasters and masks
     on disk at once when the month goes west to east (`sweep_bytes`), and the
@@ -125,7 +124,8 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
     scene_rasters = sum(s["source_bytes"] * s["aoi_share"] * SCENE_RASTER_FACTOR for s in scenes)
     masks = sum(s["window_pixels"] * MASK_BYTES_PER_PIXEL for s in scenes)
     has_scenes = bool(sizes["scenes"])
-    composite_jobs = (tile_count if column_tiles is None else len(column_tiles)) if has_scenes else 0
+    tile_count = sum(column_tiles.values())
+    composite_jobs = len(column_tiles) if has_scenes else 0
     tile_bytes = aoi_pixels * TILE_BYTES_PER_PIXEL if has_scenes else 0
     products = aoi_pixels * PRODUCT_BYTES_PER_PIXEL if has_scenes else 0
     estimate = {
@@ -144,12 +144,10 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
         "composite_jobs": composite_jobs,
         "output_pixels": tile_count * grid.tile_size ** 2 if has_scenes else 0,
     }
-    if columns is not None:
-        held, column = sweep_front(sizes, columns)
-        estimate["sweep_bytes"] = int(held)
-        if column_tiles:
-            west = sum(n for c, n in column_tiles.items() if c < column) / sum(column_tiles.values())
-            estimate["sweep_tile_bytes"] = int(tile_bytes * west)
+    held, column = sweep_front(sizes, columns)
+    estimate["sweep_bytes"] = int(held)
+    estimate["sweep_tile_bytes"] = int(tile_bytes * sum(n for c, n in column_tiles.items() if c < column)
+                                       / tile_count)
     return estimate
 
 
@@ -158,18 +156,13 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, tile_count: int,
 SWEEP_AHEAD_COLUMNS = 1
 
 
-def sweep_peak(sizes: dict, columns: dict[str, tuple[int, int]],
-               ahead: int = SWEEP_AHEAD_COLUMNS) -> float:
-    """The most scene-raster and mask bytes held at once when a month's work goes
-    west to east over the output tile columns: a scene's from `ahead` columns
-    before the first that needs it through the last. Scenes that touch no tile
-    are counted throughout."""
-    return sweep_front(sizes, columns, ahead)[0]
-
-
 def sweep_front(sizes: dict, columns: dict[str, tuple[int, int]],
                 ahead: int = SWEEP_AHEAD_COLUMNS) -> tuple[float, int]:
-    """(sweep_peak's bytes, the column being composited then: those west of it are done)."""
+    """The most scene-raster and mask bytes held at once when a month's work goes
+    west to east over the output tile columns, and the column being composited
+    then (those west of it are done). A scene is held from `ahead` columns before
+    the first that needs it through the last; scenes that touch no tile are
+    counted throughout."""
     held = {scene: size["source_bytes"] * size["aoi_share"] * SCENE_RASTER_FACTOR
             + size["window_pixels"] * MASK_BYTES_PER_PIXEL for scene, size in sizes["scenes"].items()}
     anywhere = sum(b for scene, b in held.items() if scene not in columns)
@@ -259,8 +252,6 @@ def timed_sweeps(periods: dict[str, dict], machine: Machine, uses_ocm: bool,
     of its tiles west of the peak), and when its composites and products are gone
     after its end (the outputs stage, and the upload when products are not kept)."""
     for p in periods.values():
-        if "sweep_tile_bytes" not in p:
-            continue  # no sweep estimated: the month before's are counted beside it
         stages = period_time(p, machine, uses_ocm)["stages"]
         share = p["sweep_tile_bytes"] / p["tile_bytes"] if p["tile_bytes"] else 0.0
         p["sweep_peak_seconds"] = round(share * stages["fetch"]["seconds"], 1)
@@ -427,8 +418,7 @@ def plan_run(size_paths, manifest_paths, grid: OutputGrid, aoi: AOI, storage: di
     for path in size_paths:
         sizes = json.loads(Path(path).read_text())
         columns = scene_columns(scenes_by_tile(manifests[sizes["period"]], footprints))
-        periods[sizes["period"]] = estimate_period(sizes, grid, aoi, len(tiles), columns,
-                                                   column_tiles)
+        periods[sizes["period"]] = estimate_period(sizes, grid, aoi, columns, column_tiles)
     timed_sweeps(periods, machine, uses_ocm, products_kept)
     plan = build_plan(dict(sorted(periods.items())), storage["keep_scene_rasters"], work_dir,
                       results_dir, storage["free_disk_limit_gb"], storage["months_in_flight"],
