@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,9 +38,10 @@ def faulty(tmp_path_factory):
         yield world, http
 
 
-def config_for(world, **overrides):
-    return world_config(world, months=MONTHS, fetch={"retries": 3, "backoff_seconds": 0.1,
-                                                     "timeout_seconds": 20}, **overrides)
+def config_for(world, fetch=None, **overrides):
+    """Generous timeouts: only injected stalls ever reach them. `fetch` adds fetch settings."""
+    fetch = {"retries": 3, "backoff_seconds": 0.1, "timeout_seconds": 20} | (fetch or {})
+    return world_config(world, months=MONTHS, fetch=fetch, **overrides)
 
 
 def fault_schedule(world) -> dict[tuple[str, int], str]:
@@ -83,29 +85,140 @@ def test_network_faults_leave_the_mosaic_byte_identical(faulty, baseline, tmp_pa
         assert all("duplicate" in e["reason"] for e in metadata["left_out"])
 
 
-def test_persistent_faults_leave_the_scene_out_and_say_so(faulty, tmp_path):
+def band_paths(world, scenes, bands=FILES) -> set[str]:
+    return {"/" + scene.path(band).relative_to(world.root).as_posix() for scene in scenes for band in bands}
+
+
+def products_of(workdir: Path, month: str) -> list[Path]:
+    return sorted((workdir / "results" / month).glob("*")) if (workdir / "results" / month).exists() else []
+
+
+def test_an_outage_for_the_whole_run_publishes_nothing_and_the_next_run_completes(faulty, baseline, tmp_path):
     world, http = faulty
+    http.schedule_faults({})
+    http.go_down()
+    try:
+        result = run_snakemake(tmp_path, config_for(world), check=False)
+    finally:
+        http.come_up()
+    assert result.returncode != 0
+    assert "the imagery source did not answer" in result.stderr and "Run again once it answers" in result.stderr
+    # it stopped at the plan's size requests: nothing fetched, nothing published
+    assert not list((tmp_path / "work").glob("*/scenes/*.json"))
+    assert all(products_of(tmp_path, month) == [] for month in MONTHS)
+    run_snakemake(tmp_path, config_for(world))
+    assert digests(tmp_path, PRODUCTS) == baseline
+
+
+def test_an_outage_mid_run_stops_early_and_the_next_run_fetches_just_the_failed_scenes(
+        faulty, baseline, tmp_path):
+    world, http = faulty
+    http.schedule_faults({})
+    scenes = [scene for month in MONTHS for scene in world.newest(month)]
+    hook = WebhookReceiver().start()
+    # both months' fetches may run (no wait for the first month's tiles), so that the
+    # outage meets more scenes than the watch lets spend their retries
+    config = config_for(world, notify={"webhook_env": "S2B_TEST_WEBHOOK"}, fetch={"outage_after": 3},
+                        storage={"months_in_flight": None})
+    # down once the plan's size requests (a HEAD per file) and about three scenes' reads are served
+    http.go_down(after=len(scenes) * len(FILES) + 90)
+    try:
+        result = run_snakemake(tmp_path, config, check=False, env={"S2B_TEST_WEBHOOK": hook.url})
+    finally:
+        http.come_up()
+        hook.stop()
+    assert result.returncode != 0
+    failed = {}
+    for path in (tmp_path / "work").glob("*/failed/*.json"):
+        failed[path.stem] = json.loads(path.read_text())
+    assert failed and all(entry["kind"] == "transient" for entry in failed.values())
+    # the watch stopped the rest: at most outage_after scenes (and those in flight on the two
+    # cores) spent their retries, and the others gave up without a request
+    spent = [e for e in failed.values() if e["reason"].startswith("unreadable after 4 attempts")]
+    gave_up = [e for e in failed.values()
+               if re.match(r"gave up: the imagery source looks down: [345] scenes in a row", e["reason"])]
+    assert len(spent) <= 3 + 2 and gave_up and len(spent) + len(gave_up) == len(failed)
+    assert all(e["attempts"] == 0 for e in gave_up)
+    waiting = sorted({path.parent.parent.name for path in (tmp_path / "work").glob("*/failed/*.json")})
+    for month in waiting:
+        total = len(world.newest(month))
+        n = sum(1 for path in (tmp_path / "work" / month / "failed").glob("*.json"))
+        line = next(l for l in result.stderr.splitlines() if l.startswith(f"ERROR {month} not published"))
+        assert f"{n} of {total} scenes could not be read ({n} for network reasons" in line
+        assert line.endswith(f"--configfile {tmp_path / 'config.yaml'} --cores 2")
+        assert not (tmp_path / "results" / month / "metadata.json").exists()
+        assert any(t.startswith(f":x: {month} not published") for t in hook.texts)
+    assert not any("rule fetch_scene failed" in t for t in hook.texts)  # told per month, not per scene
+    fetched = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/scenes/*.json")}
+    http.reset_counts()
+    run_snakemake(tmp_path, config)  # the same command, no --forcerun
+    assert digests(tmp_path, PRODUCTS) == baseline
+    assert set(http.requests) <= band_paths(world, [world.scene(i) for i in failed])
+    assert {p.split("/")[-2] for p in http.requests} == {world.scene(i).path("red").parent.name for i in failed}
+    for path, mtime in fetched.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path.name} was fetched again"
+    assert not list((tmp_path / "work").glob("*/failed/*.json"))
+
+
+def test_a_permanently_broken_scene_is_left_out_of_a_published_month(faulty, tmp_path):
+    world, http = faulty
+    http.schedule_faults({})
     victim = world.scene("S2A_16SBU_20220214_0_L2A")
-    http.always_fail = {"/" + victim.path("red").relative_to(world.root).as_posix()}
+    hidden = victim.path("red").with_suffix(".hidden")
+    victim.path("red").rename(hidden)  # the server answers 404
     hook = WebhookReceiver().start()
     try:
-        config = config_for(world, notify={"webhook_env": "S2B_TEST_WEBHOOK"})
+        config = config_for(world, notify={"webhook_env": "S2B_TEST_WEBHOOK"},
+                            fetch={"max_left_out_fraction": 0.2})
         run_snakemake(tmp_path, config, env={"S2B_TEST_WEBHOOK": hook.url})
     finally:
-        http.always_fail = set()
+        hidden.rename(victim.path("red"))
         hook.stop()
     metadata = json.loads((tmp_path / "results" / "2022-02" / "metadata.json").read_text())
     left_out = {e["id"]: e["reason"] for e in metadata["left_out"]}
-    assert victim.id in left_out and "failed: unreadable after 4 attempts" in left_out[victim.id]
-    assert "B04.tif" in left_out[victim.id] and "503" in left_out[victim.id]
+    assert left_out[victim.id].startswith("failed: unreadable (permanent) after 1 attempt: red (")
+    assert "B04.tif" in left_out[victim.id] and "HTTP response code: 404" in left_out[victim.id]
     assert victim.id not in {s["id"] for s in metadata["scenes"]}
     message = next(t for t in hook.texts if t.startswith(":white_check_mark: 2022-02"))
-    assert f"{victim.id}: failed: unreadable" in message
+    assert f"{victim.id}: failed: unreadable (permanent)" in message
     # the scene's raster is an explicit, empty placeholder, never a partial image
     record = json.loads((tmp_path / "work/2022-02/scenes" / f"{victim.id}.json").read_text())
-    assert record["status"] == "failed"
+    assert record["status"] == "failed" and record["kind"] == "permanent"
     stats = json.loads((tmp_path / "work/2022-02/masks" / f"{victim.id}.json").read_text())
     assert stats["status"] == "skipped"
+
+
+def test_more_broken_scenes_than_the_threshold_fail_the_month_and_name_them(faulty, baseline, tmp_path):
+    world, http = faulty
+    http.schedule_faults({})
+    victims = [world.scene(i) for i in ("S2A_16SBU_20220214_0_L2A", "S2B_15SYU_20220204_0_L2A")]
+    for victim in victims:  # not a TIFF: the server answers 200 with a web page
+        victim.path("nir").rename(victim.path("nir").with_suffix(".good"))
+        victim.path("nir").write_text("<html>maintenance</html>" * 40)
+    try:
+        result = run_snakemake(tmp_path, config_for(world), check=False)
+    finally:
+        for victim in victims:
+            victim.path("nir").with_suffix(".good").replace(victim.path("nir"))
+    assert result.returncode != 0
+    line = next(l for l in result.stderr.splitlines() if "2022-02 not published" in l)
+    assert "2 of 6 scenes could not be read (33% of the month, more than fetch.max_left_out_fraction 0.1" in line
+    assert all(f"{v.id}: unreadable (permanent)" in line and "not recognized" in line for v in victims)
+    assert products_of(tmp_path, "2022-02") == []
+    assert (tmp_path / "results/2022-01/metadata.json").exists()  # the other month is published
+    # the files are mended: the next run fetches those two again and publishes the month. The
+    # month's columns ran with them left out and swept their scene rasters, so the columns
+    # they touch are composited again from refetched rasters; the published month is untouched.
+    assert sorted(p.stem for p in (tmp_path / "work/2022-02/failed").glob("*.json")) == sorted(v.id for v in victims)
+    assert not any((tmp_path / "work/2022-02/scenes" / f"{v.id}.json").exists() for v in victims)
+    published = {p: p.stat().st_mtime_ns for p in (tmp_path / "work/2022-01").rglob("*.json")}
+    http.reset_counts()
+    run_snakemake(tmp_path, config_for(world))
+    assert digests(tmp_path, PRODUCTS) == baseline
+    assert band_paths(world, victims) <= set(http.requests)
+    assert set(http.requests) <= band_paths(world, world.newest("2022-02"))
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in published.items())
+    assert not list((tmp_path / "work/2022-02/failed").glob("*.json"))
 
 
 STAGES = {"fetch": "work/logs/fetch", "mask": "work/logs/mask", "composite": "work/logs/composite",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import geopandas
 import numpy as np
 import pytest
@@ -9,8 +11,10 @@ import rasterio
 import shapely
 
 from s2basemap.aoi import read_aoi
-from s2basemap.fetch import MARGIN_PIXELS, FetchOptions, fetch_scene
+from s2basemap.failures import OutageWatch, SceneUnavailable, reset_outage
+from s2basemap.fetch import MARGIN_PIXELS, FetchOptions, fetch_scene, fetch_scene_job
 from s2basemap.search import BANDS
+from testworld.servers import free_port
 
 FAST = FetchOptions(retries=1, backoff_seconds=0.05, timeout_seconds=10)
 
@@ -101,12 +105,128 @@ def test_scene_outside_the_aoi_is_skipped(world, http_server, tmp_path):
         assert out.read().max() == 0 and out.tags()["STATUS"] == "no_overlap"
 
 
-def test_unreadable_scene_is_left_out_with_its_reason(world, http_server, tmp_path):
+def test_a_missing_file_is_permanent_and_left_out_at_once(world, http_server, tmp_path):
     scene = world.scene("S2A_15SYU_20220128_0_L2A")
     spec = spec_for(world, scene, -1000)
     spec["assets"]["nir"] = f"{world.base_url}/cogs/does-not-exist/B08.tif"
     record = fetch_scene(spec, read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
-    assert record["status"] == "failed" and record["attempts"] == 2
-    assert "does-not-exist/B08.tif" in record["reason"]
+    # a 404 is the file's own: no retry could help
+    assert record["status"] == "failed" and record["kind"] == "permanent" and record["attempts"] == 1
+    assert "nir (" in record["reason"] and "does-not-exist/B08.tif" in record["reason"]
+    assert "HTTP response code: 404" in record["reason"]
     with rasterio.open(tmp_path / "s.tif") as out:
         assert out.read().max() == 0 and out.tags()["STATUS"] == "failed"
+
+
+def broken_copy(world, scene, band: str, name: str, content: bytes) -> str:
+    """The scene's spec with one band served from a file of `content`."""
+    path = world.root / "broken" / name / scene.path(band).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return world.url(path)
+
+
+def test_a_file_that_is_not_a_tiff_is_permanent(world, http_server, tmp_path):
+    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    spec = spec_for(world, scene, -1000)
+    spec["assets"]["red"] = broken_copy(world, scene, "red", "html", b"<html>busy</html>" * 40)
+    record = fetch_scene(spec, read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
+    assert record["kind"] == "permanent" and record["attempts"] == 1
+    assert "not recognized as being in a supported file format" in record["reason"]
+
+
+def test_a_file_shorter_than_its_tile_index_is_permanent(world, http_server, tmp_path):
+    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    whole = scene.path("green").read_bytes()
+    kept = len(whole) // 2
+    spec = spec_for(world, scene, -1000)
+    spec["assets"]["green"] = broken_copy(world, scene, "green", "short", whole[:kept])
+    record = fetch_scene(spec, read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
+    # every attempt read short; the server's size settles that the file itself is short
+    assert record["kind"] == "permanent" and record["attempts"] == FAST.retries + 1
+    needed = int(record["reason"].split(" of the ")[1].split(" ")[0].replace(",", ""))
+    assert f"truncated file: {kept:,} bytes" in record["reason"] and kept < needed <= len(whole)
+
+
+def test_bytes_cut_in_transit_on_every_attempt_are_transient(world, http_server, tmp_path):
+    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    path = "/" + scene.path("green").relative_to(world.root).as_posix()
+    # the header reads whole; every later read of the file is cut in half
+    http_server.schedule_faults({(path, n): "truncate" for n in range(1, 40)})
+    try:
+        with pytest.raises(SceneUnavailable) as caught:
+            fetch_scene(spec_for(world, scene, -1000), read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
+    finally:
+        http_server.schedule_faults({})
+    assert http_server.faults["truncate"] >= FAST.retries + 1
+    assert caught.value.entry["kind"] == "transient" and caught.value.entry["attempts"] == FAST.retries + 1
+    assert "B03.tif" in caught.value.entry["reason"]
+    assert not (tmp_path / "s.tif").exists()  # never a partial scene
+
+
+@pytest.mark.parametrize("outage", ["503", "refused"])
+def test_an_unanswering_server_is_transient(world, http_server, tmp_path, outage):
+    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    spec = spec_for(world, scene, -1000)
+    if outage == "503":
+        http_server.always_fail = {"/" + scene.path("blue").relative_to(world.root).as_posix()}
+        expected = "HTTP response code: 503"
+    else:
+        spec["assets"]["blue"] = f"http://127.0.0.1:{free_port()}/B02.tif"
+        expected = "Could not connect to server"
+    try:
+        with pytest.raises(SceneUnavailable) as caught:
+            fetch_scene(spec, read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
+    finally:
+        http_server.always_fail = set()
+    entry = caught.value.entry
+    assert entry["kind"] == "transient" and entry["attempts"] == FAST.retries + 1
+    assert expected in entry["reason"] and "blue (" in entry["reason"]
+    assert "run the workflow again" in str(caught.value)
+
+
+def test_scenes_failing_in_a_row_stop_the_rest_before_any_request(world, http_server, tmp_path):
+    watch = OutageWatch(tmp_path / "outage.json", limit=2)
+    aoi = read_aoi(world.aoi_gpkg)
+    scenes = [world.scene(i) for i in ("S2A_15SYU_20220128_0_L2A", "S2A_16SBU_20220128_0_L2A",
+                                       "S2B_15SYU_20220204_0_L2A")]
+    http_server.go_down()
+    try:
+        for scene in scenes[:2]:
+            with pytest.raises(SceneUnavailable, match="unreadable after 2 attempts"):
+                fetch_scene(spec_for(world, scene, -1000), aoi, tmp_path / "s.tif", FAST, watch)
+        refused = http_server.faults["down"]
+        with pytest.raises(SceneUnavailable) as caught:
+            fetch_scene(spec_for(world, scenes[2], -1000), aoi, tmp_path / "s.tif", FAST, watch)
+        assert http_server.faults["down"] == refused  # gave up without a request
+    finally:
+        http_server.come_up()
+    assert caught.value.entry["attempts"] == 0
+    assert "the imagery source looks down: 2 scenes in a row" in caught.value.entry["reason"]
+    # once the source is up (a new run resets the watch), a success clears the count
+    reset_outage(watch.path)
+    watch.failed("one blip")
+    record = fetch_scene(spec_for(world, scenes[2], -1000), aoi, tmp_path / "s.tif", FAST, watch)
+    assert record["status"] == "ok" and watch.down() is None
+    watch.failed("another blip")
+    assert watch.down() is None  # one in a row again, not two
+
+
+def test_a_fetch_job_notes_a_transient_failure_and_clears_it_once_fetched(world, http_server, tmp_path):
+    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    record = tmp_path / "2022-01" / "scenes" / f"{scene.id}.json"
+    record.parent.mkdir(parents=True)
+    ledger = tmp_path / "2022-01" / "failed" / f"{scene.id}.json"
+    args = (spec_for(world, scene, -1000), read_aoi(world.aoi_gpkg), tmp_path / "s.tif", record, FAST,
+            tmp_path / "outage.json")
+    http_server.go_down()
+    try:
+        with pytest.raises(SceneUnavailable):
+            fetch_scene_job(*args)
+    finally:
+        http_server.come_up()
+    assert not record.exists()
+    noted = json.loads(ledger.read_text())
+    assert noted["id"] == scene.id and noted["kind"] == "transient" and "Connection reset" in noted["reason"]
+    fetch_scene_job(*args)
+    assert json.loads(record.read_text())["status"] == "ok" and not ledger.exists()

@@ -31,7 +31,9 @@ def odd_run(tmp_path_factory):
         workdir = tmp_path_factory.mktemp("odd-run")
         config = world_config(world, months=["2022-03"],
                               stac={"url": stac.url, "collection": ODD_COLLECTION},
-                              fetch={"retries": 1, "backoff_seconds": 0.05, "timeout_seconds": 5})
+                              # two of its five fetched scenes are broken files
+                              fetch={"retries": 1, "backoff_seconds": 0.05, "timeout_seconds": 5,
+                                     "max_left_out_fraction": 0.4})
         result = run_snakemake(workdir, config)
         yield world, ids, workdir, result
 
@@ -43,8 +45,11 @@ def test_odd_items_are_left_out_with_named_reasons(odd_run):
     left_out = {e["id"]: e["reason"] for e in metadata["left_out"]}
     assert "not recognized as being in a supported file format" in left_out[ids["not_a_tiff"]]
     assert "red (" in left_out[ids["not_a_tiff"]] and "B04.tif" in left_out[ids["not_a_tiff"]]
-    assert left_out[ids["truncated"]].startswith("failed: unreadable after 2 attempts: ")
-    assert "B03.tif" in left_out[ids["truncated"]]
+    assert left_out[ids["not_a_tiff"]].startswith("failed: unreadable (permanent) after 1 attempt: ")
+    # a short read on every attempt, and the server's size says the file itself is short
+    assert left_out[ids["truncated"]].startswith("failed: unreadable (permanent) after 2 attempts: green (")
+    green = world.scene(ids["truncated"]).path("green")
+    assert f"truncated file: {green.stat().st_size:,} bytes of the " in left_out[ids["truncated"]]
     assert left_out[ids["missing_asset"]].endswith("missing scl (asset 'scl')")
     # the API never returns an item off the AOI; had it done so, our own filter drops it
     assert ids["far_away"] not in left_out

@@ -137,3 +137,25 @@ def test_the_plan_gives_each_month_its_swept_peak(tmp_path):
     assert plan["periods"]["m"]["work_peak_bytes"] == 85 + 4
     # without a limit on months in flight the run's worst case is every fetch first
     assert plan["total"]["peak_bytes"] == KERNEL_CACHE_BYTES + 105 + 10 + 4 + 5
+
+
+def test_sizes_come_from_the_server_and_a_missing_file_is_left_to_the_fetch(world, http_server):
+    from s2basemap.storage import head_sizes
+
+    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    present, missing = world.url(scene.path("red")), f"{world.base_url}/cogs/does-not-exist/B04.tif"
+    assert head_sizes([present, missing]) == {present: scene.path("red").stat().st_size, missing: None}
+
+
+def test_sizes_from_a_source_that_does_not_answer_stop_the_plan(world, http_server):
+    from s2basemap.storage import SourceUnreachable, head_sizes
+
+    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    hrefs = [world.url(scene.path(band)) for band in ("red", "green")]
+    http_server.go_down()
+    try:
+        with pytest.raises(SourceUnreachable, match=r"2 of 2 size requests failed for network reasons"):
+            head_sizes(hrefs)
+    finally:
+        http_server.come_up()
+    assert http_server.faults["down"] >= 2

@@ -4,8 +4,9 @@ Only the blocks under the AOI's bounding box are read (GDAL /vsicurl/), SCL is
 brought from 20 m to the 10 m grid by nearest neighbour, pixels outside the AOI
 polygon become nodata (0), and reflectance is harmonised to the pre-04.00
 convention. The result is one tiled, compressed GeoTIFF per scene plus a
-record (JSON) that says what happened; a scene that cannot be read after the
-retries gets a "failed" record and is left out of its period.
+record (JSON) that says what happened. A scene whose file is unreadable gets a
+"failed" record and is left out of its period; one the network keeps from us
+fails its job, so its month waits for it (see s2basemap.failures).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from rasterio.features import geometry_mask
 from rasterio.windows import Window, from_bounds
 from shapely.geometry import box
 
+from s2basemap import failures
 from s2basemap.aoi import AOI
-from s2basemap.atomic import atomic_path
+from s2basemap.atomic import atomic_path, atomic_write_json
+from s2basemap.failures import PERMANENT, TRANSIENT, OutageWatch, SceneUnavailable, error_text
 from s2basemap.radiometry import check_offset_against_pixels, harmonise
 from s2basemap.search import BANDS, REFLECTANCE_BANDS
 
@@ -46,6 +49,7 @@ class FetchOptions:
     backoff_seconds: float = 2.0
     timeout_seconds: int = 60
     offset_check_threshold: float = 0.05
+    outage_after: int | None = 8
 
     @classmethod
     def from_config(cls, fetch_config: dict) -> FetchOptions:
@@ -76,27 +80,120 @@ def fetch_spec(scene: dict) -> dict:
     return {key: scene[key] for key in ("id", "assets", "offset")}
 
 
-def fetch_scene(spec: dict, aoi: AOI, tif_path, options: FetchOptions) -> dict:
-    """Fetch with retries and backoff; always return a record, write the GeoTIFF when ok."""
-    last_error = None
+def fetch_scene_job(spec: dict, aoi: AOI, tif_path, record_path, options: FetchOptions,
+                    outage_path) -> None:
+    """One fetch job: the scene's record written, or its transient failure noted in the
+    period's ledger (for the run's closing lines) and raised, which fails the job."""
+    outage = OutageWatch(outage_path, options.outage_after)
+    try:
+        record = fetch_scene(spec, aoi, tif_path, options, outage)
+    except SceneUnavailable as exc:
+        failures.note_failure(record_path, exc.entry)
+        raise
+    failures.clear_failure(record_path)
+    atomic_write_json(record_path, record)
+
+
+def fetch_scene(spec: dict, aoi: AOI, tif_path, options: FetchOptions,
+                outage: OutageWatch | None = None) -> dict:
+    """Fetch with retries and backoff, and return the scene's record; the GeoTIFF is
+    written when the record says ok.
+
+    A permanent failure (the file's own) gives a "failed" record and a placeholder:
+    the scene is left out. A transient one (the network's) raises SceneUnavailable
+    once the retries are spent, or at once while `outage` says the source is down.
+    """
+    outage = outage or OutageWatch()
+    error, last, kind = None, None, None
     for attempt in range(options.retries + 1):
+        down = outage.down()
+        if down:
+            raise SceneUnavailable(spec["id"], f"gave up: {down}", attempt)
         if attempt:
             delay = options.backoff_seconds * 2 ** (attempt - 1)
-            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", spec["id"], attempt, last_error, delay)
+            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", spec["id"], attempt, last, delay)
             time.sleep(delay)
         try:
-            record = _fetch_once(spec, aoi, tif_path, options)
-            return record | {"attempts": attempt + 1}
+            record = _fetch_once(spec, aoi, tif_path, options, fresh=attempt > 0)
         except (RasterioError, OSError) as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
-    reason = f"unreadable after {options.retries + 1} attempts: {last_error}"
+            error, last, kind = exc, describe(exc), failures.classify(error_text(exc))
+            if kind == PERMANENT:
+                break
+            continue
+        outage.answered()
+        return record | {"attempts": attempt + 1}
+    attempts = attempt + 1
+    if kind is None:  # a short read: cut in transit, or a short file?
+        kind, last = _settle_short_read(error, last, options)
+    if kind == TRANSIENT:
+        if isinstance(error, SceneReadError):  # the source's doing, not (say) a full local disk
+            outage.failed(last)
+        raise SceneUnavailable(spec["id"], f"unreadable after {attempts} attempts: {last}", attempts)
+    outage.answered()
+    reason = f"unreadable ({PERMANENT}) after {attempts} attempt{'s' * (attempts > 1)}: {last}"
     log.error("%s: left out of its period: %s", spec["id"], reason)
     write_placeholder(tif_path, "failed")
-    return {"id": spec["id"], "status": "failed", "reason": reason, "attempts": options.retries + 1}
+    return {"id": spec["id"], "status": "failed", "kind": PERMANENT, "reason": reason, "attempts": attempts}
+
+
+def describe(exc: BaseException) -> str:
+    """A failed read in one line: the band and href, and GDAL's own words for what went wrong."""
+    text = error_text(exc)
+    if isinstance(exc, SceneReadError):
+        # "red (href): Read failed. See previous exception ... <- <the detail>": keep the detail
+        detail = text.split(" <- ")[-1] if " <- " in text else str(exc.__cause__ or "")
+        return f"{exc.band} ({exc.href}): {detail}" if detail else str(exc)
+    return text.split(" <- ")[-1]
+
+
+def _settle_short_read(exc, last: str, options: FetchOptions) -> tuple[str, str]:
+    """A read came back short on every attempt: permanent when the file on the server is
+    shorter than its own tile index says, transient otherwise (the bytes are there)."""
+    if not isinstance(exc, SceneReadError):
+        return TRANSIENT, last
+    try:
+        size, needed = file_size(exc.href, options), tiff_extent(exc.href, options)
+    except (RasterioError, OSError) as probe_error:
+        return TRANSIENT, f"{last}; its size could not be checked: {error_text(probe_error)}"
+    if size is not None and needed is not None and size < needed:
+        return PERMANENT, f"{exc.band} ({exc.href}): truncated file: {size:,} bytes of the {needed:,} its tiles need"
+    return TRANSIENT, last
+
+
+def file_size(href: str, options: FetchOptions) -> int | None:
+    """The file's size as its server tells it now (HTTP HEAD), or None when it does not say."""
+    import requests
+
+    try:
+        response = requests.head(href, timeout=options.timeout_seconds, allow_redirects=True)
+    except requests.RequestException as exc:
+        raise OSError(f"HEAD {href}: {exc}") from exc
+    if response.status_code >= 400:
+        raise OSError(f"HEAD {href}: HTTP response code: {response.status_code}")
+    length = response.headers.get("Content-Length")
+    return int(length) if length is not None else None
+
+
+def tiff_extent(href: str, options: FetchOptions) -> int | None:
+    """The bytes the TIFF's full-resolution tiles reach to, from its own tile index."""
+    with rasterio.Env(**gdal_http_options(options)), rasterio.open(href) as src:
+        rows, cols = src.block_shapes[0]
+        ends = []
+        for y in range(math.ceil(src.height / rows)):
+            for x in range(math.ceil(src.width / cols)):
+                offset = src.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=1)
+                size = src.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=1)
+                if offset and size:
+                    ends.append(int(offset) + int(size))
+    return max(ends) if ends else None
 
 
 class SceneReadError(OSError):
     """Reading one band failed; the message names the band and its href."""
+
+    def __init__(self, band: str, href: str, message: str):
+        super().__init__(message)
+        self.band, self.href = band, href
 
 
 @contextmanager
@@ -105,7 +202,7 @@ def naming(band: str, href: str):
     try:
         yield
     except RasterioError as exc:
-        raise SceneReadError(f"{band} ({href}): {exc}") from exc
+        raise SceneReadError(band, href, f"{band} ({href}): {exc}") from exc
 
 
 def _open_bands(stack: ExitStack, assets: dict) -> dict:
@@ -116,8 +213,13 @@ def _open_bands(stack: ExitStack, assets: dict) -> dict:
     return sources
 
 
-def _fetch_once(spec: dict, aoi: AOI, tif_path, options: FetchOptions) -> dict:
-    with rasterio.Env(**gdal_http_options(options)), ExitStack() as stack:
+def _fetch_once(spec: dict, aoi: AOI, tif_path, options: FetchOptions, fresh: bool = False) -> dict:
+    settings = gdal_http_options(options)
+    if fresh:
+        # GDAL remembers a failed open ("does not exist") and the bytes it read:
+        # a retry must ask the server again
+        settings["CPL_VSIL_CURL_NON_CACHED"] = "/vsicurl/"
+    with rasterio.Env(**settings), ExitStack() as stack:
         sources = _open_bands(stack, spec["assets"])
         grid = sources["red"]
         aoi_geom = aoi.in_crs(grid.crs).buffer(MARGIN_PIXELS * max(abs(grid.res[0]), abs(grid.res[1])))

@@ -85,7 +85,7 @@ def summary_message(metadata_paths: list[Path], elapsed: str) -> str:
 
 
 ERROR_BLOCK = re.compile(r"Error in rule (?P<rule>\S+):\n(?P<body>(?:[ \t]+.*\n?)*)")
-JOB_BLOCK = re.compile(r"^(?:local)?(?:rule|checkpoint) \S+:\n(?P<body>(?:[ \t]+.*\n?)*)", re.M)
+JOB_BLOCK = re.compile(r"^(?:local)?(?:rule|checkpoint) \S+:\n(?P<body>(?:[ \t]+.*\n?)*)", re.MULTILINE)
 
 
 def failed_jobs(snakemake_log: str) -> list[dict]:
@@ -123,13 +123,25 @@ def error_message(job: dict, workdir: Path) -> str:
     return text
 
 
-def report_errors(notifier: Notifier, snakemake_logs, workdir: Path) -> None:
-    """One message per failed job in Snakemake's main log(s)."""
+def job_period(job: dict) -> str | None:
+    """The period wildcard of a failed job, if it has one."""
+    match = re.search(r"period=([^,\s]+)", job["wildcards"])
+    return match[1] if match else None
+
+
+def report_errors(notifier: Notifier, snakemake_logs, workdir: Path, skip=lambda job: False) -> None:
+    """A message per failed job in Snakemake's main log(s), but those `skip` says are told
+    otherwise; past MAX_LISTED jobs, one message counts the rest."""
     if isinstance(snakemake_logs, (str, Path)):
         snakemake_logs = [snakemake_logs]
     text = "\n".join(Path(p).read_text(errors="replace") for p in snakemake_logs or [] if Path(p).exists())
-    jobs = failed_jobs(text)
-    for job in jobs:
+    all_jobs = failed_jobs(text)
+    jobs = [job for job in all_jobs if not skip(job)]
+    for job in jobs[:MAX_LISTED]:
         notifier.send(error_message(job, workdir))
-    if not jobs:
+    if len(jobs) > MAX_LISTED:
+        rules = sorted({job["rule"] for job in jobs[MAX_LISTED:]})
+        notifier.send(f":x: … and {len(jobs) - MAX_LISTED} more failed jobs ({', '.join(rules)}); "
+                      "see the Snakemake log")
+    if not all_jobs:
         notifier.send(":x: s2basemap run failed before any job (see the Snakemake log)")

@@ -24,6 +24,7 @@ from pyproj import CRS
 from shapely.geometry import box
 
 from s2basemap.aoi import AOI, WGS84, reproject_geometry
+from s2basemap.failures import TRANSIENT, http_kind
 from s2basemap.grid import OutputGrid
 from s2basemap.timeplan import Machine, format_time_plan, period_time, time_plan
 
@@ -47,30 +48,48 @@ class DiskSpaceError(RuntimeError):
     """The plan needs more disk than is free; the message has the numbers."""
 
 
+class SourceUnreachable(OSError):
+    """The imagery source did not answer the plan's size requests: nothing is fetched."""
+
+
 def head_sizes(hrefs: list[str], timeout: float = 30, workers: int = 16) -> dict[str, int | None]:
-    """Content-Length of each href by HTTP HEAD (None where the server did not say)."""
+    """Content-Length of each href by HTTP HEAD (None where the server did not say, or
+    where the file is missing: its fetch will tell). SourceUnreachable when requests
+    failed for network reasons after retries, as a plan on unknown sizes is no plan."""
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
 
     session = requests.Session()
     retry = Retry(total=4, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
-                  allowed_methods=("HEAD",))
+                  allowed_methods=("HEAD",), raise_on_status=False)
     session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=workers))
     session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=workers))
+    unreachable = []
 
     def size(href: str) -> int | None:
         try:
             response = session.head(href, timeout=timeout, allow_redirects=True)
-            response.raise_for_status()
-            length = response.headers.get("Content-Length")
-            return int(length) if length is not None else None
-        except (requests.RequestException, ValueError) as exc:
-            log.warning("HEAD %s failed: %s", href, exc)
+        except requests.RequestException as exc:
+            unreachable.append(f"{href}: {type(exc).__name__}")
             return None
+        if http_kind(response.status_code) == TRANSIENT and response.status_code >= 400:
+            unreachable.append(f"{href}: HTTP {response.status_code}")
+            return None
+        if response.status_code >= 400:
+            log.warning("HEAD %s: HTTP %s", href, response.status_code)
+            return None
+        length = response.headers.get("Content-Length")
+        return int(length) if length and length.isdigit() else None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip(hrefs, pool.map(size, hrefs)))
+        sizes = dict(zip(hrefs, pool.map(size, hrefs)))
+    if unreachable:
+        raise SourceUnreachable(
+            f"the imagery source did not answer: {len(unreachable)} of {len(hrefs)} size "
+            f"requests failed for network reasons (e.g. {unreachable[0]}); nothing was fetched. "
+            "Run again once it answers.")
+    return sizes
 
 
 def scene_footprint(scene: dict, aoi: AOI):

@@ -40,8 +40,10 @@ class RangeServer:
     sees the same faults however busy the machine is: `schedule_faults` names,
     per path, which GET (0 = the first) is answered with an HTTP 500/503, a
     connection reset, a stall that lasts until the client gives up, or a body
-    cut in half. `always_fail` paths answer 503 every time. `faults` counts what
-    was injected.
+    cut in half. `always_fail` paths answer 503 every time. `go_down(after=n)`
+    takes the whole server down after its next n requests (HEAD or GET): every
+    later one gets its connection reset, as in an outage, until `come_up()`.
+    `faults` counts what was injected.
     """
 
     def __init__(self, root: Path):
@@ -53,6 +55,7 @@ class RangeServer:
         self.stall_limit_seconds = 300.0  # a stall ends when the client hangs up, or at this bound
         self._schedule: dict[tuple[str, int], str] = {}
         self._gets: Counter = Counter()
+        self._up_for: int | None = None  # requests left before an outage; None: no outage
         self._lock = threading.Lock()
         server = self
 
@@ -93,6 +96,25 @@ class RangeServer:
             self._schedule = dict(schedule)
             self._gets.clear()
 
+    def go_down(self, after: int = 0) -> None:
+        with self._lock:
+            self._up_for = after
+
+    def come_up(self) -> None:
+        with self._lock:
+            self._up_for = None
+
+    def down_now(self) -> bool:
+        """Whether this request falls in the outage (each request counts toward its start)."""
+        with self._lock:
+            if self._up_for is None:
+                return False
+            self._up_for -= 1
+            if self._up_for >= 0:
+                return False
+            self.faults["down"] += 1
+            return True
+
     def draw_fault(self, method: str, path: str) -> str | None:
         with self._lock:
             if path in self.always_fail:
@@ -132,9 +154,7 @@ class _RangeHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
         elif kind == "reset":
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.close_connection = True
-            self.connection.close()
+            self._reset()
         elif kind == "stall":
             self._stall()
         elif kind == "truncate":
@@ -149,6 +169,11 @@ class _RangeHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
         return True
+
+    def _reset(self) -> None:
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
 
     def _stall(self) -> None:
         """Send nothing until the client hangs up: a stall outlasts any client timeout."""
@@ -165,6 +190,9 @@ class _RangeHandler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def do_HEAD(self):
+        if self.owner.down_now():
+            self._reset()
+            return
         if self._fault():
             return
         path = self._file()
@@ -177,6 +205,9 @@ class _RangeHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self._last_body = 0
+        if self.owner.down_now():
+            self._reset()
+            return
         path = self._file()
         if not path:
             return

@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 
 from s2basemap import config as cfg
-from s2basemap import notify, upload
+from s2basemap import failures, notify, upload
 from s2basemap.aoi import read_aoi
 from s2basemap.fetch import fetch_spec
 from s2basemap.grid import COLUMN_ID_PATTERN, output_grid, scene_columns
@@ -84,6 +84,8 @@ CODE = {
 }
 LOGS = f"{WORK}/logs"
 BENCHMARKS = f"{WORK}/benchmarks"
+# the run's count of scenes failing in a row for network reasons (s2basemap.failures)
+OUTAGE_FILE = f"{WORK}/fetch_outage.json"
 MASK_USES_OCM = MaskOptions.from_config(config["mask"]).uses_ocm
 OCM_WEIGHTS = [
     str(path)
@@ -325,7 +327,8 @@ NOTIFIER = notify.Notifier(config["notify"]["webhook_env"])
 STARTED = time.monotonic()
 
 
-def notify_start():
+def on_start():
+    failures.reset_outage(OUTAGE_FILE)  # an outage stops one run, not the next
     NOTIFIER.send(notify.start_message(list(PERIODS), config["aoi"], str(Path.cwd())))
 
 
@@ -335,5 +338,21 @@ def notify_summary():
     NOTIFIER.send(notify.summary_message(paths, elapsed))
 
 
-def notify_errors(snakemake_log):
-    notify.report_errors(NOTIFIER, snakemake_log, Path.cwd())
+def on_error(snakemake_log):
+    """One line (and one message) per month left unpublished by unreadable scenes,
+    with the command that fetches just those; a message per other failed job."""
+    waiting = failures.waiting_months(
+        WORK, PERIODS, lambda period: Path(f"{RESULTS}/{period}/metadata.json").exists()
+    )
+    resume = failures.resume_command(sys.argv)
+    for verdict in waiting:
+        print(f"ERROR {verdict.line(resume)}", file=sys.stderr, flush=True)
+        NOTIFIER.send(f":x: {verdict.line(resume)}\n{verdict.listing()}")
+    covered = {verdict.period for verdict in waiting}
+    notify.report_errors(
+        NOTIFIER,
+        snakemake_log,
+        Path.cwd(),
+        skip=lambda job: job["rule"] in ("fetch_scene", "scene_summary")
+        and notify.job_period(job) in covered,
+    )

@@ -18,7 +18,9 @@ rule fetch_scene:
         network=1,
     params:
         scene=scene_fetch_spec,
-        options=config["fetch"],
+        # the one fetch setting that decides pixels; retries and timeouts do not
+        offset_check=config["fetch"]["offset_check_threshold"],
+        outage=OUTAGE_FILE,
         code=CODE["fetch"],
     script:
         "../scripts/fetch_scene.py"

@@ -54,5 +54,7 @@ rule scene_summary:
         f"{LOGS}/scene_summary/{{period}}.log",
     conda:
         "../../envs/geo.yaml"
+    params:
+        max_left_out_fraction=config["fetch"]["max_left_out_fraction"],
     script:
         "../scripts/scene_summary.py"

@@ -17,7 +17,7 @@ rule upload_period:
 
 
 onstart:
-    notify_start()
+    on_start()
 
 
 onsuccess:
@@ -25,4 +25,4 @@ onsuccess:
 
 
 onerror:
-    notify_errors(log)
+    on_error(log)

@@ -1,6 +1,8 @@
 rule assemble_mosaic:
     input:
-        [column_file("{period}", column) for column in COLUMNS],
+        columns=[column_file("{period}", column) for column in COLUMNS],
+        # the month's verdict: too many unreadable scenes and nothing is published
+        summary=f"{WORK}/{{period}}/scenes.json",
     output:
         mosaic=uploaded(f"{RESULTS}/{{period}}/{BASE}_{{dates}}.tif"),
         counts=uploaded(f"{RESULTS}/{{period}}/{BASE}_{{dates}}_count.tif"),

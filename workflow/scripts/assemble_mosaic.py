@@ -9,7 +9,7 @@ with logging_to(snakemake.log[0]) as log:
         pieces=column_pieces(
             grid,
             snakemake.params.columns,
-            dict(zip(snakemake.params.columns, snakemake.input)),
+            dict(zip(snakemake.params.columns, snakemake.input.columns)),
         ),
         mosaic_path=snakemake.output.mosaic,
         count_path=snakemake.output.counts,

@@ -1,13 +1,15 @@
 from s2basemap.aoi import load_aoi
-from s2basemap.atomic import atomic_write_json
-from s2basemap.fetch import FetchOptions, fetch_scene
+from s2basemap.fetch import FetchOptions, fetch_scene_job
 from s2basemap.logs import logging_to
 
 with logging_to(snakemake.log[0]):
-    record = fetch_scene(
+    fetch_scene_job(
         spec=snakemake.params.scene,
         aoi=load_aoi(snakemake.input.aoi),
         tif_path=snakemake.output.tif,
-        options=FetchOptions.from_config(snakemake.params.options),
+        record_path=snakemake.output.record,
+        # how hard to try is read from the config, not from params: changing it
+        # must not refetch scenes already fetched
+        options=FetchOptions.from_config(snakemake.config["fetch"]),
+        outage_path=snakemake.params.outage,
     )
-    atomic_write_json(snakemake.output.record, record)
