@@ -17,6 +17,7 @@ from shapely.geometry import MultiPolygon, box
 from conftest import REPO, run_snakemake, world_config
 from s2basemap.aoi import read_aoi
 from s2basemap.config import ConfigError, validate_config
+from s2basemap.failures import SceneUnavailable
 from s2basemap.fetch import FetchOptions, fetch_scene
 from s2basemap.search import BANDS, SearchError, exclusion_reason, search_geometry, search_items
 from testworld import RangeServer, served_world
@@ -178,10 +179,11 @@ def test_tls_verification_stays_on_for_imagery(world, tls_server, tmp_path):
     spec = {"id": scene.id, "assets": {b: world.url(scene.path(b)).replace(world.base_url, tls_server)
                                        for b in BANDS},
             "offset": {"dn": -1000, "source": "metadata", "reason": "test"}}
-    record = fetch_scene(spec, read_aoi(world.aoi_gpkg), tmp_path / "s.tif",
-                         FetchOptions(retries=0, timeout_seconds=5))
-    assert record["status"] == "failed"
-    assert re.search(r"SSL|certificate", record["reason"], re.I), record["reason"]
+    # refused, and not a reason to publish a month without the scene
+    with pytest.raises(SceneUnavailable) as caught:
+        fetch_scene(spec, read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FetchOptions(retries=0, timeout_seconds=5))
+    assert re.search(r"SSL|certificate", caught.value.entry["reason"], re.I), caught.value.entry["reason"]
+    assert not (tmp_path / "s.tif").exists()
 
 
 def test_tls_verification_stays_on_for_search(world, tls_server):

@@ -128,12 +128,16 @@ def fetch_scene(spec: dict, aoi: AOI, tif_path, options: FetchOptions,
     if kind == TRANSIENT:
         if isinstance(error, SceneReadError):  # the source's doing, not (say) a full local disk
             outage.failed(last)
-        raise SceneUnavailable(spec["id"], f"unreadable after {attempts} attempts: {last}", attempts)
+        raise SceneUnavailable(spec["id"], f"unreadable after {_attempts(attempts)}: {last}", attempts)
     outage.answered()
-    reason = f"unreadable ({PERMANENT}) after {attempts} attempt{'s' * (attempts > 1)}: {last}"
+    reason = f"unreadable ({PERMANENT}) after {_attempts(attempts)}: {last}"
     log.error("%s: left out of its period: %s", spec["id"], reason)
     write_placeholder(tif_path, "failed")
     return {"id": spec["id"], "status": "failed", "kind": PERMANENT, "reason": reason, "attempts": attempts}
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt{'s' * (n != 1)}"
 
 
 def describe(exc: BaseException) -> str:
