@@ -56,6 +56,8 @@ def test_defaults_fill_what_the_user_omits(good):
         (lambda c: c["stac"].update(max_cloud_cover=120), "stac.max_cloud_cover", "0-100"),
         (lambda c: c["output"].update(filename_base="a/b"), "output.filename_base", "letters"),
         (lambda c: c["fetch"].update(retries=-1), "fetch.retries", "0-20"),
+        (lambda c: c["fetch"].update(max_left_out_fraction=1.5), "fetch.max_left_out_fraction", "(0-1)"),
+        (lambda c: c["fetch"].update(outage_after=0), "fetch.outage_after", "less than the minimum"),
         (lambda c: c["storage"].update(months_in_flight=0), "storage.months_in_flight",
          "less than the minimum"),
         (lambda c: c.pop("aoi"), "aoi", "required"),

@@ -110,6 +110,7 @@ CODE_OF = {
     "aoi": {SEARCH, FETCH, COMPOSITE, ASSEMBLE, METADATA},
     "atomic": {SEARCH, FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA},
     "composite": {COMPOSITE, ASSEMBLE, METADATA},  # outputs imports composite
+    "failures": {FETCH},
     "fetch": {FETCH},
     "grid": {COMPOSITE, ASSEMBLE, METADATA},
     "manifest": {SEARCH, FETCH, MASK, METADATA},  # fetch reads the search's scene records
