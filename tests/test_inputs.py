@@ -182,7 +182,7 @@ def test_tls_verification_stays_on_for_imagery(world, tls_server, tmp_path):
     # refused, and not a reason to publish a month without the scene
     with pytest.raises(SceneUnavailable) as caught:
         fetch_scene(spec, read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FetchOptions(retries=0, timeout_seconds=5))
-    assert re.search(r"SSL|certificate", caught.value.entry["reason"], re.I), caught.value.entry["reason"]
+    assert re.search(r"SSL|certificate", caught.value.entry["reason"], re.IGNORECASE), caught.value.entry["reason"]
     assert not (tmp_path / "s.tif").exists()
 
 
