@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from s2basemap.atomic import atomic_write_json
-
-log = logging.getLogger(__name__)
 
 TRANSIENT = "transient"
 PERMANENT = "permanent"
