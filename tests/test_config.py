@@ -15,10 +15,50 @@ def good(world) -> dict:
     return {"aoi": str(world.aoi_gpkg), "months": ["2022-01"]}
 
 
+STAC_CASES = {
+    # a source fills in its url, collection and asset keys; the config may override them
+    "planetary": ({"source": "planetary-computer"},
+                  ("planetary-computer", "https://planetarycomputer.microsoft.com/api/stac/v1",
+                   "sentinel-2-l2a", {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "scl": "SCL"})),
+    "mirror": ({"source": "earth-search-c1", "url": "http://127.0.0.1:9/v1"},
+               ("earth-search-c1", "http://127.0.0.1:9/v1", "sentinel-2-c1-l2a", None)),
+    # configs from before sources: a url and a collection mean what they meant
+    "legacy": ({"url": "https://earth-search.aws.element84.com/v1", "collection": "sentinel-2-l2a"},
+               ("earth-search-l2a", "https://earth-search.aws.element84.com/v1", "sentinel-2-l2a", None)),
+    "legacy url": ({"url": "http://127.0.0.1:9/v1"},
+                   ("earth-search-l2a", "http://127.0.0.1:9/v1", "sentinel-2-l2a", None)),
+    "legacy c1": ({"collection": "sentinel-2-c1-l2a"},
+                  ("earth-search-c1", "https://earth-search.aws.element84.com/v1", "sentinel-2-c1-l2a", None)),
+    "legacy other": ({"url": "https://stac.example/v1", "collection": "s2-l2a", "assets": {"red": "B04"}},
+                     ("custom", "https://stac.example/v1", "s2-l2a", {"blue": "blue", "green": "green",
+                                                                       "red": "B04", "nir": "nir", "scl": "scl"})),
+}
+
+
+@pytest.mark.parametrize("case", STAC_CASES)
+def test_a_source_sets_where_scenes_come_from(good, case):
+    stac, (source, url, collection, assets) = STAC_CASES[case]
+    config = validate_config(copy.deepcopy(good) | {"stac": dict(stac)})
+    assert (config["stac"]["source"], config["stac"]["url"], config["stac"]["collection"]) == (source, url, collection)
+    assert config["stac"]["assets"] == (assets or {b: b for b in ("blue", "green", "red", "nir", "scl")})
+
+
+def test_a_user_config_naming_only_a_url_drops_the_default_source():
+    from s2basemap.config import replace_source
+
+    config = {"stac": {"source": "earth-search-c1", "url": "http://127.0.0.1:9/v1", "max_cloud_cover": 80}}
+    replace_source(config, {"stac": {"url": "http://127.0.0.1:9/v1"}})
+    assert config["stac"] == {"url": "http://127.0.0.1:9/v1", "max_cloud_cover": 80}
+    kept = {"stac": {"source": "planetary-computer"}}
+    replace_source(kept, {"stac": {"source": "planetary-computer", "url": "http://127.0.0.1:9/v1"}})
+    assert kept == {"stac": {"source": "planetary-computer"}}
+
+
 def test_defaults_fill_what_the_user_omits(good):
     config = validate_config(copy.deepcopy(good))
+    assert config["stac"]["source"] == "earth-search-c1"
     assert config["stac"]["url"] == "https://earth-search.aws.element84.com/v1"
-    assert config["stac"]["collection"] == "sentinel-2-l2a"
+    assert config["stac"]["collection"] == "sentinel-2-c1-l2a"
     assert config["stac"]["assets"] == {b: b for b in ("blue", "green", "red", "nir", "scl")}
     assert config["composite"]["percentile"] == 25
     assert config["target"] == {"crs": "EPSG:5070", "resolution": 10, "tile_size": 2048}
@@ -52,6 +92,12 @@ def test_defaults_fill_what_the_user_omits(good):
          "date_ranges", "overlap"),
         (lambda c: c.update(colour="blue"), "colour", "unknown key"),
         (lambda c: c["stac"].update(collection=""), "stac.collection", "STAC collection"),
+        (lambda c: c["stac"].update(source="earth-search"), "stac.source", "earth-search-c1 (the default)"),
+        (lambda c: c["stac"].update(source="custom", url="https://stac.example/v1", collection="s2", assets={}),
+         "stac.assets", "needs the asset key of each band (blue, green, red, nir, scl); missing: blue"),
+        (lambda c: c.update(stac={"source": "custom", "collection": "s2",
+                                  "assets": dict.fromkeys(["blue", "green", "red", "nir", "scl"], "x")}),
+         "stac.url", "a custom source needs its url"),
         (lambda c: c["stac"].update(url="ftp://x"), "stac.url", "http or https"),
         (lambda c: c["stac"].update(max_cloud_cover=120), "stac.max_cloud_cover", "0-100"),
         (lambda c: c["output"].update(filename_base="a/b"), "output.filename_base", "letters"),

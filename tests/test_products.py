@@ -124,6 +124,22 @@ def test_mosaic_equals_the_numpy_reference_for_every_pixel(world, product_run, m
     assert (count >= 2).any()  # including pixels seen from both UTM zones or dates
 
 
+def test_a_collection_1_month_equals_the_numpy_reference(world, tmp_path):
+    config = world_config(world, months=["2022-02"], composite={"percentile": PERCENTILE},
+                          stac={"source": "earth-search-c1", "url": world.stac_url})
+    run_snakemake(tmp_path, config)
+    metadata = json.loads((tmp_path / "results/2022-02/metadata.json").read_text())
+    assert metadata["source"]["collection"] == "sentinel-2-c1-l2a"
+    scenes = world.newest("2022-02", world.c1_scenes)
+    assert sorted(s["id"] for s in metadata["scenes"]) == [s.id for s in scenes]
+    assert all(s["offset"]["dn"] == -1000 and s["processing_baseline"] == "05.10" for s in metadata["scenes"])
+    with rasterio.open(tmp_path / "results/2022-02/S2_RGBNIR_2022_02_01_to_2022_02_28.tif") as src:
+        mosaic, crs, transform = src.read(), src.crs, src.transform
+    expected, _, ties = reference_mosaic(world, "2022-02", crs, transform, mosaic.shape[1:], scenes)
+    assert ties.sum() < 0.005 * ties.size and (mosaic[0] > 0).mean() > 0.5
+    np.testing.assert_array_equal(mosaic[:, ~ties], expected[:, ~ties])
+
+
 def test_products_are_valid_cogs_items_and_metadata(world, product_run):
     name, workdir = product_run
     month_dir = workdir / "results" / "2022-02"

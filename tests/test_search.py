@@ -95,3 +95,33 @@ def test_dedup_keeps_newest_by_baseline_then_update():
                                  scene("old", "04.00", "2026-01-01")])
     assert [s["id"] for s in kept] == ["a_1"]
     assert {r["id"] for r in removed} == {"a_0", "old"}
+
+
+def test_each_source_tells_its_own_acquisitions_apart():
+    from s2basemap.sources import SOURCES
+
+    def scene(id, tile, when, baseline="05.10", updated=None, orbit=12):
+        return {"id": id, "tile": tile, "datetime": when, "relative_orbit": orbit,
+                "processing_baseline": baseline, "updated": updated}
+
+    # Collection 1 ids name the acquisition to the second: two passes on one day stay two
+    c1 = [scene("S2B_T15SVU_20251103T165419_L2A", "15SVU", "2025-11-03T16:54:19Z"),
+          scene("S2C_T15SVU_20251103T170301_L2A", "15SVU", "2025-11-03T17:03:01Z", orbit=69)]
+    kept, removed = deduplicate(c1, SOURCES["earth-search-c1"])
+    assert len(kept) == 2 and removed == []
+    # Planetary Computer: one acquisition processed twice; the highest baseline wins,
+    # then the newest processing time (the id's last part)
+    pc = [scene("S2A_MSIL2A_20220128T163551_R083_T15SYU_20220129T000000", "15SYU", "2022-01-28T16:35:51Z", "04.00"),
+          scene("S2A_MSIL2A_20220128T163551_R083_T15SYU_20230405T120000", "15SYU", "2022-01-28T16:35:51Z", "04.00"),
+          scene("S2A_MSIL2A_20220128T163551_R083_T15SYU_20220130T000000", "15SYU", "2022-01-28T16:35:51Z", "03.01"),
+          scene("S2A_MSIL2A_20220128T163551_R083_T16SBU_20220129T000000", "16SBU", "2022-01-28T16:35:51Z", "04.00")]
+    kept, removed = deduplicate(pc, SOURCES["planetary-computer"])
+    assert sorted(s["id"] for s in kept) == [pc[1]["id"], pc[3]["id"]]
+    assert {r["id"] for r in removed} == {pc[0]["id"], pc[2]["id"]}
+    assert all(r["reason"] == f"duplicate of {pc[1]['id']} (older)" for r in removed)
+
+
+def test_the_manifest_names_its_source(world, tmp_path):
+    manifest = search(world, tmp_path, "2022-02", collection=C1_COLLECTION, source="earth-search-c1")
+    assert manifest["source"] == {"name": "earth-search-c1", "url": world.stac_url, "collection": C1_COLLECTION}
+    assert search(world, tmp_path, "2022-02")["source"]["name"] == "earth-search-l2a"

@@ -15,6 +15,7 @@ from pyproj.exceptions import CRSError
 
 from s2basemap.aoi import AOIError, read_aoi
 from s2basemap.periods import Period
+from s2basemap.sources import SourceError, resolve_stac
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -46,6 +47,11 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
         if not isinstance(error, jsonschema.ValidationError):
             raise
         raise schema_error(error) from None
+    try:
+        config["stac"] = resolve_stac(config["stac"])
+    except SourceError as exc:
+        key, _, message = str(exc).partition(": ")
+        raise ConfigError(key, message) from None
     check_semantics(config)
     return config
 
@@ -97,6 +103,14 @@ def replace_periods(config: dict, user_config: dict) -> None:
         for key in PERIOD_KEYS:
             if key not in user_config:
                 config.pop(key, None)
+
+
+def replace_source(config: dict, user_config: dict) -> None:
+    """Where the user's config names a STAC url or collection but no source, it means
+    what it did before sources existed: the default config's source is dropped."""
+    user_stac = user_config.get("stac") or {}
+    if "source" not in user_stac and ("url" in user_stac or "collection" in user_stac):
+        (config.get("stac") or {}).pop("source", None)
 
 
 def check_semantics(config: dict) -> None:

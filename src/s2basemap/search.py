@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
 
 import shapely
 from shapely.geometry import mapping, shape
@@ -12,6 +11,7 @@ from shapely.geometry.base import BaseGeometry
 
 from s2basemap.periods import Period
 from s2basemap.radiometry import offset_from_metadata
+from s2basemap.sources import SOURCES, Source, source_of
 
 log = logging.getLogger(__name__)
 
@@ -101,25 +101,16 @@ def scene_from_item(item: dict, asset_keys: dict[str, str]) -> dict:
     }
 
 
-def acquisition_key(scene: dict) -> tuple:
-    """Same tile, same UTC day and orbit: one acquisition (datastrip splits, reprocessings)."""
-    day = _parse_time(scene["datetime"]).date().isoformat()
-    return scene["tile"], day, scene.get("relative_orbit")
-
-
-def newness(scene: dict) -> tuple:
-    baseline = scene.get("processing_baseline") or ""
-    return baseline, scene.get("updated") or "", scene["id"]
-
-
-def deduplicate(scenes: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Keep the newest scene of each acquisition; return (kept, removed-with-reason)."""
+def deduplicate(scenes: list[dict], source: Source = SOURCES["earth-search-l2a"]
+                ) -> tuple[list[dict], list[dict]]:
+    """Keep one scene per acquisition, as the source tells acquisitions apart and
+    ranks their copies; return (kept, removed-with-reason)."""
     groups: dict[tuple, list[dict]] = {}
     for scene in scenes:
-        groups.setdefault(acquisition_key(scene), []).append(scene)
+        groups.setdefault(source.acquisition_key(scene), []).append(scene)
     kept, removed = [], []
     for group in groups.values():
-        group.sort(key=newness, reverse=True)
+        group.sort(key=source.newness, reverse=True)
         kept.append(group[0])
         removed += [{"id": s["id"], "reason": f"duplicate of {group[0]['id']} (older)"} for s in group[1:]]
     kept.sort(key=lambda s: (s["datetime"], s["id"]))
@@ -127,13 +118,9 @@ def deduplicate(scenes: list[dict]) -> tuple[list[dict], list[dict]]:
     return kept, removed
 
 
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def build_manifest(items: list[dict], aoi_4326: BaseGeometry, period: Period,
                    source: dict, asset_keys: dict[str, str],
-                   max_cloud_cover: float | None) -> dict:
+                   max_cloud_cover: float | None, adapter: Source = SOURCES["earth-search-l2a"]) -> dict:
     """Filter, record and deduplicate the searched items of one period."""
     scenes, excluded = [], []
     for item in sorted(items, key=lambda i: i["id"]):
@@ -145,7 +132,7 @@ def build_manifest(items: list[dict], aoi_4326: BaseGeometry, period: Period,
                 reason = str(exc)
         if reason is not None:
             excluded.append({"id": item["id"], "reason": reason})
-    kept, duplicates = deduplicate(scenes)
+    kept, duplicates = deduplicate(scenes, adapter)
     return {
         "manifest_version": MANIFEST_VERSION,
         "period": period.label,
@@ -179,8 +166,10 @@ def run_search(aoi, period_label: str, period_bounds: dict, stac: dict, manifest
                     date.fromisoformat(period_bounds["end"]), period_label)
     aoi_4326 = aoi.geometry_4326
     items = search_items(stac["url"], stac["collection"], aoi_4326, period, stac["timeout_seconds"])
-    source = {"url": stac["url"], "collection": stac["collection"]}
-    manifest = build_manifest(items, aoi_4326, period, source, stac["assets"], stac["max_cloud_cover"])
+    adapter = source_of(stac)
+    source = {"name": adapter.name, "url": stac["url"], "collection": stac["collection"]}
+    manifest = build_manifest(items, aoi_4326, period, source, stac["assets"], stac["max_cloud_cover"],
+                              adapter)
     write_manifest(manifest_path, manifest)
     for entry in manifest["duplicates_removed"] + manifest["excluded"]:
         log.info("left out %s: %s", entry["id"], entry["reason"])

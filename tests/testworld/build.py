@@ -293,7 +293,9 @@ def stac_item(world: World, scene: Scene, tile: TileSpec, bounds, scl: np.ndarra
         "earthsearch:boa_offset_applied": spec.flag,
     }
     if scene.collection == C1_COLLECTION:
-        props |= {"grid:code": f"MGRS-{tile.name}", "proj:code": f"EPSG:{tile.epsg}"}
+        # Collection 1 is reprocessed: baseline 05.00 or later, the offset in every item
+        props |= {"grid:code": f"MGRS-{tile.name}", "proj:code": f"EPSG:{tile.epsg}",
+                  "s2:processing_baseline": "05.10", "earthsearch:boa_offset_applied": True}
     else:
         props |= {"mgrs:utm_zone": int(tile.name[:2]), "mgrs:latitude_band": tile.name[2],
                   "mgrs:grid_square": tile.name[3:], "proj:epsg": tile.epsg}

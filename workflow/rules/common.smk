@@ -26,6 +26,8 @@ from s2basemap.storage import DiskSpaceError, check_disk, load_plan
 # one that names the periods replaces both of the default's: a user config with
 # only date_ranges must not inherit the default's months.
 cfg.replace_periods(config, workflow.config_settings.overwrite_config)
+# and one that names a STAC url or collection but no source means that API as before
+cfg.replace_source(config, workflow.config_settings.overwrite_config)
 
 try:
     cfg.validate_config(
