@@ -36,11 +36,18 @@ STAC_CASES = {
 
 
 @pytest.mark.parametrize("case", STAC_CASES)
-def test_a_source_sets_where_scenes_come_from(good, case):
+def test_a_source_sets_where_scenes_come_from(case):
+    from s2basemap.sources import resolve_stac
+
     stac, (source, url, collection, assets) = STAC_CASES[case]
-    config = validate_config(copy.deepcopy(good) | {"stac": dict(stac)})
-    assert (config["stac"]["source"], config["stac"]["url"], config["stac"]["collection"]) == (source, url, collection)
-    assert config["stac"]["assets"] == (assets or {b: b for b in ("blue", "green", "red", "nir", "scl")})
+    resolved = resolve_stac(stac)
+    assert (resolved["source"], resolved["url"], resolved["collection"]) == (source, url, collection)
+    assert resolved["assets"] == (assets or {b: b for b in ("blue", "green", "red", "nir", "scl")})
+
+
+def test_a_source_whose_urls_need_signing_is_refused_until_the_fetch_signs(good):
+    with pytest.raises(ConfigError, match="'stac.source': planetary-computer: its asset URLs must be signed"):
+        validate_config(copy.deepcopy(good) | {"stac": {"source": "planetary-computer"}})
 
 
 def test_a_user_config_naming_only_a_url_drops_the_default_source():

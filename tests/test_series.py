@@ -124,6 +124,7 @@ CODE_OF = {
     "provenance": {ASSEMBLE, METADATA},
     "radiometry": {SEARCH, FETCH},
     "search": {SEARCH, FETCH},
+    "sources": {SEARCH, FETCH},  # search's adapters; fetch reads search's band names
     "warp": {COMPOSITE, ASSEMBLE, METADATA},
     # the parse-time side, logging, planning, upload: nothing finished reruns
     "__init__": set(), "config": set(), "logs": set(), "storage": set(), "timeplan": set(),
