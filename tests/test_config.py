@@ -45,11 +45,6 @@ def test_a_source_sets_where_scenes_come_from(case):
     assert resolved["assets"] == (assets or {b: b for b in ("blue", "green", "red", "nir", "scl")})
 
 
-def test_a_source_whose_urls_need_signing_is_refused_until_the_fetch_signs(good):
-    with pytest.raises(ConfigError, match="'stac.source': planetary-computer: its asset URLs must be signed"):
-        validate_config(copy.deepcopy(good) | {"stac": {"source": "planetary-computer"}})
-
-
 def test_a_user_config_naming_only_a_url_drops_the_default_source():
     from s2basemap.config import replace_source
 

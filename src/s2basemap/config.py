@@ -15,7 +15,7 @@ from pyproj.exceptions import CRSError
 
 from s2basemap.aoi import AOIError, read_aoi
 from s2basemap.periods import Period
-from s2basemap.sources import SourceError, resolve_stac, source_of
+from s2basemap.sources import SourceError, resolve_stac
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -114,9 +114,6 @@ def replace_source(config: dict, user_config: dict) -> None:
 
 
 def check_semantics(config: dict) -> None:
-    if source_of(config["stac"]).signed:
-        raise ConfigError("stac.source", f"{config['stac']['source']}: its asset URLs must be signed "
-                          "before reading, which this version does not do yet; use earth-search-c1")
     periods(config)
     target_crs(config)
     check_resolution(config)

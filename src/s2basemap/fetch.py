@@ -31,6 +31,7 @@ from s2basemap.atomic import atomic_path, atomic_write_json
 from s2basemap.failures import PERMANENT, TRANSIENT, OutageWatch, SceneUnavailable, error_text
 from s2basemap.radiometry import check_offset_against_pixels, harmonise
 from s2basemap.search import BANDS, REFLECTANCE_BANDS
+from s2basemap.signing import Signer, unsigned
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,12 @@ def fetch_spec(scene: dict) -> dict:
 
 
 def fetch_scene_job(spec: dict, aoi: AOI, tif_path, record_path, options: FetchOptions,
-                    outage_path) -> None:
+                    outage_path, signer: Signer | None = None) -> None:
     """One fetch job: the scene's record written, or its transient failure noted in the
     period's ledger (for the run's closing lines) and raised, which fails the job."""
     outage = OutageWatch(outage_path, options.outage_after)
     try:
-        record = fetch_scene(spec, aoi, tif_path, options, outage)
+        record = fetch_scene(spec, aoi, tif_path, options, outage, signer)
     except SceneUnavailable as exc:
         failures.note_failure(record_path, exc.entry)
         raise
@@ -95,16 +96,18 @@ def fetch_scene_job(spec: dict, aoi: AOI, tif_path, record_path, options: FetchO
 
 
 def fetch_scene(spec: dict, aoi: AOI, tif_path, options: FetchOptions,
-                outage: OutageWatch | None = None) -> dict:
+                outage: OutageWatch | None = None, signer: Signer | None = None) -> dict:
     """Fetch with retries and backoff, and return the scene's record; the GeoTIFF is
     written when the record says ok.
 
     A permanent failure (the file's own) gives a "failed" record and a placeholder:
     the scene is left out. A transient one (the network's) raises SceneUnavailable
     once the retries are spent, or at once while `outage` says the source is down.
+    With a `signer` the hrefs are signed as they are opened, and a refused
+    signature (HTTP 403) is renewed for the next attempt.
     """
-    outage = outage or OutageWatch()
-    error, last, kind = None, None, None
+    outage, signer = outage or OutageWatch(), signer or Signer()
+    error, last, kind, renewed = None, None, None, False
     for attempt in range(options.retries + 1):
         down = outage.down()
         if down:
@@ -114,23 +117,34 @@ def fetch_scene(spec: dict, aoi: AOI, tif_path, options: FetchOptions,
             log.warning("%s: attempt %d failed (%s); retrying in %.1f s", spec["id"], attempt, last, delay)
             time.sleep(delay)
         try:
-            record = _fetch_once(spec, aoi, tif_path, options, fresh=attempt > 0)
+            record = _fetch_once(spec, aoi, tif_path, options, signer, fresh=attempt > 0)
         except (RasterioError, OSError) as exc:
             error, last, kind = exc, describe(exc), failures.classify(error_text(exc))
+            refused = signer.signs and "HTTP response code: 403" in error_text(exc)
+            if refused and not renewed and attempt < options.retries:
+                log.warning("%s: signature refused (%s); signing again", spec["id"], last)
+                signer.renew()
+                renewed = True
+                continue
             if kind == PERMANENT:
                 break
+            renewed = False
             continue
         outage.answered()
         return record | {"attempts": attempt + 1}
     attempts = attempt + 1
     if kind is None:  # a short read: cut in transit, or a short file?
-        kind, last = _settle_short_read(error, last, options)
+        kind, last = _settle_short_read(error, last, options, signer)
     if kind == TRANSIENT:
         if isinstance(error, SceneReadError):  # the source's doing, not (say) a full local disk
             outage.failed(last)
         raise SceneUnavailable(spec["id"], f"unreadable after {_attempts(attempts)}: {last}", attempts)
     outage.answered()
     reason = f"unreadable ({PERMANENT}) after {_attempts(attempts)}: {last}"
+    if "HTTP response code: 403" in last:
+        hint = ("a new signature was refused too" if signer.signs
+                else "the URL is unsigned: does the source need signed URLs? See stac.source")
+        reason += f" (access refused; {hint})"
     log.error("%s: left out of its period: %s", spec["id"], reason)
     write_placeholder(tif_path, "failed")
     return {"id": spec["id"], "status": "failed", "kind": PERMANENT, "reason": reason, "attempts": attempts}
@@ -142,23 +156,24 @@ def _attempts(n: int) -> str:
 
 def describe(exc: BaseException) -> str:
     """A failed read in one line: the band and href, and GDAL's own words for what went wrong."""
-    text = error_text(exc)
+    text = unsigned(error_text(exc))
     if isinstance(exc, SceneReadError):
         # "red (href): Read failed. See previous exception ... <- <the detail>": keep the detail
-        detail = text.split(" <- ")[-1] if " <- " in text else str(exc.__cause__ or "")
+        detail = text.split(" <- ")[-1] if " <- " in text else unsigned(str(exc.__cause__ or ""))
         return f"{exc.band} ({exc.href}): {detail}" if detail else str(exc)
     return text.split(" <- ")[-1]
 
 
-def _settle_short_read(exc, last: str, options: FetchOptions) -> tuple[str, str]:
+def _settle_short_read(exc, last: str, options: FetchOptions, signer: Signer) -> tuple[str, str]:
     """A read came back short on every attempt: permanent when the file on the server is
     shorter than its own tile index says, transient otherwise (the bytes are there)."""
     if not isinstance(exc, SceneReadError):
         return TRANSIENT, last
     try:
-        size, needed = file_size(exc.href, options), tiff_extent(exc.href, options)
+        href = signer.sign(exc.href)
+        size, needed = file_size(href, options), tiff_extent(href, options)
     except (RasterioError, OSError) as probe_error:
-        return TRANSIENT, f"{last}; its size could not be checked: {error_text(probe_error)}"
+        return TRANSIENT, f"{last}; its size could not be checked: {unsigned(error_text(probe_error))}"
     if size is not None and needed is not None and size < needed:
         return PERMANENT, f"{exc.band} ({exc.href}): truncated file: {size:,} bytes of the {needed:,} its tiles need"
     return TRANSIENT, last
@@ -206,25 +221,26 @@ def naming(band: str, href: str):
     try:
         yield
     except RasterioError as exc:
-        raise SceneReadError(band, href, f"{band} ({href}): {exc}") from exc
+        raise SceneReadError(band, href, unsigned(f"{band} ({href}): {exc}")) from exc
 
 
-def _open_bands(stack: ExitStack, assets: dict) -> dict:
+def _open_bands(stack: ExitStack, assets: dict, signer: Signer) -> dict:
     sources = {}
     for band in BANDS:
         with naming(band, assets[band]):
-            sources[band] = stack.enter_context(rasterio.open(assets[band]))
+            sources[band] = stack.enter_context(rasterio.open(signer.sign(assets[band])))
     return sources
 
 
-def _fetch_once(spec: dict, aoi: AOI, tif_path, options: FetchOptions, fresh: bool = False) -> dict:
+def _fetch_once(spec: dict, aoi: AOI, tif_path, options: FetchOptions, signer: Signer,
+                fresh: bool = False) -> dict:
     settings = gdal_http_options(options)
     if fresh:
         # GDAL remembers a failed open ("does not exist") and the bytes it read:
         # a retry must ask the server again
         settings["CPL_VSIL_CURL_NON_CACHED"] = "/vsicurl/"
     with rasterio.Env(**settings), ExitStack() as stack:
-        sources = _open_bands(stack, spec["assets"])
+        sources = _open_bands(stack, spec["assets"], signer)
         grid = sources["red"]
         aoi_geom = aoi.in_crs(grid.crs).buffer(MARGIN_PIXELS * max(abs(grid.res[0]), abs(grid.res[1])))
         window = scene_window(aoi_geom, grid, sources["scl"])

@@ -61,6 +61,8 @@ def tile_of(item: dict) -> str:
     props = item.get("properties", {})
     if all(k in props for k in ("mgrs:utm_zone", "mgrs:latitude_band", "mgrs:grid_square")):
         return f"{int(props['mgrs:utm_zone']):02d}{props['mgrs:latitude_band']}{props['mgrs:grid_square']}"
+    if props.get("s2:mgrs_tile"):  # Planetary Computer
+        return props["s2:mgrs_tile"]
     code = props.get("grid:code", "")
     if code.startswith("MGRS-"):
         return code.removeprefix("MGRS-")

@@ -26,6 +26,7 @@ from shapely.geometry import box
 from s2basemap.aoi import AOI, WGS84, reproject_geometry
 from s2basemap.failures import TRANSIENT, http_kind
 from s2basemap.grid import OutputGrid
+from s2basemap.signing import Signer
 from s2basemap.timeplan import Machine, format_time_plan, period_time, time_plan
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ class SourceUnreachable(OSError):
     """The imagery source did not answer the plan's size requests: nothing is fetched."""
 
 
-def head_sizes(hrefs: list[str], timeout: float = 30, workers: int = 16) -> dict[str, int | None]:
+def head_sizes(hrefs: list[str], timeout: float = 30, workers: int = 16,
+               signer: Signer | None = None) -> dict[str, int | None]:
     """Content-Length of each href by HTTP HEAD (None where the server did not say, or
     where the file is missing: its fetch will tell). SourceUnreachable when requests
     failed for network reasons after retries, as a plan on unknown sizes is no plan."""
@@ -67,9 +69,11 @@ def head_sizes(hrefs: list[str], timeout: float = 30, workers: int = 16) -> dict
     session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=workers))
     unreachable = []
 
+    signer = signer or Signer()
+
     def size(href: str) -> int | None:
         try:
-            response = session.head(href, timeout=timeout, allow_redirects=True)
+            response = session.head(signer.sign(href), timeout=timeout, allow_redirects=True)
         except requests.RequestException as exc:
             unreachable.append(f"{href}: {type(exc).__name__}")
             return None
@@ -105,10 +109,10 @@ def scene_footprint(scene: dict, aoi: AOI):
     return window.area / footprint.area, overlap.area / footprint.area, int(window.area / 100)
 
 
-def size_scenes(manifest: dict, aoi: AOI) -> dict:
+def size_scenes(manifest: dict, aoi: AOI, signer: Signer | None = None) -> dict:
     """Per scene: asset sizes and how much of the scene the AOI's window covers."""
     hrefs = [href for scene in manifest["scenes"] for href in scene["assets"].values()]
-    sizes = head_sizes(hrefs)
+    sizes = head_sizes(hrefs, signer=signer)
     known = [s for s in sizes.values() if s]
     typical = sorted(known)[len(known) // 2] if known else 0
     scenes = {}

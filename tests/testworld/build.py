@@ -420,3 +420,86 @@ def add_odd_collection(world: World) -> dict[str, str]:
     (stac / f"{ODD_COLLECTION}-items.json").write_text(
         json.dumps({"type": "FeatureCollection", "features": items}))
     return ids
+
+
+PC_COLLECTION = "sentinel-2-l2a"  # Microsoft's id; served by a STAC server of its own
+PC_STORAGE = "http://sentinel2l2a01.blob.core.windows.net"  # reached through the test's proxy
+PC_ASSETS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "scl": "SCL"}
+
+
+def build_pc_world(world: World, month: str = "2022-02") -> tuple[list[Path], list[Scene]]:
+    """Planetary Computer's shape of the world's scenes of `month`: ids
+    `S2B_MSIL2A_<sensed>_R<orbit>_T<tile>_<processed>`, assets B02... SCL in blob storage,
+    `s2:mgrs_tile`, no harmonisation and no offset metadata (from baseline 04.00 the DNs
+    carry +1000). Only scenes whose pixels agree with their baseline are published, and
+    one is published twice (an older processing of it, a duplicate to drop).
+
+    The files are links under <root>/sentinel2-l2/, served as the storage account's
+    container. Returns (STAC files for a STAC server of its own, the scenes to keep).
+    """
+    items, kept = [], []
+    for scene in world.newest(month):
+        spec = scene.spec
+        if spec.data_offset != (spec.baseline >= "04.00"):
+            continue  # earth-search #71's scene: its metadata and pixels disagree
+        tile = next(t for t in TILES if t.name == scene.tile)
+        day = spec.date.replace("-", "")
+        copies = [("20220305T101010", scene)]
+        if not items:
+            copies.append(("20220215T090000", None))  # an older processing: dropped
+        for processed, keep in copies:
+            pc = Scene(f"{spec.platform}_MSIL2A_{day}T163551_R{spec.orbit:03d}_T{tile.name}_{processed}",
+                       tile.name, tile.epsg, spec,
+                       world.root / "sentinel2-l2" / tile.name[:2] / tile.name[2] / tile.name[3:]
+                       / spec.date.replace("-", "/") / f"{day}_{processed}.SAFE", PC_COLLECTION)
+            for band in FILES:
+                pc.path(band).parent.mkdir(parents=True, exist_ok=True)
+                pc.path(band).symlink_to(scene.path(band))
+            if keep is not None:
+                kept.append(pc)
+            items.append(pc_item(world, pc, tile))
+    stac = world.root / "stac-pc"
+    stac.mkdir(parents=True, exist_ok=True)
+    (stac / "collection.json").write_text(json.dumps({
+        "type": "Collection", "stac_version": "1.0.0", "id": PC_COLLECTION,
+        "description": "test world, Planetary Computer's shape", "license": "proprietary", "links": [],
+        "extent": {"spatial": {"bbox": [[-91, 34, -89, 36]]},
+                   "temporal": {"interval": [["2015-06-27T00:00:00Z", None]]}}}))
+    (stac / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    return [stac / "collection.json", stac / "items.json"], kept
+
+
+def pc_item(world: World, scene: Scene, tile: TileSpec) -> dict:
+    x0, y0 = tile_origin(tile)
+    bounds = (x0, y0 - SIZE * RES, x0 + SIZE * RES, y0)
+    footprint = footprint_4326(tile.epsg, bounds)
+    with rasterio.open(scene.path("scl")) as src:
+        scl = src.read(1)
+    valid = scl > 0
+    assets = {}
+    for band, key in PC_ASSETS.items():
+        res = 20 if band == "scl" else 10
+        assets[key] = {
+            "href": PC_STORAGE + "/" + scene.path(band).relative_to(world.root).as_posix(),
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "roles": ["data"], "gsd": res,
+            "proj:shape": [SIZE * 10 // res] * 2,
+            "proj:transform": [res, 0, x0, 0, -res, y0],
+        }
+    return {
+        "type": "Feature", "stac_version": "1.0.0",
+        "stac_extensions": ["https://stac-extensions.github.io/eo/v1.0.0/schema.json",
+                            "https://stac-extensions.github.io/projection/v1.0.0/schema.json"],
+        "id": scene.id, "collection": PC_COLLECTION,
+        "geometry": mapping(footprint), "bbox": list(footprint.bounds),
+        "properties": {
+            "datetime": f"{scene.spec.date}T16:35:51.024000Z",
+            "platform": {"S2A": "Sentinel-2A", "S2B": "Sentinel-2B"}[scene.spec.platform],
+            "constellation": "Sentinel 2", "instruments": ["msi"],
+            "eo:cloud_cover": round(float(np.isin(scl[valid], CLOUD_CLASSES).mean() * 100), 4),
+            "sat:orbit_state": "descending", "sat:relative_orbit": scene.spec.orbit,
+            "s2:mgrs_tile": tile.name, "s2:processing_baseline": scene.spec.baseline,
+            "s2:product_type": "S2MSI2A", "proj:epsg": tile.epsg,
+        },
+        "assets": assets, "links": [],
+    }

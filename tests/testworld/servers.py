@@ -20,6 +20,7 @@ import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 RANGE = re.compile(r"(\d*)-(\d*)")
 
@@ -56,6 +57,7 @@ class RangeServer:
         self._schedule: dict[tuple[str, int], str] = {}
         self._gets: Counter = Counter()
         self._up_for: int | None = None  # requests left before an outage; None: no outage
+        self._tokens: dict[str, int | None] | None = None  # signature -> uses left; None: open
         self._lock = threading.Lock()
         server = self
 
@@ -104,6 +106,30 @@ class RangeServer:
         with self._lock:
             self._up_for = None
 
+    def require_signatures(self) -> None:
+        """Act as blob storage: only requests signed with a token from `issue_token` are served."""
+        self._tokens = {}
+
+    def issue_token(self, uses: int | None = None) -> str:
+        """A new signature, good for `uses` requests (None: any number)."""
+        with self._lock:
+            signature = f"test-signature-{len(self._tokens) + 1}"
+            self._tokens[signature] = uses
+            return signature
+
+    def accepts(self, signature: str | None) -> bool:
+        with self._lock:
+            if self._tokens is None:
+                return True
+            left = self._tokens.get(signature, 0)
+            if left is None:
+                return True
+            if left <= 0:
+                self.faults["refused"] += 1
+                return False
+            self._tokens[signature] = left - 1
+            return True
+
     def down_now(self) -> bool:
         """Whether this request falls in the outage (each request counts toward its start)."""
         with self._lock:
@@ -136,8 +162,24 @@ class _RangeHandler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep test output quiet
         pass
 
+    def _path(self) -> str:
+        """The request's path, also when it came through us as a proxy (absolute form)."""
+        return urlsplit(self.path).path
+
+    def _refused(self) -> bool:
+        """Blob storage's answer to a missing, unknown or expired signature: 403."""
+        signature = parse_qs(urlsplit(self.path).query).get("sig", [None])[0]
+        if self.owner.accepts(signature):
+            return False
+        body = b"AuthenticationFailed: Server failed to authenticate the request."
+        self.send_response(403)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body if self.command == "GET" else b"")
+        return True
+
     def _file(self) -> Path | None:
-        rel = self.path.split("?", 1)[0].lstrip("/")
+        rel = self._path().lstrip("/")
         path = (self.owner.root / rel).resolve()
         if self.owner.root.resolve() not in path.parents or not path.is_file():
             self.send_error(404)
@@ -146,7 +188,7 @@ class _RangeHandler(BaseHTTPRequestHandler):
 
     def _fault(self, body: bytes | None = None, status: int = 200, headers: dict | None = None) -> bool:
         """Act out a drawn fault; True when the request was answered (or broken) by it."""
-        kind = self.owner.draw_fault(self.command, self.path.split("?", 1)[0])
+        kind = self.owner.draw_fault(self.command, self._path())
         if kind is None:
             return False
         if kind in ("500", "503"):
@@ -193,7 +235,7 @@ class _RangeHandler(BaseHTTPRequestHandler):
         if self.owner.down_now():
             self._reset()
             return
-        if self._fault():
+        if self._refused() or self._fault():
             return
         path = self._file()
         if path:
@@ -207,6 +249,8 @@ class _RangeHandler(BaseHTTPRequestHandler):
         self._last_body = 0
         if self.owner.down_now():
             self._reset()
+            return
+        if self._refused():
             return
         path = self._file()
         if not path:
@@ -243,7 +287,7 @@ class _RangeHandler(BaseHTTPRequestHandler):
             parts.append(f"--{boundary}--\r\n".encode())
             self._send(206, b"".join(parts),
                        {"Content-Type": f"multipart/byteranges; boundary={boundary}"})
-        self.owner.count(self.path.split("?", 1)[0], self._last_body)
+        self.owner.count(self._path(), self._last_body)
 
     def _send(self, code: int, body: bytes, headers: dict) -> None:
         self.send_response(code)
@@ -349,3 +393,52 @@ class WebhookReceiver:
     @property
     def texts(self) -> list[str]:
         return [m.get("text", "") for m in self.messages]
+
+
+class TokenServer:
+    """Planetary Computer's SAS token endpoint on 127.0.0.1, for the SDK's PC_SDK_SAS_URL.
+
+    `GET /api/sas/v1/token/<account>/<container>` answers a token the storage
+    (`storage`, a RangeServer requiring signatures) accepts for `uses_per_token[i]`
+    requests (the i-th token; later ones without limit). `requests` counts tokens
+    issued; `keys` records the subscription key header each request carried.
+    """
+
+    def __init__(self, storage: RangeServer, uses_per_token: tuple = ()):
+        self.storage = storage
+        self.uses_per_token = list(uses_per_token)
+        self.paths: list[str] = []
+        self.keys: list[str | None] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.paths.append(self.path)
+                server.keys.append(self.headers.get("Ocp-Apim-Subscription-Key"))
+                index = len(server.paths) - 1
+                uses = server.uses_per_token[index] if index < len(server.uses_per_token) else None
+                signature = server.storage.issue_token(uses)
+                token = (f"st=2022-01-01T00%3A00%3A00Z&se=2099-01-01T00%3A00%3A00Z&sp=rl&sv=2021-06-08"
+                         f"&sr=c&skoid=test&sig={signature}")
+                body = json.dumps({"msft:expiry": "2099-01-01T00:00:00Z", "token": token}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/api/sas/v1/token"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self) -> TokenServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
