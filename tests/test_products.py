@@ -124,12 +124,16 @@ def test_mosaic_equals_the_numpy_reference_for_every_pixel(world, product_run, m
     assert (count >= 2).any()  # including pixels seen from both UTM zones or dates
 
 
-def test_a_collection_1_month_equals_the_numpy_reference(world, tmp_path):
-    config = world_config(world, months=["2022-02"], composite={"percentile": PERCENTILE},
-                          stac={"source": "earth-search-c1", "url": world.stac_url})
+@pytest.mark.parametrize("source", ["earth-search-c1", "custom"])
+def test_a_collection_1_month_equals_the_numpy_reference(world, tmp_path, source):
+    stac = {"source": "earth-search-c1", "url": world.stac_url}
+    if source == "custom":  # the same collection, everything named by the user
+        stac = {"source": "custom", "url": world.stac_url, "collection": "sentinel-2-c1-l2a",
+                "assets": {b: b for b in ("blue", "green", "red", "nir", "scl")}}
+    config = world_config(world, months=["2022-02"], composite={"percentile": PERCENTILE}, stac=stac)
     run_snakemake(tmp_path, config)
     metadata = json.loads((tmp_path / "results/2022-02/metadata.json").read_text())
-    assert metadata["source"]["collection"] == "sentinel-2-c1-l2a"
+    assert metadata["source"]["collection"] == "sentinel-2-c1-l2a" and metadata["source"]["name"] == source
     scenes = world.newest("2022-02", world.c1_scenes)
     assert sorted(s["id"] for s in metadata["scenes"]) == [s.id for s in scenes]
     assert all(s["offset"]["dn"] == -1000 and s["processing_baseline"] == "05.10" for s in metadata["scenes"])

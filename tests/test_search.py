@@ -125,3 +125,19 @@ def test_the_manifest_names_its_source(world, tmp_path):
     manifest = search(world, tmp_path, "2022-02", collection=C1_COLLECTION, source="earth-search-c1")
     assert manifest["source"] == {"name": "earth-search-c1", "url": world.stac_url, "collection": C1_COLLECTION}
     assert search(world, tmp_path, "2022-02")["source"]["name"] == "earth-search-l2a"
+
+
+def test_an_empty_month_names_the_sibling_collection_that_has_items(world, tmp_path):
+    from s2basemap.notify import month_message
+
+    manifest = search(world, tmp_path, "2022-01", collection=C1_COLLECTION, source="earth-search-c1")
+    assert manifest["status"] == "no_scenes"  # Collection 1 has nothing that month, l2a has
+    l2a = [s for s in world.scenes if s.month == "2022-01"]
+    assert manifest["source"]["elsewhere"] == [
+        {"source": "earth-search-l2a", "collection": "sentinel-2-l2a", "items": len(l2a), "at_least": False}]
+    message = month_message({"period": {"label": "2022-01"}, "status": "no_scenes", "left_out": [],
+                             "source": manifest["source"]}, "results/2022-01")
+    assert message == (f":warning: 2022-01: no mosaic (no scenes); sentinel-2-l2a has {len(l2a)} items "
+                       "for this period (stac.source: earth-search-l2a)")
+    # a month empty everywhere names nothing
+    assert search(world, tmp_path, "2022-03", source="earth-search-l2a")["source"]["elsewhere"] == []

@@ -58,6 +58,10 @@ def month_message(metadata: dict, location: str) -> str:
     period = metadata["period"]["label"]
     if metadata["status"] != "ok":
         text = f":warning: {period}: no mosaic ({metadata['status'].replace('_', ' ')})"
+        for other in metadata.get("source", {}).get("elsewhere", []):
+            count = f"{other['items']}{'+' if other['at_least'] else ''}"
+            text += (f"; {other['collection']} has {count} items for this period "
+                     f"(stac.source: {other['source']})")
     else:
         coverage = metadata["valid_coverage"] or 0
         seconds = sum(metadata["processing_seconds"].values())

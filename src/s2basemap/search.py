@@ -29,8 +29,9 @@ class SceneRecordError(ValueError):
 
 
 def search_items(url: str, collection: str, geometry_4326: BaseGeometry, period: Period,
-                 timeout: float = 60) -> list[dict]:
-    """All items of `collection` intersecting the geometry's hull within the period."""
+                 timeout: float = 60, max_items: int | None = None) -> list[dict]:
+    """All items (or the first `max_items`) of `collection` intersecting the geometry's
+    hull within the period."""
     from pystac_client import Client
     from pystac_client.exceptions import APIError
 
@@ -38,7 +39,8 @@ def search_items(url: str, collection: str, geometry_4326: BaseGeometry, period:
     try:
         client = Client.open(url, timeout=timeout)
         search = client.search(
-            collections=[collection], intersects=mapping(hull), datetime=period.stac_datetime
+            collections=[collection], intersects=mapping(hull), datetime=period.stac_datetime,
+            max_items=max_items,
         )
         return list(search.items_as_dicts())
     except (APIError, OSError) as exc:
@@ -172,12 +174,37 @@ def run_search(aoi, period_label: str, period_bounds: dict, stac: dict, manifest
     source = {"name": adapter.name, "url": stac["url"], "collection": stac["collection"]}
     manifest = build_manifest(items, aoi_4326, period, source, stac["assets"], stac["max_cloud_cover"],
                               adapter)
-    write_manifest(manifest_path, manifest)
     for entry in manifest["duplicates_removed"] + manifest["excluded"]:
         log.info("left out %s: %s", entry["id"], entry["reason"])
     if manifest["status"] == "no_scenes":
         log.warning("period %s: no scenes (%d items found, %d left out): nothing to composite",
                     period.label, len(items), len(manifest["excluded"]))
+        if not items:
+            source["elsewhere"] = items_elsewhere(adapter, stac, aoi_4326, period)
     else:
         log.info("period %s: %d scenes from %d items", period.label, len(manifest["scenes"]), len(items))
+    write_manifest(manifest_path, manifest)
     return manifest
+
+
+ELSEWHERE_LIMIT = 100
+
+
+def items_elsewhere(adapter: Source, stac: dict, aoi_4326: BaseGeometry, period: Period) -> list[dict]:
+    """The same API's other collections that have items where ours has none, so that an
+    empty month is never silent about them (up to ELSEWHERE_LIMIT items are counted)."""
+    found = []
+    for name in adapter.siblings:
+        collection = SOURCES[name].collection
+        try:
+            items = search_items(stac["url"], collection, aoi_4326, period, stac["timeout_seconds"],
+                                 max_items=ELSEWHERE_LIMIT)
+        except SearchError as exc:
+            log.warning("period %s: could not ask %s for items: %s", period.label, collection, exc)
+            continue
+        if items:
+            log.warning("period %s: %s has %d%s items here (stac.source: %s)", period.label, collection,
+                        len(items), "+" * (len(items) >= ELSEWHERE_LIMIT), name)
+            found.append({"source": name, "collection": collection, "items": len(items),
+                          "at_least": len(items) >= ELSEWHERE_LIMIT})
+    return found

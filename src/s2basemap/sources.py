@@ -42,6 +42,8 @@ class Source:
     # the item id's acquisition time (to the second where the id has it) and
     # processing time (Planetary Computer's ids end with it)
     id_pattern: re.Pattern | None = None
+    # other collections of the same API, asked when a month comes back empty
+    siblings: tuple = ()
 
     def acquisition_key(self, scene: dict) -> tuple:
         """Same tile, same acquisition: datastrip splits and reprocessings are one scene.
@@ -70,8 +72,10 @@ EARTH_SEARCH_ASSETS = {band: band for band in BAND_KEYS}
 SOURCES = {
     "earth-search-c1": Source(
         "earth-search-c1", EARTH_SEARCH, "sentinel-2-c1-l2a", EARTH_SEARCH_ASSETS,
-        id_pattern=re.compile(r"^S2[A-D]_T\d{2}[A-Z]{3}_(?P<sensed>\d{8}T\d{6})_L2A$")),
-    "earth-search-l2a": Source("earth-search-l2a", EARTH_SEARCH, "sentinel-2-l2a", EARTH_SEARCH_ASSETS),
+        id_pattern=re.compile(r"^S2[A-D]_T\d{2}[A-Z]{3}_(?P<sensed>\d{8}T\d{6})_L2A$"),
+        siblings=("earth-search-l2a",)),
+    "earth-search-l2a": Source("earth-search-l2a", EARTH_SEARCH, "sentinel-2-l2a", EARTH_SEARCH_ASSETS,
+                               siblings=("earth-search-c1",)),
     "planetary-computer": Source(
         "planetary-computer", PLANETARY_COMPUTER, "sentinel-2-l2a",
         {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "scl": "SCL"}, signed=True,
