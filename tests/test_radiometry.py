@@ -41,6 +41,16 @@ def test_metadata_decision(props, asset, dn):
     assert decision["dn"] == dn and decision["source"] == "metadata" and decision["reason"]
 
 
+@pytest.mark.parametrize(("baseline", "dn"), [("03.01", 0), ("04.00", -1000), ("05.11", -1000), (None, 0)])
+def test_the_baseline_rule_alone(baseline, dn):
+    from s2basemap.radiometry import offset_from_baseline
+
+    props = {"s2:processing_baseline": baseline} if baseline else {}
+    # a raster:bands offset, were there one, is not this rule's evidence
+    decision = offset_from_baseline(props)
+    assert decision["dn"] == dn and decision["source"] == "metadata" and f"baseline {baseline}" in decision["reason"]
+
+
 def land_sample(offset: int, n: int = 4000):
     rng = np.random.default_rng(0)
     blue = (rng.uniform(300, 900, n) + offset).astype(np.uint16)

@@ -124,6 +124,7 @@ CODE_OF = {
     "provenance": {ASSEMBLE, METADATA},
     "radiometry": {SEARCH, FETCH},
     "search": {SEARCH, FETCH},
+    "signing": {FETCH},
     "sources": {SEARCH, FETCH},  # search's adapters; fetch reads search's band names
     "warp": {COMPOSITE, ASSEMBLE, METADATA},
     # the parse-time side, logging, planning, upload: nothing finished reruns

@@ -53,6 +53,18 @@ def offset_from_metadata(properties: dict, reflectance_asset: dict) -> dict:
     return _decision(0, f"{evidence}: no baseline and no offset in the metadata")
 
 
+def offset_from_baseline(properties: dict) -> dict:
+    """ESA's rule alone, for sources that publish no offset metadata (Planetary
+    Computer): from baseline 04.00 the DNs carry +1000."""
+    baseline_text = properties.get("s2:processing_baseline")
+    baseline = parse_baseline(baseline_text)
+    if baseline is None:
+        return _decision(0, f"baseline {baseline_text}: unknown, so no offset is assumed")
+    if baseline < OFFSET_BASELINE:
+        return _decision(0, f"baseline {baseline_text}: before 04.00, no offset")
+    return _decision(ESA_BOA_ADD_OFFSET, f"baseline {baseline_text}: ESA's BOA_ADD_OFFSET from 04.00 on")
+
+
 def _decision(dn: int, reason: str, source: str = "metadata") -> dict:
     return {"dn": dn, "source": source, "reason": reason}
 

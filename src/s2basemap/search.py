@@ -10,7 +10,6 @@ from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from s2basemap.periods import Period
-from s2basemap.radiometry import offset_from_metadata
 from s2basemap.sources import SOURCES, Source, source_of
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,8 @@ def native_crs_of(item: dict) -> str | None:
     return None
 
 
-def scene_from_item(item: dict, asset_keys: dict[str, str]) -> dict:
+def scene_from_item(item: dict, asset_keys: dict[str, str],
+                    adapter: Source = SOURCES["earth-search-l2a"]) -> dict:
     """The manifest record of one item: what fetching and provenance need, nothing more."""
     assets = item.get("assets", {})
     missing = [f"{band} (asset '{asset_keys[band]}')" for band in BANDS if asset_keys[band] not in assets]
@@ -101,7 +101,7 @@ def scene_from_item(item: dict, asset_keys: dict[str, str]) -> dict:
         "relative_orbit": props.get("sat:relative_orbit"),
         "updated": props.get("updated") or props.get("created"),
         "bbox": item.get("bbox") or list(shape(item["geometry"]).bounds),
-        "offset": offset_from_metadata(props, assets[asset_keys["red"]]),
+        "offset": adapter.offset(props, assets[asset_keys["red"]]),
     }
 
 
@@ -131,7 +131,7 @@ def build_manifest(items: list[dict], aoi_4326: BaseGeometry, period: Period,
         reason = exclusion_reason(item, aoi_4326, max_cloud_cover)
         if reason is None:
             try:
-                scenes.append(scene_from_item(item, asset_keys))
+                scenes.append(scene_from_item(item, asset_keys, adapter))
             except SceneRecordError as exc:
                 reason = str(exc)
         if reason is not None:

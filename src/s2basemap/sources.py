@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from s2basemap.radiometry import offset_from_baseline, offset_from_metadata
+
 BAND_KEYS = ("blue", "green", "red", "nir", "scl")
 EARTH_SEARCH = "https://earth-search.aws.element84.com/v1"
 PLANETARY_COMPUTER = "https://planetarycomputer.microsoft.com/api/stac/v1"
@@ -44,6 +46,15 @@ class Source:
     id_pattern: re.Pattern | None = None
     # other collections of the same API, asked when a month comes back empty
     siblings: tuple = ()
+    # how the DN offset is read: "metadata" (baseline, raster:bands and Earth Search's
+    # flag, then checked against the pixels) or "baseline" (ESA's rule alone)
+    offset_rule: str = "metadata"
+
+    def offset(self, properties: dict, reflectance_asset: dict) -> dict:
+        """The item's DN offset decision, as this source's metadata allows."""
+        if self.offset_rule == "baseline":
+            return offset_from_baseline(properties)
+        return offset_from_metadata(properties, reflectance_asset)
 
     def acquisition_key(self, scene: dict) -> tuple:
         """Same tile, same acquisition: datastrip splits and reprocessings are one scene.
@@ -79,6 +90,7 @@ SOURCES = {
     "planetary-computer": Source(
         "planetary-computer", PLANETARY_COMPUTER, "sentinel-2-l2a",
         {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "scl": "SCL"}, signed=True,
+        offset_rule="baseline",
         id_pattern=re.compile(r"^S2[A-D]_MSIL2A_(?P<sensed>\d{8}T\d{6})_R\d{3}_T\d{2}[A-Z]{3}"
                               r"_(?P<processed>\d{8}T\d{6})$")),
     "custom": Source("custom", None, None),
