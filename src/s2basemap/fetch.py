@@ -140,14 +140,19 @@ def fetch_scene(spec: dict, aoi: AOI, tif_path, options: FetchOptions,
             outage.failed(last)
         raise SceneUnavailable(spec["id"], f"unreadable after {_attempts(attempts)}: {last}", attempts)
     outage.answered()
+    return _left_out(spec["id"], tif_path, last, attempts, signer)
+
+
+def _left_out(scene_id: str, tif_path, last: str, attempts: int, signer: Signer) -> dict:
+    """The record (and placeholder raster) of a scene whose file is unreadable."""
     reason = f"unreadable ({PERMANENT}) after {_attempts(attempts)}: {last}"
     if "HTTP response code: 403" in last:
         hint = ("a new signature was refused too" if signer.signs
                 else "the URL is unsigned: does the source need signed URLs? See stac.source")
         reason += f" (access refused; {hint})"
-    log.error("%s: left out of its period: %s", spec["id"], reason)
+    log.error("%s: left out of its period: %s", scene_id, reason)
     write_placeholder(tif_path, "failed")
-    return {"id": spec["id"], "status": "failed", "kind": PERMANENT, "reason": reason, "attempts": attempts}
+    return {"id": scene_id, "status": "failed", "kind": PERMANENT, "reason": reason, "attempts": attempts}
 
 
 def _attempts(n: int) -> str:
