@@ -70,7 +70,7 @@ def spec_of(world, scene) -> dict:
 
 
 def test_an_unsigned_read_is_refused_by_name(pc_env, tmp_path):
-    world, storage, _, _, kept, _ = pc_env
+    world, _, _, _, kept, _ = pc_env
     record = fetch_scene(spec_of(world, kept[0]), read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
     assert record["status"] == "failed" and record["attempts"] == 1
     assert "HTTP response code: 403" in record["reason"]
@@ -97,7 +97,7 @@ def test_a_signature_that_expires_mid_fetch_is_renewed_and_the_scene_completes(p
 
 
 def test_a_planetary_computer_month_equals_the_numpy_reference(pc, tmp_path):
-    world, storage, stac, tokens, kept, env = pc
+    world, _, stac, tokens, kept, env = pc
     config = world_config(world, months=["2022-02"], composite={"percentile": PERCENTILE},
                           stac={"source": "planetary-computer", "url": stac.url})
     run_snakemake(tmp_path, config, env=env)
