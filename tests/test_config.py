@@ -156,3 +156,41 @@ def test_unquoted_yaml_dates_are_taken_as_the_dates_they_were(good):
     config = validate_config(good)
     assert config["date_ranges"] == [{"start": "2025-11-03", "end": "2025-11-20"}]
     assert [p.label for p in periods(config)] == ["2025-11-03_2025-11-20"]
+
+
+def documented_keys() -> dict[str, str]:
+    """config/README.md's key table: dotted key -> the default column's text."""
+    import re
+
+    from conftest import REPO
+
+    rows = re.findall(r"^\| `([^`]+)` \| ([^|]*) \|", (REPO / "config" / "README.md").read_text(), re.M)
+    return {key: default.strip() for key, default in rows}
+
+
+def schema_keys(schema: dict, prefix: str, documented: dict) -> dict:
+    """Dotted key -> schema of each configurable key; an object is one key where the table
+    documents it as one (stac.assets), else its properties are."""
+    keys = {}
+    for name, sub in schema.get("properties", {}).items():
+        key = f"{prefix}{name}"
+        if "properties" in sub and key not in documented:
+            keys |= schema_keys(sub, f"{key}.", documented)
+        else:
+            keys[key] = sub
+    return keys
+
+
+def test_the_config_readme_documents_every_schema_key_with_its_default():
+    import yaml
+
+    from s2basemap.config import SCHEMA_PATH
+
+    documented = documented_keys()
+    keys = schema_keys(yaml.safe_load(SCHEMA_PATH.read_text()), "", documented)
+    assert set(documented) == set(keys)
+    for key, text in documented.items():
+        if not text.startswith("`") or "default" not in keys[key]:
+            continue  # "(required)", "the source's": said in words
+        shown, default = yaml.safe_load(text.strip("`")), keys[key]["default"]
+        assert shown == default or text.strip("`") == str(default), (key, text, default)
