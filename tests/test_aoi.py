@@ -55,8 +55,8 @@ def test_reprojection_densifies_long_edges():
     [
         ("not a vector file at all", "cannot read"),
         ('{"type": "FeatureCollection", "features": []}', "holds no geometry"),
-        ('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},'
-         ' "geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}}]}', "holds no polygon"),
+        (('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},'
+          ' "geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}}]}'), "holds no polygon"),
     ],
 )
 def test_unusable_files_get_named_errors(tmp_path, content, message):

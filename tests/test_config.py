@@ -164,7 +164,7 @@ def documented_keys() -> dict[str, str]:
 
     from conftest import REPO
 
-    rows = re.findall(r"^\| `([^`]+)` \| ([^|]*) \|", (REPO / "config" / "README.md").read_text(), re.M)
+    rows = re.findall(r"^\| `([^`]+)` \| ([^|]*) \|", (REPO / "config" / "README.md").read_text(), re.MULTILINE)
     return {key: default.strip() for key, default in rows}
 
 

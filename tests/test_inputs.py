@@ -20,9 +20,9 @@ from s2basemap.config import ConfigError, validate_config
 from s2basemap.failures import SceneUnavailable
 from s2basemap.fetch import FetchOptions, fetch_scene
 from s2basemap.search import BANDS, SearchError, exclusion_reason, search_geometry, search_items
+from test_products import reference_mosaic
 from testworld import RangeServer, served_world
 from testworld.build import ODD_COLLECTION, add_odd_collection
-from test_products import reference_mosaic
 
 
 @pytest.fixture(scope="module")

@@ -38,12 +38,12 @@ def test_every_rule_names_an_existing_env():
         text = path.read_text()
         for env in re.findall(r'conda:\s*\n\s*"([^"]+)"', text):
             assert (path.parent / env).resolve().is_file(), f"{path.name}: {env} missing"
-        assert text.count("conda:") == len(re.findall(r"^(?:rule|checkpoint) ", text, re.M))
+        assert text.count("conda:") == len(re.findall(r"^(?:rule|checkpoint) ", text, re.MULTILINE))
 
 
 def test_ci_runs_exactly_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
-    command = 'pip install -e ".[test]" && python -m pytest'
+    command = 'pip install -e ".[test]" && ruff check . && python -m pytest'
     assert f"```bash\n{command}\n```" in readme
     assert [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))] == [command]

@@ -12,9 +12,24 @@ from scipy.ndimage import binary_dilation
 
 from s2basemap.aoi import read_aoi
 from s2basemap.fetch import FetchOptions, fetch_scene
-from s2basemap.masks import DILATED, NODATA, OCM_CLOUD, SCL_INVALID, MaskOptions, combine, mask_scene
-from s2basemap.ocm import (OCMOptions, WeightsMissingError, check_weights, download_weights,
-                           predict, to_inference_grid, to_scene_grid)
+from s2basemap.masks import (
+    DILATED,
+    NODATA,
+    OCM_CLOUD,
+    SCL_INVALID,
+    MaskOptions,
+    combine,
+    mask_scene,
+)
+from s2basemap.ocm import (
+    OCMOptions,
+    WeightsMissingError,
+    check_weights,
+    download_weights,
+    predict,
+    to_inference_grid,
+    to_scene_grid,
+)
 from s2basemap.search import BANDS
 
 SCL_INVALID_DEFAULT = (1, 3, 8, 9, 10, 11)

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from testworld.stacks import write_scene
 
 from s2basemap.masks import MaskOptions, mask_scene
 from s2basemap.maskserver import MaskServerError, request_mask, run_mask_job, socket_path
+from testworld.stacks import write_scene
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_concurrent_jobs_share_one_server(runtime, scenes, weights):
         tif, record = scenes[i % len(scenes)]
         try:
             results[i] = request_mask(tif, record, runtime / f"m{i}.tif", options, "d2", 1, server_log)
-        except Exception as exc:  # noqa: BLE001 (collected: a thread's exception would vanish)
+        except Exception as exc:  # noqa: BLE001 (every thread's failure is reported)
             errors.append(exc)
 
     threads = [threading.Thread(target=job, args=(i,)) for i in range(6)]

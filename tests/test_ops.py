@@ -206,7 +206,7 @@ def test_failed_jobs_are_read_from_snakemakes_log():
 def test_vast_profile_resolves_from_the_repository_root():
     """The literal command of the README, as a dry run (it needs no network)."""
     result = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "vast", "--cores", "all",
-                             "-n"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                             "-n"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Using profiles vast" in result.stdout + result.stderr
     assert Path(REPO / "vast").resolve() == (REPO / "profiles" / "vast").resolve()

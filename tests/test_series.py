@@ -176,7 +176,6 @@ def test_a_code_change_reruns_exactly_the_rules_behind_it(series, module):
 
 
 def test_new_scene_reruns_only_what_depends_on_it(series, own_world):
-    world, _ = own_world
     jobs = series["new_scene"]
     new_id = series["new_scene_id"]
     assert periods_of(jobs) - {None} == {"2022-02"}

@@ -10,7 +10,6 @@ from rasterio.crs import CRS as RioCRS
 from rasterio.enums import Resampling
 from rasterio.features import geometry_mask
 from shapely.geometry import box
-from testworld.stacks import write_tile_scenes
 
 from s2basemap.aoi import AOI
 from s2basemap.composite import (
@@ -24,6 +23,7 @@ from s2basemap.composite import (
 from s2basemap.grid import output_grid
 from s2basemap.percentile import gpu_available
 from s2basemap.warp import OUTSIDE, Lattice, RasterGrid, gather, gather_xp, group_by_lattice
+from testworld.stacks import write_tile_scenes
 
 # A rectangle across the UTM 15N/16N boundary (-90 deg), near Memphis.
 AOI_4326 = box(-90.03, 34.98, -89.975, 35.02)

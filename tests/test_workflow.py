@@ -124,8 +124,8 @@ def test_weights_in_omnicloudmasks_own_directory_are_used_offline(world, weights
 
     data_home = tmp_path / "data"  # omnicloudmask's directory is under XDG_DATA_HOME
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "XDG_DATA_HOME": str(data_home)}
-    own = subprocess.run([sys.executable, "-c", "from s2basemap.ocm import package_weights_dir; "
-                          "print(package_weights_dir())"], capture_output=True, text=True,
+    own = subprocess.run([sys.executable, "-c", ("from s2basemap.ocm import package_weights_dir; "
+                                                 "print(package_weights_dir())")], capture_output=True, text=True,
                          check=True, env={**os.environ, **env}).stdout.strip()
     assert own.startswith(str(data_home / "omnicloudmask"))
     Path(own).mkdir(parents=True)
@@ -165,7 +165,7 @@ def test_lint_is_clean(world, tmp_path):
 
 def test_snakefiles_are_snakefmt_formatted():
     result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", str(REPO / "workflow")],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -66,7 +66,7 @@ def _read_aoi(path: str, resolved: str, mtime_ns: int, size: int) -> AOI:
     path = Path(path)
     try:
         frame = geopandas.read_file(path)
-    except Exception as exc:  # pyogrio raises several types; the text says why
+    except Exception as exc:  # noqa: BLE001 (pyogrio raises several types; the text says why)
         raise AOIError(f"aoi: cannot read '{path}' as a vector file: {exc}") from None
     if frame.crs is None:
         raise AOIError(f"aoi: '{path}' has no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:4326)")

@@ -31,11 +31,10 @@ def atomic_path(path: str | Path):
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def atomic_write_json(path: str | Path, doc) -> None:

@@ -6,6 +6,7 @@ so a bad value stops the run before any job with one readable line.
 
 from __future__ import annotations
 
+import itertools
 from datetime import date
 from pathlib import Path
 
@@ -171,7 +172,7 @@ def periods(config: dict) -> list[Period]:
     if not result:
         raise ConfigError("months", "no period configured; give months (YYYY-MM) or date_ranges")
     result.sort()
-    for a, b in zip(result, result[1:]):
+    for a, b in itertools.pairwise(result):
         if a.overlaps(b):
             raise ConfigError(
                 "date_ranges",

@@ -7,7 +7,7 @@ for being invalid sets its own bit, so a user can see why a pixel was dropped.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
@@ -31,7 +31,7 @@ class MaskOptions:
     mode: str = "ocm+scl"
     scl_invalid: tuple[int, ...] = (1, 3, 8, 9, 10, 11)
     dilation_metres: float = 0.0
-    ocm: OCMOptions = OCMOptions()
+    ocm: OCMOptions = field(default_factory=OCMOptions)
 
     @classmethod
     def from_config(cls, mask_config: dict) -> MaskOptions:

@@ -40,7 +40,7 @@ class Notifier:
 
         try:
             response = WebhookClient(self._url, timeout=self.timeout).send(text=self.redact(text))
-        except Exception as exc:  # network trouble of any kind must not fail a run
+        except Exception as exc:  # noqa: BLE001 (network trouble of any kind must not fail a run)
             log.warning("Slack message not sent: %s", self.redact(f"{type(exc).__name__}: {exc}"))
             return False
         if response.status_code != 200:

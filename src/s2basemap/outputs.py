@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -233,7 +233,7 @@ def stac_item(metadata: dict, aoi: AOI, period: Period, files: dict) -> dict:
             "constellation": "sentinel-2",
             "instruments": ["msi"],
             "license": "other",
-            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
         "links": links,
         "assets": assets,

@@ -242,7 +242,7 @@ def gpu_available() -> bool:
         import cupy
 
         return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # ImportError, or CUDARuntimeError without a driver
+    except Exception:  # noqa: BLE001 (ImportError, or CUDARuntimeError without a driver)
         return False
 
 

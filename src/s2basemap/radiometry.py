@@ -46,7 +46,7 @@ def offset_from_metadata(properties: dict, reflectance_asset: dict) -> dict:
     if baseline is not None and baseline < OFFSET_BASELINE:
         return _decision(0, f"{evidence}: baseline before 04.00 carries no offset")
     if offset and scale:
-        dn = int(round(offset / scale))
+        dn = round(offset / scale)
         return _decision(dn, f"{evidence}: offset/scale from raster:bands")
     if baseline is not None or flag:
         return _decision(ESA_BOA_ADD_OFFSET, f"{evidence}: ESA's BOA_ADD_OFFSET from 04.00 on")

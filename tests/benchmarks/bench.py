@@ -40,8 +40,8 @@ import numpy as np
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
-from s2basemap.ocm import OCMOptions, choose_device, predict  # noqa: E402
-from s2basemap.percentile import gpu_available, percentile_cpu  # noqa: E402
+from s2basemap.ocm import OCMOptions, choose_device, predict
+from s2basemap.percentile import gpu_available, percentile_cpu
 
 PERCENTILE = 25
 SECTIONS = ["kernel", "masking", "composite", "maskjobs", "workflow"]
@@ -152,6 +152,7 @@ def bench_gpu() -> None:
 
 def bench_masking(edge: int) -> None:
     from benchmarks.bench_masking import synthetic_scene
+
     from testworld.weights import fabricate_weights
 
     device, dtype = choose_device("auto")
@@ -321,7 +322,7 @@ def bench_mask_jobs(n_scenes: int = 20, edge: int = 1024) -> None:
                        str(root), "--configfile", str(root / "config.yaml"), "--cores", str(cores),
                        "-q"]
 
-            def stage():
+            def stage(command=command):
                 for done in (root / "masks", root / "logs"):
                     subprocess.run(["rm", "-rf", str(done)], check=True)
                 return timed_call(subprocess.run, command, check=True, capture_output=True)[1]

@@ -18,8 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from s2basemap.ocm import OCMOptions, choose_device, predict  # noqa: E402
-from testworld.weights import fabricate_weights  # noqa: E402
+from s2basemap.ocm import OCMOptions, choose_device, predict
+from testworld.weights import fabricate_weights
 
 
 def synthetic_scene(size: int) -> np.ndarray:

@@ -135,13 +135,13 @@ def scene_costs(root: Path, edge: int) -> dict:
     from affine import Affine
     from pyproj import CRS
     from shapely.geometry import box
-    from testworld.stacks import smooth_field
-    from testworld.weights import fabricate_weights
 
     from s2basemap.aoi import AOI
     from s2basemap.fetch import FetchOptions, fetch_scene
     from s2basemap.masks import MaskOptions, mask_scene
     from s2basemap.ocm import OCMOptions, predict
+    from testworld.stacks import smooth_field
+    from testworld.weights import fabricate_weights
 
     rng = np.random.default_rng(0)
     x0, y0 = 399960.0, 4000020.0
@@ -187,11 +187,11 @@ def scene_costs(root: Path, edge: int) -> dict:
 def composite_costs(root: Path) -> dict:
     from pyproj import CRS
     from shapely.geometry import box
-    from testworld.stacks import write_tile_scenes
 
     from s2basemap.aoi import AOI
     from s2basemap.composite import composite_tile
     from s2basemap.grid import output_grid
+    from testworld.stacks import write_tile_scenes
 
     aoi = AOI(box(505_000, 1_390_000, 525_480, 1_410_480), CRS.from_epsg(5070))
     grid = output_grid(aoi, "EPSG:5070", (10.0, 10.0), tile_size=2048)
@@ -210,11 +210,11 @@ def output_costs(root: Path, tiles_per_side: int = 4) -> dict:
     import rasterio
     from pyproj import CRS
     from shapely.geometry import box
-    from testworld.stacks import smooth_field
 
     from s2basemap.aoi import AOI
     from s2basemap.grid import output_grid
     from s2basemap.outputs import assemble, coverage, quicklook
+    from testworld.stacks import smooth_field
 
     edge = 2048 * tiles_per_side * 10
     aoi = AOI(box(505_000, 1_390_000, 505_000 + edge, 1_390_000 + edge), CRS.from_epsg(5070))

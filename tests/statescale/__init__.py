@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from pyproj import Geod, Transformer
 from shapely.geometry import Polygon, box, mapping
+
 from testworld.servers import StacServer
 
 COLLECTION = "sentinel-2-l2a"

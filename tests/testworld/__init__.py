@@ -5,7 +5,7 @@ from contextlib import contextmanager
 from testworld.build import World, build_world
 from testworld.servers import RangeServer, StacServer
 
-__all__ = ["World", "build_world", "RangeServer", "StacServer", "served_world"]
+__all__ = ["RangeServer", "StacServer", "World", "build_world", "served_world"]
 
 
 @contextmanager

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.enums import Resampling
 from pyproj import Transformer
+from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 from shapely.geometry import Polygon, box, mapping
 

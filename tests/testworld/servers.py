@@ -328,7 +328,7 @@ class StacServer:
             raise RuntimeError("rustac is not installed: pip install rustac (see the README)")
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log_path, "a")
+        self._log = open(log_path, "a")  # noqa: SIM115 (open while the server runs; closed in stop())
         env = {**os.environ, "RUST_LOG": "warn"}
         self.proc = subprocess.Popen(
             [exe, "serve", "--addr", f"127.0.0.1:{self.port}", *map(str, files)],

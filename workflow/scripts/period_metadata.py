@@ -25,7 +25,8 @@ with logging_to(snakemake.log[0]):
         record_paths=inputs.records,
         stats_paths=inputs.stats,
         settings=snakemake.params.settings,
-        mosaic_files={k: inputs[k] for k in products} if "mosaic" in inputs.keys() else None,
+        # a Namedlist's `in` looks at its values (paths), keys() at its names
+        mosaic_files={k: inputs[k] for k in products} if "mosaic" in inputs.keys() else None,  # noqa: SIM118
         benchmarks_dir=snakemake.params.benchmarks,
         metadata_path=snakemake.output.metadata,
         item_path=snakemake.output.item,
