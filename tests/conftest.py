@@ -51,8 +51,10 @@ def world_config(world, weights_dir=None, **overrides) -> dict:
     mask = {"mode": "scl"}
     if weights_dir is not None:
         # a short idle time: the shared model process ends soon after each test
-        mask = {"mode": "ocm+scl",
-                "ocm": {"weights_dir": str(weights_dir), "server_idle_seconds": 5}}
+        mask = {
+            "mode": "ocm+scl",
+            "ocm": {"weights_dir": str(weights_dir), "server_idle_seconds": 5},
+        }
     config = {
         "mask": mask,
         "aoi": str(world.aoi_gpkg),
@@ -65,19 +67,44 @@ def world_config(world, weights_dir=None, **overrides) -> dict:
     return config
 
 
-def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True,
-                  timeout: float = 600, env: dict | None = None,
-                  snakefile: Path = SNAKEFILE) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path,
+    config: dict,
+    *args: str,
+    check: bool = True,
+    timeout: float = 600,
+    env: dict | None = None,
+    snakefile: Path = SNAKEFILE,
+) -> subprocess.CompletedProcess:
     """Run the workflow's CLI in `workdir` with `config` written to config.yaml there."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile),
-           "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
-           "--cores", "2", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
-                            env={**os.environ, **(env or {})})
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(snakefile),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
+    result = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 

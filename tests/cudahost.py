@@ -83,15 +83,30 @@ def build(source: str, kernel: str, workdir: Path) -> Path:
         cpp = workdir / f"kernel-{name}.cpp"
         cpp.write_text(text)
         result = subprocess.run(
-            [compiler(), "-std=c++17", "-O1", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas",
-             "-Wno-unused-variable", str(cpp), "-o", str(exe)], capture_output=True, text=True, check=False)
+            [
+                compiler(),
+                "-std=c++17",
+                "-O1",
+                "-ffp-contract=off",
+                "-Wall",
+                "-Wno-unknown-pragmas",
+                "-Wno-unused-variable",
+                str(cpp),
+                "-o",
+                str(exe),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"g++ rejected the kernel source:\n{result.stderr}")
     return exe
 
 
-def launch(exe: Path, values: np.ndarray, valid: np.ndarray, q: float, workdir: Path,
-           grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def launch(
+    exe: Path, values: np.ndarray, valid: np.ndarray, q: float, workdir: Path, grid: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Run a built kernel over (N, B, H, W) uint16 values and (N, H, W) bool validity,
     laid out as the GPU glue hands them to the device (C order), on the glue's
     (blocks, threads) grid. Outputs start as 0xBEEF, so a pixel no thread wrote shows."""
@@ -100,9 +115,23 @@ def launch(exe: Path, values: np.ndarray, valid: np.ndarray, q: float, workdir: 
     paths = {k: workdir / f"{k}.bin" for k in ("values", "valid", "out", "count")}
     np.ascontiguousarray(values, dtype=np.uint16).tofile(paths["values"])
     np.ascontiguousarray(valid, dtype=np.bool_).tofile(paths["valid"])
-    subprocess.run([str(exe), str(paths["values"]), str(paths["valid"]), repr(float(q)),
-                    str(n_obs), str(n_bands), str(height * width), str(blocks), str(threads),
-                    str(paths["out"]), str(paths["count"])], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(exe),
+            str(paths["values"]),
+            str(paths["valid"]),
+            repr(float(q)),
+            str(n_obs),
+            str(n_bands),
+            str(height * width),
+            str(blocks),
+            str(threads),
+            str(paths["out"]),
+            str(paths["count"]),
+        ],
+        check=True,
+        capture_output=True,
+    )
     out = np.fromfile(paths["out"], dtype=np.uint16).reshape(n_bands, height, width)
     count = np.fromfile(paths["count"], dtype=np.uint16).reshape(height, width)
     return out, count

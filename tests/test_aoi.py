@@ -30,7 +30,9 @@ def test_multipolygon_geojson_keeps_both_parts(world):
 def test_features_are_merged_and_self_intersections_repaired(tmp_path):
     bowtie = Polygon([(0, 0), (1, 1), (1, 0), (0, 1), (0, 0)])  # self-intersecting
     assert not bowtie.is_valid
-    frame = geopandas.GeoDataFrame(geometry=[bowtie, box(2, 2, 3, 3), box(2.5, 2.5, 3.5, 3.5)], crs=32615)
+    frame = geopandas.GeoDataFrame(
+        geometry=[bowtie, box(2, 2, 3, 3), box(2.5, 2.5, 3.5, 3.5)], crs=32615
+    )
     path = tmp_path / "many.gpkg"
     frame.to_file(path)
     aoi = read_aoi(path)
@@ -44,9 +46,16 @@ def test_reprojection_densifies_long_edges():
     albers = reproject_geometry(edge, CRS.from_epsg(4326), CRS.from_epsg(5070))
     # an independent check: the true midpoint of the top edge, projected point-wise
     x, y = Transformer.from_crs(4326, 5070, always_xy=True).transform(-90, 40)
-    assert albers.exterior.distance(shapely.Point(x, y)) < 200  # metres; a straight chord misses by km
-    naive = Polygon(np.column_stack(Transformer.from_crs(4326, 5070, always_xy=True).transform(
-        *np.array(edge.exterior.coords).T)))
+    assert (
+        albers.exterior.distance(shapely.Point(x, y)) < 200
+    )  # metres; a straight chord misses by km
+    naive = Polygon(
+        np.column_stack(
+            Transformer.from_crs(4326, 5070, always_xy=True).transform(
+                *np.array(edge.exterior.coords).T
+            )
+        )
+    )
     assert naive.exterior.distance(shapely.Point(x, y)) > 10_000
 
 
@@ -55,8 +64,13 @@ def test_reprojection_densifies_long_edges():
     [
         ("not a vector file at all", "cannot read"),
         ('{"type": "FeatureCollection", "features": []}', "holds no geometry"),
-        (('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},'
-          ' "geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}}]}'), "holds no polygon"),
+        (
+            (
+                '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},'
+                ' "geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}}]}'
+            ),
+            "holds no polygon",
+        ),
     ],
 )
 def test_unusable_files_get_named_errors(tmp_path, content, message):

@@ -91,14 +91,23 @@ def test_gpu_kernel_is_identical_to_cpu(q, n_obs):
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
-@pytest.mark.parametrize("source_text", [CUDA_SOURCE.replace("MAX_OBS", str(MAX_OBSERVATIONS_GPU)),
-                                         CUDA_FAST_SOURCE.replace("KEEP", "11")])
+@pytest.mark.parametrize(
+    "source_text",
+    [
+        CUDA_SOURCE.replace("MAX_OBS", str(MAX_OBSERVATIONS_GPU)),
+        CUDA_FAST_SOURCE.replace("KEEP", "11"),
+    ],
+)
 def test_cuda_source_compiles(tmp_path, source_text):
     """Without a GPU the kernels cannot run, but nvcc can still reject a broken source."""
     source = tmp_path / "kernel.cu"
     source.write_text(source_text)
-    result = subprocess.run(["nvcc", "-c", str(source), "-o", str(tmp_path / "kernel.o")],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["nvcc", "-c", str(source), "-o", str(tmp_path / "kernel.o")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -114,7 +123,9 @@ def host_kernels(tmp_path_factory):
     def run(values, valid, q, source=None):
         source = source or kernel_source(values.shape[0], q)
         grid = launch_grid(values.shape[2] * values.shape[3])
-        return cudahost.launch(cudahost.build(*source, workdir), values, valid, q / 100.0, workdir, grid)
+        return cudahost.launch(
+            cudahost.build(*source, workdir), values, valid, q / 100.0, workdir, grid
+        )
 
     return run
 
@@ -131,10 +142,14 @@ def test_cuda_kernels_run_on_the_cpu_exactly_like_numpy(host_kernels, q, n_obs):
     block), invalid fractions 0, 0.4 and 1, the values 0, 1, 65534 and 65535, ties,
     x.5 midpoints, and pixels with 0, 1 and 2 valid observations."""
     for invalid, shape in ((0.0, (5, 13)), (0.4, (9, 7)), (1.0, (3, 3))):
-        values, valid = random_stack(n_obs + int(q), n_obs=max(n_obs, 8), shape=shape, invalid=invalid)
+        values, valid = random_stack(
+            n_obs + int(q), n_obs=max(n_obs, 8), shape=shape, invalid=invalid
+        )
         values, valid = values[:n_obs], valid[:n_obs]
         values[:, :, 1, :] = values[0, :, 1, :]  # a row of ties
-        values[:, 0, -1, :] = np.resize(np.array([0, 1, 65534, 65535], np.uint16), values[:, 0, -1, :].shape)
+        values[:, 0, -1, :] = np.resize(
+            np.array([0, 1, 65534, 65535], np.uint16), values[:, 0, -1, :].shape
+        )
         if invalid == 1.0:
             valid[:] = False
         expected = numpy_reference(values, valid, q)
@@ -230,6 +245,8 @@ def test_usable_scenes_follow_the_statistics_beside_each_mask(tmp_path):
         scenes.append(str(tmp_path / "scenes" / f"{scene_id}.tif"))
         masks.append(str(tmp_path / f"{scene_id}.tif"))
     assert usable_scenes(scenes, masks) == [
-        SceneInput("S2A_a", scenes[0], masks[0]), SceneInput("S2C_c", scenes[2], masks[2])]
+        SceneInput("S2A_a", scenes[0], masks[0]),
+        SceneInput("S2C_c", scenes[2], masks[2]),
+    ]
     with pytest.raises(ValueError):  # a scene without its mask is a wiring error
         usable_scenes(scenes, masks[:2])

@@ -17,21 +17,41 @@ def good(world) -> dict:
 
 STAC_CASES = {
     # a source fills in its url, collection and asset keys; the config may override them
-    "planetary": ({"source": "planetary-computer"},
-                  ("planetary-computer", "https://planetarycomputer.microsoft.com/api/stac/v1",
-                   "sentinel-2-l2a", {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "scl": "SCL"})),
-    "mirror": ({"source": "earth-search-c1", "url": "http://127.0.0.1:9/v1"},
-               ("earth-search-c1", "http://127.0.0.1:9/v1", "sentinel-2-c1-l2a", None)),
+    "planetary": (
+        {"source": "planetary-computer"},
+        (
+            "planetary-computer",
+            "https://planetarycomputer.microsoft.com/api/stac/v1",
+            "sentinel-2-l2a",
+            {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "scl": "SCL"},
+        ),
+    ),
+    "mirror": (
+        {"source": "earth-search-c1", "url": "http://127.0.0.1:9/v1"},
+        ("earth-search-c1", "http://127.0.0.1:9/v1", "sentinel-2-c1-l2a", None),
+    ),
     # configs from before sources: a url and a collection mean what they meant
-    "legacy": ({"url": "https://earth-search.aws.element84.com/v1", "collection": "sentinel-2-l2a"},
-               ("earth-search-l2a", "https://earth-search.aws.element84.com/v1", "sentinel-2-l2a", None)),
-    "legacy url": ({"url": "http://127.0.0.1:9/v1"},
-                   ("earth-search-l2a", "http://127.0.0.1:9/v1", "sentinel-2-l2a", None)),
-    "legacy c1": ({"collection": "sentinel-2-c1-l2a"},
-                  ("earth-search-c1", "https://earth-search.aws.element84.com/v1", "sentinel-2-c1-l2a", None)),
-    "legacy other": ({"url": "https://stac.example/v1", "collection": "s2-l2a", "assets": {"red": "B04"}},
-                     ("custom", "https://stac.example/v1", "s2-l2a", {"blue": "blue", "green": "green",
-                                                                       "red": "B04", "nir": "nir", "scl": "scl"})),
+    "legacy": (
+        {"url": "https://earth-search.aws.element84.com/v1", "collection": "sentinel-2-l2a"},
+        ("earth-search-l2a", "https://earth-search.aws.element84.com/v1", "sentinel-2-l2a", None),
+    ),
+    "legacy url": (
+        {"url": "http://127.0.0.1:9/v1"},
+        ("earth-search-l2a", "http://127.0.0.1:9/v1", "sentinel-2-l2a", None),
+    ),
+    "legacy c1": (
+        {"collection": "sentinel-2-c1-l2a"},
+        ("earth-search-c1", "https://earth-search.aws.element84.com/v1", "sentinel-2-c1-l2a", None),
+    ),
+    "legacy other": (
+        {"url": "https://stac.example/v1", "collection": "s2-l2a", "assets": {"red": "B04"}},
+        (
+            "custom",
+            "https://stac.example/v1",
+            "s2-l2a",
+            {"blue": "blue", "green": "green", "red": "B04", "nir": "nir", "scl": "scl"},
+        ),
+    ),
 }
 
 
@@ -41,14 +61,20 @@ def test_a_source_sets_where_scenes_come_from(case):
 
     stac, (source, url, collection, assets) = STAC_CASES[case]
     resolved = resolve_stac(stac)
-    assert (resolved["source"], resolved["url"], resolved["collection"]) == (source, url, collection)
+    assert (resolved["source"], resolved["url"], resolved["collection"]) == (
+        source,
+        url,
+        collection,
+    )
     assert resolved["assets"] == (assets or {b: b for b in ("blue", "green", "red", "nir", "scl")})
 
 
 def test_a_user_config_naming_only_a_url_drops_the_default_source():
     from s2basemap.config import replace_source
 
-    config = {"stac": {"source": "earth-search-c1", "url": "http://127.0.0.1:9/v1", "max_cloud_cover": 80}}
+    config = {
+        "stac": {"source": "earth-search-c1", "url": "http://127.0.0.1:9/v1", "max_cloud_cover": 80}
+    }
     replace_source(config, {"stac": {"url": "http://127.0.0.1:9/v1"}})
     assert config["stac"] == {"url": "http://127.0.0.1:9/v1", "max_cloud_cover": 80}
     kept = {"stac": {"source": "planetary-computer"}}
@@ -64,7 +90,9 @@ def test_defaults_fill_what_the_user_omits(good):
     assert config["stac"]["assets"] == {b: b for b in ("blue", "green", "red", "nir", "scl")}
     assert config["composite"]["percentile"] == 25
     assert config["target"] == {"crs": "EPSG:5070", "resolution": 10, "tile_size": 2048}
-    assert config["mask"]["mode"] == "ocm+scl" and config["mask"]["ocm"]["inference_resolution"] == 20
+    assert (
+        config["mask"]["mode"] == "ocm+scl" and config["mask"]["ocm"]["inference_resolution"] == 20
+    )
     assert config["work_dir"] == "work" and config["results_dir"] == "results"
 
 
@@ -76,7 +104,11 @@ def test_defaults_fill_what_the_user_omits(good):
         (lambda c: c["target"].update(crs="EPSG:4978"), "target.crs", "2D projected or geographic"),
         (lambda c: c["target"].update(resolution=-10), "target.resolution", "positive number"),
         (lambda c: c["target"].update(resolution=0), "target.resolution", "positive number"),
-        (lambda c: c["target"].update(crs="EPSG:4326", resolution=10), "target.resolution", "degree"),
+        (
+            lambda c: c["target"].update(crs="EPSG:4326", resolution=10),
+            "target.resolution",
+            "degree",
+        ),
         (lambda c: c["target"].update(resolution=0.01), "target.resolution", "1 m to 10 km"),
         (lambda c: c["target"].update(tile_size=100), "target.tile_size", "256-16384"),
         (lambda c: c["composite"].update(percentile=150), "composite.percentile", "0-100"),
@@ -86,28 +118,65 @@ def test_defaults_fill_what_the_user_omits(good):
         (lambda c: c.update(months=["2025-6"]), "months[0]", "YYYY-MM"),
         (lambda c: c.update(months=[]), "months", "no period configured"),
         (lambda c: c.update(months=["2022-01", "2022-01"]), "months", "non-unique"),
-        (lambda c: c.update(date_ranges=[{"start": "2022-02-30", "end": "2022-03-02"}]),
-         "date_ranges[0].start", "not a calendar date"),
-        (lambda c: c.update(date_ranges=[{"start": "2022-03-10", "end": "2022-03-02"}]),
-         "date_ranges[0]", "before start"),
-        (lambda c: c.update(date_ranges=[{"start": "2022-01-20", "end": "2022-02-05"}]),
-         "date_ranges", "overlap"),
+        (
+            lambda c: c.update(date_ranges=[{"start": "2022-02-30", "end": "2022-03-02"}]),
+            "date_ranges[0].start",
+            "not a calendar date",
+        ),
+        (
+            lambda c: c.update(date_ranges=[{"start": "2022-03-10", "end": "2022-03-02"}]),
+            "date_ranges[0]",
+            "before start",
+        ),
+        (
+            lambda c: c.update(date_ranges=[{"start": "2022-01-20", "end": "2022-02-05"}]),
+            "date_ranges",
+            "overlap",
+        ),
         (lambda c: c.update(colour="blue"), "colour", "unknown key"),
         (lambda c: c["stac"].update(collection=""), "stac.collection", "STAC collection"),
-        (lambda c: c["stac"].update(source="earth-search"), "stac.source", "earth-search-c1 (the default)"),
-        (lambda c: c["stac"].update(source="custom", url="https://stac.example/v1", collection="s2", assets={}),
-         "stac.assets", "needs the asset key of each band (blue, green, red, nir, scl); missing: blue"),
-        (lambda c: c.update(stac={"source": "custom", "collection": "s2",
-                                  "assets": dict.fromkeys(["blue", "green", "red", "nir", "scl"], "x")}),
-         "stac.url", "a custom source needs its url"),
+        (
+            lambda c: c["stac"].update(source="earth-search"),
+            "stac.source",
+            "earth-search-c1 (the default)",
+        ),
+        (
+            lambda c: c["stac"].update(
+                source="custom", url="https://stac.example/v1", collection="s2", assets={}
+            ),
+            "stac.assets",
+            "needs the asset key of each band (blue, green, red, nir, scl); missing: blue",
+        ),
+        (
+            lambda c: c.update(
+                stac={
+                    "source": "custom",
+                    "collection": "s2",
+                    "assets": dict.fromkeys(["blue", "green", "red", "nir", "scl"], "x"),
+                }
+            ),
+            "stac.url",
+            "a custom source needs its url",
+        ),
         (lambda c: c["stac"].update(url="ftp://x"), "stac.url", "http or https"),
         (lambda c: c["stac"].update(max_cloud_cover=120), "stac.max_cloud_cover", "0-100"),
         (lambda c: c["output"].update(filename_base="a/b"), "output.filename_base", "letters"),
         (lambda c: c["fetch"].update(retries=-1), "fetch.retries", "0-20"),
-        (lambda c: c["fetch"].update(max_left_out_fraction=1.5), "fetch.max_left_out_fraction", "(0-1)"),
-        (lambda c: c["fetch"].update(outage_after=0), "fetch.outage_after", "less than the minimum"),
-        (lambda c: c["storage"].update(months_in_flight=0), "storage.months_in_flight",
-         "less than the minimum"),
+        (
+            lambda c: c["fetch"].update(max_left_out_fraction=1.5),
+            "fetch.max_left_out_fraction",
+            "(0-1)",
+        ),
+        (
+            lambda c: c["fetch"].update(outage_after=0),
+            "fetch.outage_after",
+            "less than the minimum",
+        ),
+        (
+            lambda c: c["storage"].update(months_in_flight=0),
+            "storage.months_in_flight",
+            "less than the minimum",
+        ),
         (lambda c: c.pop("aoi"), "aoi", "required"),
     ],
 )
@@ -133,16 +202,20 @@ def test_aoi_without_crs_is_named(good, tmp_path):
 
 
 def test_periods_are_months_and_ranges_sorted():
-    config = {"months": ["2022-02", "2021-12"],
-              "date_ranges": [{"start": "2022-01-03", "end": "2022-01-20"}]}
+    config = {
+        "months": ["2022-02", "2021-12"],
+        "date_ranges": [{"start": "2022-01-03", "end": "2022-01-20"}],
+    }
     result = periods(config)
     assert [p.label for p in result] == ["2021-12", "2022-01-03_2022-01-20", "2022-02"]
     assert result[2].start == date(2022, 2, 1) and result[2].end == date(2022, 2, 28)
     assert result[0].filename_dates == "2021_12_01_to_2021_12_31"
 
 
-@pytest.mark.parametrize(("crs", "res"), [("EPSG:4326", 0.0001), ("EPSG:5070", 10),
-                                          ("EPSG:32615", [10, 20]), ("EPSG:3857", 30)])
+@pytest.mark.parametrize(
+    ("crs", "res"),
+    [("EPSG:4326", 0.0001), ("EPSG:5070", 10), ("EPSG:32615", [10, 20]), ("EPSG:3857", 30)],
+)
 def test_sensible_resolutions_pass(crs, res):
     check_resolution({"target": {"crs": crs, "resolution": res}})
 
@@ -164,7 +237,9 @@ def documented_keys() -> dict[str, str]:
 
     from conftest import REPO
 
-    rows = re.findall(r"^\| `([^`]+)` \| ([^|]*) \|", (REPO / "config" / "README.md").read_text(), re.MULTILINE)
+    rows = re.findall(
+        r"^\| `([^`]+)` \| ([^|]*) \|", (REPO / "config" / "README.md").read_text(), re.MULTILINE
+    )
     return {key: default.strip() for key, default in rows}
 
 

@@ -57,7 +57,9 @@ def test_the_outage_count_is_shared_by_concurrent_jobs(tmp_path):
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         pool.starmap(_fail_many, [(path, 50)] * 4)
     assert json.loads(path.read_text())["in_a_row"] == 200
-    assert OutageWatch(path, limit=200).down().startswith("the imagery source looks down: 200 scenes")
+    assert (
+        OutageWatch(path, limit=200).down().startswith("the imagery source looks down: 200 scenes")
+    )
     assert OutageWatch(path, limit=201).down() is None
     assert OutageWatch(path, limit=None).down() is None  # never stops a run
 
@@ -80,11 +82,15 @@ def month(tmp_path, statuses: dict[str, str]) -> list:
     for scene_id, status in statuses.items():
         record = {"id": scene_id, "status": status}
         if status == "failed":
-            record |= {"kind": PERMANENT, "reason": f"unreadable: {scene_id}/B04.tif: HTTP response code: 404"}
+            record |= {
+                "kind": PERMANENT,
+                "reason": f"unreadable: {scene_id}/B04.tif: HTTP response code: 404",
+            }
         (scenes / f"{scene_id}.json").write_text(json.dumps(record))
         paths.append(str(scenes / f"{scene_id}.json"))
     (tmp_path / "2022-02" / "manifest.json").write_text(
-        json.dumps({"period": "2022-02", "scenes": [{"id": i} for i in statuses]}))
+        json.dumps({"period": "2022-02", "scenes": [{"id": i} for i in statuses]})
+    )
     return paths
 
 
@@ -96,13 +102,20 @@ def test_a_month_within_the_threshold_is_published_with_its_failures(tmp_path):
 
 
 def test_a_month_over_the_threshold_fails_and_its_failed_scenes_are_fetched_again(tmp_path):
-    paths = month(tmp_path, {"a": "ok", "b": "failed", "c": "failed", "d": "ok", "e": "ok", "f": "ok"})
+    paths = month(
+        tmp_path, {"a": "ok", "b": "failed", "c": "failed", "d": "ok", "e": "ok", "f": "ok"}
+    )
     with pytest.raises(MonthNotPublished) as caught:
         vet_month("2022-02", paths, max_fraction=0.1)
     message = str(caught.value)
-    assert message.startswith("2022-02 not published: 2 of 6 scenes could not be read (33% of the month, "
-                              "more than fetch.max_left_out_fraction 0.1 allows)")
-    assert "b: unreadable: b/B04.tif: HTTP response code: 404" in message and "c: unreadable" in message
+    assert message.startswith(
+        "2022-02 not published: 2 of 6 scenes could not be read (33% of the month, "
+        "more than fetch.max_left_out_fraction 0.1 allows)"
+    )
+    assert (
+        "b: unreadable: b/B04.tif: HTTP response code: 404" in message
+        and "c: unreadable" in message
+    )
     # the records are gone (so the fetch jobs rerun) and the reasons kept in the ledger
     scenes = tmp_path / "2022-02/scenes"
     assert sorted(p.stem for p in scenes.glob("*.json")) == ["a", "d", "e", "f"]
@@ -118,15 +131,24 @@ def test_a_waiting_month_says_what_to_run(tmp_path):
     failed = tmp_path / "2022-02" / "failed"
     failed.mkdir()
     for scene_id in "bc":
-        (failed / f"{scene_id}.json").write_text(json.dumps(
-            {"id": scene_id, "kind": TRANSIENT, "reason": "unreadable after 5 attempts: CURL error: reset"}))
+        (failed / f"{scene_id}.json").write_text(
+            json.dumps(
+                {
+                    "id": scene_id,
+                    "kind": TRANSIENT,
+                    "reason": "unreadable after 5 attempts: CURL error: reset",
+                }
+            )
+        )
     (failed / "gone.json").write_text(json.dumps({"id": "gone", "kind": TRANSIENT, "reason": "x"}))
     [verdict] = waiting_months(tmp_path, ["2022-02"], published=lambda period: False)
     resume = resume_command(["/usr/bin/snakemake", "--profile", "vast", "--cores", "all"])
     assert verdict.line(resume) == (
         "2022-02 not published: 2 of 3 scenes could not be read (2 for network reasons, e.g. "
         "unreadable after 5 attempts: CURL error: reset); nothing of it was uploaded. To fetch just "
-        "those scenes again, run: snakemake --profile vast --cores all")
+        "those scenes again, run: snakemake --profile vast --cores all"
+    )
     assert verdict.listing().splitlines() == [
         "• b (transient): unreadable after 5 attempts: CURL error: reset",
-        "• c (transient): unreadable after 5 attempts: CURL error: reset"]
+        "• c (transient): unreadable after 5 attempts: CURL error: reset",
+    ]

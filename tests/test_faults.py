@@ -28,8 +28,9 @@ from testworld.build import FILES
 from testworld.servers import FAULT_KINDS, WebhookReceiver
 
 MONTHS = ["2022-01", "2022-02"]
-PRODUCTS = [f"results/2022-01/S2_RGBNIR_2022_01_01_to_2022_01_31{s}" for s in (".tif", "_count.tif")] + \
-           [f"results/2022-02/S2_RGBNIR_2022_02_01_to_2022_02_28{s}" for s in (".tif", "_count.tif")]
+PRODUCTS = [
+    f"results/2022-01/S2_RGBNIR_2022_01_01_to_2022_01_31{s}" for s in (".tif", "_count.tif")
+] + [f"results/2022-02/S2_RGBNIR_2022_02_01_to_2022_02_28{s}" for s in (".tif", "_count.tif")]
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +49,15 @@ def fault_schedule(world) -> dict[tuple[str, int], str]:
     """Ten of the band files the months fetch get one fault each: every kind once on the file's
     first GET (the header) and once on its second (pixels). Every third file is taken, so a
     scene gets at most two faults, and each costs at most one of the fetch's four attempts."""
-    paths = ["/" + scene.path(band).relative_to(world.root).as_posix()
-             for month in MONTHS for scene in world.newest(month) for band in sorted(FILES)]
-    return {(path, i % 2): FAULT_KINDS[i % len(FAULT_KINDS)] for i, path in enumerate(paths[::3][:10])}
+    paths = [
+        "/" + scene.path(band).relative_to(world.root).as_posix()
+        for month in MONTHS
+        for scene in world.newest(month)
+        for band in sorted(FILES)
+    ]
+    return {
+        (path, i % 2): FAULT_KINDS[i % len(FAULT_KINDS)] for i, path in enumerate(paths[::3][:10])
+    }
 
 
 def digests(root: Path, names) -> dict[str, str]:
@@ -76,7 +83,9 @@ def test_network_faults_leave_the_mosaic_byte_identical(faulty, baseline, tmp_pa
         run_snakemake(tmp_path, config_for(world))
     finally:
         http.schedule_faults({})
-    print(f"faults injected: {dict(http.faults)} over {sum(http.requests.values())} served requests")
+    print(
+        f"faults injected: {dict(http.faults)} over {sum(http.requests.values())} served requests"
+    )
     assert sum(http.faults.values()) == len(schedule)  # every scheduled fault happened
     assert set(http.faults) == set(FAULT_KINDS)
     assert digests(tmp_path, PRODUCTS) == baseline
@@ -86,14 +95,24 @@ def test_network_faults_leave_the_mosaic_byte_identical(faulty, baseline, tmp_pa
 
 
 def band_paths(world, scenes, bands=FILES) -> set[str]:
-    return {"/" + scene.path(band).relative_to(world.root).as_posix() for scene in scenes for band in bands}
+    return {
+        "/" + scene.path(band).relative_to(world.root).as_posix()
+        for scene in scenes
+        for band in bands
+    }
 
 
 def products_of(workdir: Path, month: str) -> list[Path]:
-    return sorted((workdir / "results" / month).glob("*")) if (workdir / "results" / month).exists() else []
+    return (
+        sorted((workdir / "results" / month).glob("*"))
+        if (workdir / "results" / month).exists()
+        else []
+    )
 
 
-def test_an_outage_for_the_whole_run_publishes_nothing_and_the_next_run_completes(faulty, baseline, tmp_path):
+def test_an_outage_for_the_whole_run_publishes_nothing_and_the_next_run_completes(
+    faulty, baseline, tmp_path
+):
     world, http = faulty
     http.schedule_faults({})
     http.go_down()
@@ -102,7 +121,10 @@ def test_an_outage_for_the_whole_run_publishes_nothing_and_the_next_run_complete
     finally:
         http.come_up()
     assert result.returncode != 0
-    assert "the imagery source did not answer" in result.stderr and "Run again once it answers" in result.stderr
+    assert (
+        "the imagery source did not answer" in result.stderr
+        and "Run again once it answers" in result.stderr
+    )
     # it stopped at the plan's size requests: nothing fetched, nothing published
     assert not list((tmp_path / "work").glob("*/scenes/*.json"))
     assert all(products_of(tmp_path, month) == [] for month in MONTHS)
@@ -111,15 +133,20 @@ def test_an_outage_for_the_whole_run_publishes_nothing_and_the_next_run_complete
 
 
 def test_an_outage_mid_run_stops_early_and_the_next_run_fetches_just_the_failed_scenes(
-        faulty, baseline, tmp_path):
+    faulty, baseline, tmp_path
+):
     world, http = faulty
     http.schedule_faults({})
     scenes = [scene for month in MONTHS for scene in world.newest(month)]
     hook = WebhookReceiver().start()
     # both months' fetches may run (no wait for the first month's tiles), so that the
     # outage meets more scenes than the watch lets spend their retries
-    config = config_for(world, notify={"webhook_env": "S2B_TEST_WEBHOOK"}, fetch={"outage_after": 3},
-                        storage={"months_in_flight": None})
+    config = config_for(
+        world,
+        notify={"webhook_env": "S2B_TEST_WEBHOOK"},
+        fetch={"outage_after": 3},
+        storage={"months_in_flight": None},
+    )
     # down once the plan's size requests (a HEAD per file) and about three scenes' reads are served
     http.go_down(after=len(scenes) * len(FILES) + 90)
     try:
@@ -135,26 +162,37 @@ def test_an_outage_mid_run_stops_early_and_the_next_run_fetches_just_the_failed_
     # the watch stopped the rest: at most outage_after scenes (and those in flight on the two
     # cores) spent their retries, and the others gave up without a request
     spent = [e for e in failed.values() if e["reason"].startswith("unreadable after 4 attempts")]
-    gave_up = [e for e in failed.values()
-               if re.match(r"gave up: the imagery source looks down: [345] scenes in a row", e["reason"])]
+    gave_up = [
+        e
+        for e in failed.values()
+        if re.match(r"gave up: the imagery source looks down: [345] scenes in a row", e["reason"])
+    ]
     assert len(spent) <= 3 + 2 and gave_up and len(spent) + len(gave_up) == len(failed)
     assert all(e["attempts"] == 0 for e in gave_up)
-    waiting = sorted({path.parent.parent.name for path in (tmp_path / "work").glob("*/failed/*.json")})
+    waiting = sorted(
+        {path.parent.parent.name for path in (tmp_path / "work").glob("*/failed/*.json")}
+    )
     for month in waiting:
         total = len(world.newest(month))
         n = sum(1 for path in (tmp_path / "work" / month / "failed").glob("*.json"))
-        line = next(l for l in result.stderr.splitlines() if l.startswith(f"ERROR {month} not published"))
+        line = next(
+            l for l in result.stderr.splitlines() if l.startswith(f"ERROR {month} not published")
+        )
         assert f"{n} of {total} scenes could not be read ({n} for network reasons" in line
         assert line.endswith(f"--configfile {tmp_path / 'config.yaml'} --cores 2")
         assert not (tmp_path / "results" / month / "metadata.json").exists()
         assert any(t.startswith(f":x: {month} not published") for t in hook.texts)
-    assert not any("rule fetch_scene failed" in t for t in hook.texts)  # told per month, not per scene
+    assert not any(
+        "rule fetch_scene failed" in t for t in hook.texts
+    )  # told per month, not per scene
     fetched = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/scenes/*.json")}
     http.reset_counts()
     run_snakemake(tmp_path, config)  # the same command, no --forcerun
     assert digests(tmp_path, PRODUCTS) == baseline
     assert set(http.requests) <= band_paths(world, [world.scene(i) for i in failed])
-    assert {p.split("/")[-2] for p in http.requests} == {world.scene(i).path("red").parent.name for i in failed}
+    assert {p.split("/")[-2] for p in http.requests} == {
+        world.scene(i).path("red").parent.name for i in failed
+    }
     for path, mtime in fetched.items():
         assert path.stat().st_mtime_ns == mtime, f"{path.name} was fetched again"
     assert not list((tmp_path / "work").glob("*/failed/*.json"))
@@ -168,8 +206,9 @@ def test_a_permanently_broken_scene_is_left_out_of_a_published_month(faulty, tmp
     victim.path("red").rename(hidden)  # the server answers 404
     hook = WebhookReceiver().start()
     try:
-        config = config_for(world, notify={"webhook_env": "S2B_TEST_WEBHOOK"},
-                            fetch={"max_left_out_fraction": 0.2})
+        config = config_for(
+            world, notify={"webhook_env": "S2B_TEST_WEBHOOK"}, fetch={"max_left_out_fraction": 0.2}
+        )
         run_snakemake(tmp_path, config, env={"S2B_TEST_WEBHOOK": hook.url})
     finally:
         hidden.rename(victim.path("red"))
@@ -188,7 +227,9 @@ def test_a_permanently_broken_scene_is_left_out_of_a_published_month(faulty, tmp
     assert stats["status"] == "skipped"
 
 
-def test_more_broken_scenes_than_the_threshold_fail_the_month_and_name_them(faulty, baseline, tmp_path):
+def test_more_broken_scenes_than_the_threshold_fail_the_month_and_name_them(
+    faulty, baseline, tmp_path
+):
     world, http = faulty
     http.schedule_faults({})
     victims = [world.scene(i) for i in ("S2A_16SBU_20220214_0_L2A", "S2B_15SYU_20220204_0_L2A")]
@@ -202,14 +243,21 @@ def test_more_broken_scenes_than_the_threshold_fail_the_month_and_name_them(faul
             victim.path("nir").with_suffix(".good").replace(victim.path("nir"))
     assert result.returncode != 0
     line = next(l for l in result.stderr.splitlines() if "2022-02 not published" in l)
-    assert "2 of 6 scenes could not be read (33% of the month, more than fetch.max_left_out_fraction 0.1" in line
-    assert all(f"{v.id}: unreadable (permanent)" in line and "not recognized" in line for v in victims)
+    assert (
+        "2 of 6 scenes could not be read (33% of the month, more than fetch.max_left_out_fraction 0.1"
+        in line
+    )
+    assert all(
+        f"{v.id}: unreadable (permanent)" in line and "not recognized" in line for v in victims
+    )
     assert products_of(tmp_path, "2022-02") == []
     assert (tmp_path / "results/2022-01/metadata.json").exists()  # the other month is published
     # the files are mended: the next run fetches those two again and publishes the month. The
     # month's columns ran with them left out and swept their scene rasters, so the columns
     # they touch are composited again from refetched rasters; the published month is untouched.
-    assert sorted(p.stem for p in (tmp_path / "work/2022-02/failed").glob("*.json")) == sorted(v.id for v in victims)
+    assert sorted(p.stem for p in (tmp_path / "work/2022-02/failed").glob("*.json")) == sorted(
+        v.id for v in victims
+    )
     assert not any((tmp_path / "work/2022-02/scenes" / f"{v.id}.json").exists() for v in victims)
     published = {p: p.stat().st_mtime_ns for p in (tmp_path / "work/2022-01").rglob("*.json")}
     http.reset_counts()
@@ -221,17 +269,35 @@ def test_more_broken_scenes_than_the_threshold_fail_the_month_and_name_them(faul
     assert not list((tmp_path / "work/2022-02/failed").glob("*.json"))
 
 
-STAGES = {"fetch": "work/logs/fetch", "mask": "work/logs/mask", "composite": "work/logs/composite",
-          "assemble": "work/logs/assemble"}
+STAGES = {
+    "fetch": "work/logs/fetch",
+    "mask": "work/logs/mask",
+    "composite": "work/logs/composite",
+    "assemble": "work/logs/assemble",
+}
 
 
 def kill_when_started(workdir: Path, config: dict, stage: str, timeout: float = 300) -> None:
     """Run the workflow and SIGKILL its whole process group as soon as a `stage` job starts."""
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-         "--configfile", str(workdir / "config.yaml"), "--cores", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(SNAKEFILE),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            "--cores",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     logs = workdir / STAGES[stage]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:

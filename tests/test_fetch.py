@@ -20,8 +20,11 @@ FAST = FetchOptions(retries=1, backoff_seconds=0.05, timeout_seconds=10)
 
 
 def spec_for(world, scene, offset_dn):
-    return {"id": scene.id, "assets": {b: world.url(scene.path(b)) for b in BANDS},
-            "offset": {"dn": offset_dn, "source": "metadata", "reason": "test"}}
+    return {
+        "id": scene.id,
+        "assets": {b: world.url(scene.path(b)) for b in BANDS},
+        "offset": {"dn": offset_dn, "source": "metadata", "reason": "test"},
+    }
 
 
 def reference(world, scene, aoi_path, offset_dn):
@@ -32,7 +35,7 @@ def reference(world, scene, aoi_path, offset_dn):
     with rasterio.open(scene.path("red")) as src:
         transform, crs, shape = src.transform, src.crs, src.shape
     aoi = geopandas.read_file(aoi_path).to_crs(crs).geometry.union_all().buffer(MARGIN_PIXELS * 10)
-    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
     x, y = rasterio.transform.xy(transform, rows.ravel(), cols.ravel())
     inside = shapely.contains_xy(aoi, np.asarray(x), np.asarray(y)).reshape(shape)
     expected = []
@@ -47,11 +50,16 @@ def reference(world, scene, aoi_path, offset_dn):
     return np.stack(expected), transform, inside
 
 
-@pytest.mark.parametrize(("scene_id", "offset_dn"), [
-    ("S2A_15SYU_20220128_0_L2A", -1000),  # baseline 04.00 with the offset in its pixels
-    ("S2A_16SBU_20220105_0_L2A", 0),  # baseline 03.01 in the other UTM zone
-])
-def test_fetched_pixels_equal_the_source_inside_the_aoi(world, http_server, tmp_path, scene_id, offset_dn):
+@pytest.mark.parametrize(
+    ("scene_id", "offset_dn"),
+    [
+        ("S2A_15SYU_20220128_0_L2A", -1000),  # baseline 04.00 with the offset in its pixels
+        ("S2A_16SBU_20220105_0_L2A", 0),  # baseline 03.01 in the other UTM zone
+    ],
+)
+def test_fetched_pixels_equal_the_source_inside_the_aoi(
+    world, http_server, tmp_path, scene_id, offset_dn
+):
     scene = world.scene(scene_id)
     tif = tmp_path / "scene.tif"
     record = fetch_scene(spec_for(world, scene, offset_dn), read_aoi(world.aoi_gpkg), tif, FAST)
@@ -66,10 +74,10 @@ def test_fetched_pixels_equal_the_source_inside_the_aoi(world, http_server, tmp_
         row = (src_transform.f - out.transform.f) / 10
     assert col == int(col) and row == int(row)  # the window sits on the source grid
     col, row = int(col), int(row)
-    window = expected[:, row:row + fetched.shape[1], col:col + fetched.shape[2]]
+    window = expected[:, row : row + fetched.shape[1], col : col + fetched.shape[2]]
     np.testing.assert_array_equal(fetched, window)
     # every source pixel inside the AOI (and its margin) made it into the window
-    assert inside.sum() == inside[row:row + fetched.shape[1], col:col + fetched.shape[2]].sum()
+    assert inside.sum() == inside[row : row + fetched.shape[1], col : col + fetched.shape[2]].sum()
     assert record["aoi_pixels"] == inside.sum()
     # dark water carries DN <= 1000 in offset scenes: clamped to 1, never wrapped to ~65k
     if offset_dn:
@@ -86,13 +94,17 @@ def test_partial_scene_reads_less_than_half_of_its_files(world, http_server, tmp
 
 def test_pixels_overrule_wrong_offset_metadata(world, http_server, tmp_path):
     scene = world.scene("S2B_16SBU_20220224_0_L2A")  # claims an offset its pixels lack
-    record = fetch_scene(spec_for(world, scene, -1000), read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
+    record = fetch_scene(
+        spec_for(world, scene, -1000), read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST
+    )
     assert record["offset"]["dn"] == 0 and record["offset"]["source"] == "pixels"
     expected, src_transform, _ = reference(world, scene, world.aoi_gpkg, 0)
     with rasterio.open(tmp_path / "s.tif") as out:
         col = int((out.transform.c - src_transform.c) / 10)
         row = int((src_transform.f - out.transform.f) / 10)
-        np.testing.assert_array_equal(out.read(), expected[:, row:row + out.height, col:col + out.width])
+        np.testing.assert_array_equal(
+            out.read(), expected[:, row : row + out.height, col : col + out.width]
+        )
 
 
 def test_scene_outside_the_aoi_is_skipped(world, http_server, tmp_path):
@@ -111,7 +123,9 @@ def test_a_missing_file_is_permanent_and_left_out_at_once(world, http_server, tm
     spec["assets"]["nir"] = f"{world.base_url}/cogs/does-not-exist/B08.tif"
     record = fetch_scene(spec, read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
     # a 404 is the file's own: no retry could help
-    assert record["status"] == "failed" and record["kind"] == "permanent" and record["attempts"] == 1
+    assert (
+        record["status"] == "failed" and record["kind"] == "permanent" and record["attempts"] == 1
+    )
     assert "nir (" in record["reason"] and "does-not-exist/B08.tif" in record["reason"]
     assert "HTTP response code: 404" in record["reason"]
     with rasterio.open(tmp_path / "s.tif") as out:
@@ -155,11 +169,16 @@ def test_bytes_cut_in_transit_on_every_attempt_are_transient(world, http_server,
     http_server.schedule_faults({(path, n): "truncate" for n in range(1, 40)})
     try:
         with pytest.raises(SceneUnavailable) as caught:
-            fetch_scene(spec_for(world, scene, -1000), read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
+            fetch_scene(
+                spec_for(world, scene, -1000), read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST
+            )
     finally:
         http_server.schedule_faults({})
     assert http_server.faults["truncate"] >= FAST.retries + 1
-    assert caught.value.entry["kind"] == "transient" and caught.value.entry["attempts"] == FAST.retries + 1
+    assert (
+        caught.value.entry["kind"] == "transient"
+        and caught.value.entry["attempts"] == FAST.retries + 1
+    )
     assert "B03.tif" in caught.value.entry["reason"]
     assert not (tmp_path / "s.tif").exists()  # never a partial scene
 
@@ -188,8 +207,14 @@ def test_an_unanswering_server_is_transient(world, http_server, tmp_path, outage
 def test_scenes_failing_in_a_row_stop_the_rest_before_any_request(world, http_server, tmp_path):
     watch = OutageWatch(tmp_path / "outage.json", limit=2)
     aoi = read_aoi(world.aoi_gpkg)
-    scenes = [world.scene(i) for i in ("S2A_15SYU_20220128_0_L2A", "S2A_16SBU_20220128_0_L2A",
-                                       "S2B_15SYU_20220204_0_L2A")]
+    scenes = [
+        world.scene(i)
+        for i in (
+            "S2A_15SYU_20220128_0_L2A",
+            "S2A_16SBU_20220128_0_L2A",
+            "S2B_15SYU_20220204_0_L2A",
+        )
+    ]
     http_server.go_down()
     try:
         for scene in scenes[:2]:
@@ -212,13 +237,21 @@ def test_scenes_failing_in_a_row_stop_the_rest_before_any_request(world, http_se
     assert watch.down() is None  # one in a row again, not two
 
 
-def test_a_fetch_job_notes_a_transient_failure_and_clears_it_once_fetched(world, http_server, tmp_path):
+def test_a_fetch_job_notes_a_transient_failure_and_clears_it_once_fetched(
+    world, http_server, tmp_path
+):
     scene = world.scene("S2A_15SYU_20220128_0_L2A")
     record = tmp_path / "2022-01" / "scenes" / f"{scene.id}.json"
     record.parent.mkdir(parents=True)
     ledger = tmp_path / "2022-01" / "failed" / f"{scene.id}.json"
-    args = (spec_for(world, scene, -1000), read_aoi(world.aoi_gpkg), tmp_path / "s.tif", record, FAST,
-            tmp_path / "outage.json")
+    args = (
+        spec_for(world, scene, -1000),
+        read_aoi(world.aoi_gpkg),
+        tmp_path / "s.tif",
+        record,
+        FAST,
+        tmp_path / "outage.json",
+    )
     http_server.go_down()
     try:
         with pytest.raises(SceneUnavailable):
@@ -227,6 +260,10 @@ def test_a_fetch_job_notes_a_transient_failure_and_clears_it_once_fetched(world,
         http_server.come_up()
     assert not record.exists()
     noted = json.loads(ledger.read_text())
-    assert noted["id"] == scene.id and noted["kind"] == "transient" and "Connection reset" in noted["reason"]
+    assert (
+        noted["id"] == scene.id
+        and noted["kind"] == "transient"
+        and "Connection reset" in noted["reason"]
+    )
     fetch_scene_job(*args)
     assert json.loads(record.read_text())["status"] == "ok" and not ledger.exists()

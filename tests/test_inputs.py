@@ -30,11 +30,18 @@ def odd_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("odd-world")
     with served_world(root, add_odd_collection) as (world, _, stac, ids):
         workdir = tmp_path_factory.mktemp("odd-run")
-        config = world_config(world, months=["2022-03"],
-                              stac={"url": stac.url, "collection": ODD_COLLECTION},
-                              # two of its five fetched scenes are broken files
-                              fetch={"retries": 1, "backoff_seconds": 0.05, "timeout_seconds": 5,
-                                     "max_left_out_fraction": 0.4})
+        config = world_config(
+            world,
+            months=["2022-03"],
+            stac={"url": stac.url, "collection": ODD_COLLECTION},
+            # two of its five fetched scenes are broken files
+            fetch={
+                "retries": 1,
+                "backoff_seconds": 0.05,
+                "timeout_seconds": 5,
+                "max_left_out_fraction": 0.4,
+            },
+        )
         result = run_snakemake(workdir, config)
         yield world, ids, workdir, result
 
@@ -46,9 +53,13 @@ def test_odd_items_are_left_out_with_named_reasons(odd_run):
     left_out = {e["id"]: e["reason"] for e in metadata["left_out"]}
     assert "not recognized as being in a supported file format" in left_out[ids["not_a_tiff"]]
     assert "red (" in left_out[ids["not_a_tiff"]] and "B04.tif" in left_out[ids["not_a_tiff"]]
-    assert left_out[ids["not_a_tiff"]].startswith("failed: unreadable (permanent) after 1 attempt: ")
+    assert left_out[ids["not_a_tiff"]].startswith(
+        "failed: unreadable (permanent) after 1 attempt: "
+    )
     # a short read on every attempt, and the server's size says the file itself is short
-    assert left_out[ids["truncated"]].startswith("failed: unreadable (permanent) after 2 attempts: green (")
+    assert left_out[ids["truncated"]].startswith(
+        "failed: unreadable (permanent) after 2 attempts: green ("
+    )
     green = world.scene(ids["truncated"]).path("green")
     assert f"truncated file: {green.stat().st_size:,} bytes of the " in left_out[ids["truncated"]]
     assert left_out[ids["missing_asset"]].endswith("missing scl (asset 'scl')")
@@ -56,26 +67,39 @@ def test_odd_items_are_left_out_with_named_reasons(odd_run):
     assert ids["far_away"] not in left_out
     manifest = json.loads((workdir / "work" / "2022-03" / "manifest.json").read_text())
     assert ids["far_away"] not in {s["id"] for s in manifest["scenes"]}
-    item = next(f for f in json.loads((world.root / "stac" / f"{ODD_COLLECTION}-items.json").read_text())
-                ["features"] if f["id"] == ids["far_away"])
-    assert exclusion_reason(item, read_aoi(world.aoi_gpkg).geometry_4326, None) == \
-        "footprint does not intersect the AOI"
+    item = next(
+        f
+        for f in json.loads((world.root / "stac" / f"{ODD_COLLECTION}-items.json").read_text())[
+            "features"
+        ]
+        if f["id"] == ids["far_away"]
+    )
+    assert (
+        exclusion_reason(item, read_aoi(world.aoi_gpkg).geometry_4326, None)
+        == "footprint does not intersect the AOI"
+    )
     used = {s["id"]: s for s in metadata["scenes"]}
     assert set(used) == {ids["good"], ids["all_nodata"], ids["all_cloud"]}
     assert ids["far_away"] not in used
     assert used[ids["all_nodata"]]["valid_fraction"] == 0.0
-    assert used[ids["all_cloud"]]["valid_fraction"] == 0.0 and used[ids["all_cloud"]]["cloud_fraction"] == 1.0
+    assert (
+        used[ids["all_cloud"]]["valid_fraction"] == 0.0
+        and used[ids["all_cloud"]]["cloud_fraction"] == 1.0
+    )
 
 
 def test_the_mosaic_holds_exactly_the_good_scene(odd_run):
     world, ids, workdir, _ = odd_run
     with rasterio.open(workdir / "results/2022-03/S2_RGBNIR_2022_03_01_to_2022_03_31.tif") as src:
         mosaic, crs, transform = src.read(), src.crs, src.transform
-    with rasterio.open(workdir / "results/2022-03/S2_RGBNIR_2022_03_01_to_2022_03_31_count.tif") as src:
+    with rasterio.open(
+        workdir / "results/2022-03/S2_RGBNIR_2022_03_01_to_2022_03_31_count.tif"
+    ) as src:
         count = src.read(1)
     scenes = [world.scene(ids[c]) for c in ("good", "all_nodata", "all_cloud")]
-    expected, expected_count, ties = reference_mosaic(world, "2022-03", crs, transform,
-                                                      mosaic.shape[1:], scenes)
+    expected, expected_count, ties = reference_mosaic(
+        world, "2022-03", crs, transform, mosaic.shape[1:], scenes
+    )
     assert count.max() == 1 and (count == 1).mean() > 0.3
     np.testing.assert_array_equal(count[~ties], expected_count[~ties])
     np.testing.assert_array_equal(mosaic[:, ~ties], expected[:, ~ties])
@@ -87,8 +111,11 @@ def test_aoi_across_the_antimeridian(tmp_path):
     west, east = box(179.90, -17.2, 180.0, -17.1), box(-180.0, -17.2, -179.9, -17.1)
     path = tmp_path / "fiji.geojson"
     geopandas.GeoDataFrame(geometry=[MultiPolygon([west, east])], crs=4326).to_file(path)
-    config = {"aoi": str(path), "months": ["2025-06"], "target": {"crs": "EPSG:4326",
-                                                                   "resolution": 0.0001}}
+    config = {
+        "aoi": str(path),
+        "months": ["2025-06"],
+        "target": {"crs": "EPSG:4326", "resolution": 0.0001},
+    }
     with pytest.raises(ConfigError, match="crosses the antimeridian") as excinfo:
         validate_config(config)
     assert excinfo.value.key == "target.crs"
@@ -118,7 +145,10 @@ BAD_CONFIGS = [
     ({"target": {"crs": ""}}, "target.crs"),
     ({"composite": {"resampling": "lanczos"}}, "composite.resampling"),
     ({"overrides": {"2031-01": {"composite": {"percentile": 50}}}}, "overrides.2031-01"),
-    ({"overrides": {"2022-01": {"composite": {"percentile": 101}}}}, "overrides.2022-01.composite.percentile"),
+    (
+        {"overrides": {"2022-01": {"composite": {"percentile": 101}}}},
+        "overrides.2022-01.composite.percentile",
+    ),
     ({"upload": {"enabled": True}}, "upload.bucket"),
     ({"notify": {"webhook_env": "https://hooks.slack.com/x"}}, "notify.webhook_env"),
     ({"storage": {"free_disk_limit_gb": 0}}, "storage.free_disk_limit_gb"),
@@ -130,8 +160,11 @@ BAD_CONFIGS = [
 def test_bad_configuration_fails_before_any_job(world, tmp_path, change, key):
     config = world_config(world, months=["2022-01"])
     for section, value in change.items():
-        config[section] = {**config[section], **value} if isinstance(value, dict) and \
-            isinstance(config.get(section), dict) else value
+        config[section] = (
+            {**config[section], **value}
+            if isinstance(value, dict) and isinstance(config.get(section), dict)
+            else value
+        )
     result = run_snakemake(tmp_path, config, check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
@@ -141,7 +174,8 @@ def test_bad_configuration_fails_before_any_job(world, tmp_path, change, key):
 
 
 def test_an_unreachable_stac_api_fails_its_job_in_one_line_with_the_traceback_in_its_log(
-        world, tmp_path):
+    world, tmp_path
+):
     config = world_config(world, months=["2022-01"], stac={"url": "http://127.0.0.1:9/v1"})
     result = run_snakemake(tmp_path, config, check=False)
     output = result.stdout + result.stderr
@@ -149,7 +183,8 @@ def test_an_unreachable_stac_api_fails_its_job_in_one_line_with_the_traceback_in
     errors = [line for line in output.splitlines() if line.startswith("ERROR ")]
     assert errors == [
         "ERROR STAC search at http://127.0.0.1:9/v1 (collection sentinel-2-l2a) failed: "
-        + errors[0].split(" failed: ", 1)[1]], output[-3000:]
+        + errors[0].split(" failed: ", 1)[1]
+    ], output[-3000:]
     assert "Connection refused" in errors[0]
     assert errors[0].endswith("(traceback in work/logs/search/2022-01.log)")
     assert "Traceback" not in output and "Retrying" not in output  # libraries' noise: the log only
@@ -162,9 +197,26 @@ def test_an_unreachable_stac_api_fails_its_job_in_one_line_with_the_traceback_in
 def tls_server(world, tmp_path_factory):
     """The world's files over HTTPS with a self-signed certificate nobody trusts."""
     tmp = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-keyout", str(tmp / "key.pem"), "-out", str(tmp / "cert.pem"),
-                    "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(tmp / "key.pem"),
+            "-out",
+            str(tmp / "cert.pem"),
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     server = RangeServer(world.root)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
@@ -176,13 +228,22 @@ def tls_server(world, tmp_path_factory):
 
 def test_tls_verification_stays_on_for_imagery(world, tls_server, tmp_path):
     scene = world.scene("S2A_15SYU_20220128_0_L2A")
-    spec = {"id": scene.id, "assets": {b: world.url(scene.path(b)).replace(world.base_url, tls_server)
-                                       for b in BANDS},
-            "offset": {"dn": -1000, "source": "metadata", "reason": "test"}}
+    spec = {
+        "id": scene.id,
+        "assets": {b: world.url(scene.path(b)).replace(world.base_url, tls_server) for b in BANDS},
+        "offset": {"dn": -1000, "source": "metadata", "reason": "test"},
+    }
     # refused, and not a reason to publish a month without the scene
     with pytest.raises(SceneUnavailable) as caught:
-        fetch_scene(spec, read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FetchOptions(retries=0, timeout_seconds=5))
-    assert re.search(r"SSL|certificate", caught.value.entry["reason"], re.IGNORECASE), caught.value.entry["reason"]
+        fetch_scene(
+            spec,
+            read_aoi(world.aoi_gpkg),
+            tmp_path / "s.tif",
+            FetchOptions(retries=0, timeout_seconds=5),
+        )
+    assert re.search(r"SSL|certificate", caught.value.entry["reason"], re.IGNORECASE), (
+        caught.value.entry["reason"]
+    )
     assert not (tmp_path / "s.tif").exists()
 
 
@@ -190,12 +251,19 @@ def test_tls_verification_stays_on_for_search(world, tls_server):
     from s2basemap.periods import Period
 
     with pytest.raises(SearchError, match=r"(?i)ssl|certificate"):
-        search_items(tls_server, "sentinel-2-l2a", read_aoi(world.aoi_gpkg).geometry_4326,
-                     Period.month("2022-01"), timeout=5)
+        search_items(
+            tls_server,
+            "sentinel-2-l2a",
+            read_aoi(world.aoi_gpkg).geometry_4326,
+            Period.month("2022-01"),
+            timeout=5,
+        )
 
 
 def test_no_code_turns_tls_verification_off():
-    pattern = re.compile(r"UNSAFESSL[\"']?\s*[:=]|verify\s*=\s*False|CERT_NONE|check_hostname\s*=\s*False")
+    pattern = re.compile(
+        r"UNSAFESSL[\"']?\s*[:=]|verify\s*=\s*False|CERT_NONE|check_hostname\s*=\s*False"
+    )
     for path in list((REPO / "src").rglob("*.py")) + list((REPO / "workflow").rglob("*.smk")):
         assert not pattern.search(path.read_text()), path
 
@@ -207,6 +275,9 @@ def test_a_run_writes_only_inside_its_directories(world, tmp_path):
     run_snakemake(run_dir, config)
     assert {p.name for p in run_dir.iterdir()} <= {"scratch", "out", ".snakemake", "config.yaml"}
     assert list((run_dir / "scratch" / "work" / ".cache" / "numba").rglob("*.nbi"))
-    new_in_repo = {p for p in set(REPO.rglob("*")) - before
-                   if "__pycache__" not in p.parts or p.suffix in (".nbi", ".nbc")}
+    new_in_repo = {
+        p
+        for p in set(REPO.rglob("*")) - before
+        if "__pycache__" not in p.parts or p.suffix in (".nbi", ".nbc")
+    }
     assert not new_in_repo, sorted(new_in_repo)[:10]

@@ -44,6 +44,10 @@ def test_every_rule_names_an_existing_env():
 def test_ci_runs_exactly_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
-    command = 'pip install -e ".[test]" && ruff check . && python -m pytest'
+    command = (
+        'pip install -e ".[test]" && ruff check . && ruff format --check . && python -m pytest'
+    )
     assert f"```bash\n{command}\n```" in readme
-    assert [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))] == [command]
+    assert [
+        line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))
+    ] == [command]

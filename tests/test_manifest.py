@@ -13,8 +13,12 @@ def test_scenes_by_tile_equals_testing_every_pair_in_manifest_order():
     scenes = []
     for i in range(300):
         x, y = rng.uniform(-95, -89), rng.uniform(33, 37)
-        scenes.append({"id": f"S2A_{i:03d}", "bbox": [x, y, x + rng.uniform(0.1, 1.3),
-                                                       y + rng.uniform(0.1, 1.0)]})
+        scenes.append(
+            {
+                "id": f"S2A_{i:03d}",
+                "bbox": [x, y, x + rng.uniform(0.1, 1.3), y + rng.uniform(0.1, 1.0)],
+            }
+        )
     tiles = {}
     for i in range(200):
         x, y = rng.uniform(-95, -89), rng.uniform(33, 37)

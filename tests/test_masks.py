@@ -40,8 +40,11 @@ def fetched(world, tmp_path_factory):
     """A fetched test-world scene (offset item, clouds, shadows and a nodata edge)."""
     scene = world.scene("S2A_15SYU_20220128_0_L2A")
     tif = tmp_path_factory.mktemp("fetched") / "scene.tif"
-    spec = {"id": scene.id, "assets": {b: world.url(scene.path(b)) for b in BANDS},
-            "offset": {"dn": -1000, "source": "metadata", "reason": "test"}}
+    spec = {
+        "id": scene.id,
+        "assets": {b: world.url(scene.path(b)) for b in BANDS},
+        "offset": {"dn": -1000, "source": "metadata", "reason": "test"},
+    }
     record = fetch_scene(spec, read_aoi(world.aoi_gpkg), tif, FetchOptions(retries=0))
     with rasterio.open(tif) as src:
         stack = src.read()
@@ -49,8 +52,12 @@ def fetched(world, tmp_path_factory):
 
 
 def options(mode="ocm+scl", weights_dir=None, dilation=0.0, **ocm):
-    return MaskOptions(mode=mode, scl_invalid=SCL_INVALID_DEFAULT, dilation_metres=dilation,
-                       ocm=OCMOptions(weights_dir=str(weights_dir), **ocm))
+    return MaskOptions(
+        mode=mode,
+        scl_invalid=SCL_INVALID_DEFAULT,
+        dilation_metres=dilation,
+        ocm=OCMOptions(weights_dir=str(weights_dir), **ocm),
+    )
 
 
 def reference_invalid(stack, scl_invalid=SCL_INVALID_DEFAULT):
@@ -82,7 +89,9 @@ def test_always_clear_weights_leave_exactly_the_scl_and_nodata_mask(fetched, wei
     np.testing.assert_array_equal(mask != 0, expected)
     assert not (mask & OCM_CLOUD).any()
     assert 0 < stats["valid_pixels"] == int((~expected).sum())
-    assert stats["valid_fraction"] == pytest.approx((~expected).sum() / record["aoi_pixels"], abs=1e-6)
+    assert stats["valid_fraction"] == pytest.approx(
+        (~expected).sum() / record["aoi_pixels"], abs=1e-6
+    )
 
 
 def test_scl_mode_matches_the_worlds_known_scl(world, fetched, tmp_path):
@@ -105,7 +114,9 @@ def test_scl_mode_matches_the_worlds_known_scl(world, fetched, tmp_path):
     outside_aoi = (stack == 0).all(axis=0) & (scl > 0)  # cleared by the AOI clip
     expected = np.isin(scl, SCL_INVALID_DEFAULT) | nodata | (scl == 0) | outside_aoi
     np.testing.assert_array_equal(mask != 0, expected)
-    assert ((mask & SCL_INVALID) != 0).sum() == (np.isin(scl, SCL_INVALID_DEFAULT) & ~outside_aoi).sum()
+    assert ((mask & SCL_INVALID) != 0).sum() == (
+        np.isin(scl, SCL_INVALID_DEFAULT) & ~outside_aoi
+    ).sum()
     assert "ocm" not in stats
 
 
@@ -114,8 +125,8 @@ def test_dilation_grows_cloud_by_the_configured_distance(fetched, tmp_path):
     _, _, stack = fetched
     cloud = np.isin(stack[4], (3, 8, 9, 10))
     radius = 5  # 50 m at 10 m pixels
-    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
-    disk = yy ** 2 + xx ** 2 <= radius ** 2
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    disk = yy**2 + xx**2 <= radius**2
     grown = binary_dilation(cloud, structure=disk)
     np.testing.assert_array_equal((mask & DILATED) != 0, grown & ~cloud)
     assert ((mask & DILATED) != 0).sum() > 0
@@ -140,7 +151,7 @@ def test_inference_grid_averages_valid_pixels_and_never_upsamples():
     low = to_inference_grid(bands, 2)
     assert low.shape == (3, 35, 34)  # 67 px -> 34 blocks (the last one half nodata)
     for b, r, c in [(0, 0, 0), (1, 5, 10), (2, 34, 33), (0, 6, 10)]:
-        block = bands[b, 2 * r:2 * r + 2, 2 * c:2 * c + 2].astype(float)
+        block = bands[b, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2].astype(float)
         valid = block[block > 0]
         assert low[b, r, c] == pytest.approx(valid.mean() if valid.size else 0.0, rel=1e-6)
     assert low[0, 5, 10] == 0  # an all-nodata block stays nodata
@@ -151,15 +162,18 @@ def test_inference_grid_averages_valid_pixels_and_never_upsamples():
     assert back.tolist() == [[0, 0, 1, 1, 2], [0, 0, 1, 1, 2], [3, 3, 4, 4, 5]]
 
 
-@pytest.mark.parametrize(("length", "expected"), [(2000, 734), (5490, 999), (800, 800), (1000, 1000),
-                                                  (1001, 551)])
+@pytest.mark.parametrize(
+    ("length", "expected"), [(2000, 734), (5490, 999), (800, 800), (1000, 1000), (1001, 551)]
+)
 def test_patches_fit_the_image(length, expected):
     from s2basemap.ocm import fitted_patch_size
 
     size = fitted_patch_size((3, length, 300), 1000, 100)
     assert size == expected
     count = -(-(length - 100) // (size - 100)) if length > size else 1
-    assert count == (-(-(length - 100) // 900) if length > 1000 else 1)  # no more patches than before
+    assert count == (
+        -(-(length - 100) // 900) if length > 1000 else 1
+    )  # no more patches than before
 
 
 class OutOfMemoryAboveBatch(torch.nn.Module):
@@ -216,8 +230,9 @@ def test_placeholder_scene_gets_an_all_nodata_mask(tmp_path, weights):
 
     write_placeholder(tmp_path / "s.tif", "failed")
     record = {"id": "x", "status": "failed", "reason": "HTTP 404"}
-    stats = mask_scene(tmp_path / "s.tif", record, tmp_path / "m.tif", options(weights_dir=weights["cloud"]))
+    stats = mask_scene(
+        tmp_path / "s.tif", record, tmp_path / "m.tif", options(weights_dir=weights["cloud"])
+    )
     assert stats["status"] == "skipped" and "HTTP 404" in stats["reason"]
     with rasterio.open(tmp_path / "m.tif") as src:
         assert (src.read(1) == NODATA).all()
-

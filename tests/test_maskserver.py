@@ -42,11 +42,22 @@ def scenes(tmp_path_factory):
 
 
 def mask_options(weights_dir, idle=5.0) -> dict:
-    return {"mode": "ocm+scl", "scl_invalid": [1, 3, 8, 9, 10, 11], "dilation_metres": 0,
-            "ocm": {"weights_dir": str(weights_dir), "server_idle_seconds": idle,
-                    "inference_resolution": 20, "device": "cpu", "batch_size": 2,
-                    "patch_size": 1000, "patch_overlap": 100, "model_version": 4.0,
-                    "server": True}}
+    return {
+        "mode": "ocm+scl",
+        "scl_invalid": [1, 3, 8, 9, 10, 11],
+        "dilation_metres": 0,
+        "ocm": {
+            "weights_dir": str(weights_dir),
+            "server_idle_seconds": idle,
+            "inference_resolution": 20,
+            "device": "cpu",
+            "batch_size": 2,
+            "patch_size": 1000,
+            "patch_overlap": 100,
+            "model_version": 4.0,
+            "server": True,
+        },
+    }
 
 
 def server_pids(log_path) -> list[int]:
@@ -69,11 +80,15 @@ def test_shared_process_masks_exactly_as_a_job_would(runtime, scenes, weights):
     for i, (tif, record) in enumerate(scenes):
         shared = request_mask(tif, record, runtime / f"shared{i}.tif", options, "d1", 2, server_log)
         local = mask_scene(tif, record, runtime / f"local{i}.tif", MaskOptions.from_config(options))
-        np.testing.assert_array_equal(read(runtime / f"shared{i}.tif"), read(runtime / f"local{i}.tif"))
+        np.testing.assert_array_equal(
+            read(runtime / f"shared{i}.tif"), read(runtime / f"local{i}.tif")
+        )
         assert without_timing(shared) == without_timing(local)
         assert shared["ocm"]["process"] == "shared"
     mask = read(runtime / "shared0.tif")
-    assert (mask & 4).any() and (mask == 0).any()  # the random model says cloud somewhere, not everywhere
+    assert (mask & 4).any() and (
+        mask == 0
+    ).any()  # the random model says cloud somewhere, not everywhere
     assert len(server_pids(server_log)) == 1  # one model load for every scene
 
 
@@ -85,7 +100,9 @@ def test_concurrent_jobs_share_one_server(runtime, scenes, weights):
     def job(i):
         tif, record = scenes[i % len(scenes)]
         try:
-            results[i] = request_mask(tif, record, runtime / f"m{i}.tif", options, "d2", 1, server_log)
+            results[i] = request_mask(
+                tif, record, runtime / f"m{i}.tif", options, "d2", 1, server_log
+            )
         except Exception as exc:  # noqa: BLE001 (every thread's failure is reported)
             errors.append(exc)
 
@@ -140,9 +157,20 @@ def test_the_job_entry_point_writes_the_stats(runtime, scenes, weights):
     (runtime / "record.json").write_text(json.dumps(record))
     for shared in (True, False):
         stats_path = runtime / f"stats-{shared}.json"
-        run_mask_job(tif, runtime / "record.json", runtime / f"mask-{shared}.tif", stats_path,
-                     mask_options(weights["random"]), shared, "d6", 1, runtime / "server.log")
-        assert json.loads(stats_path.read_text())["ocm"].get("process") == ("shared" if shared else None)
+        run_mask_job(
+            tif,
+            runtime / "record.json",
+            runtime / f"mask-{shared}.tif",
+            stats_path,
+            mask_options(weights["random"]),
+            shared,
+            "d6",
+            1,
+            runtime / "server.log",
+        )
+        assert json.loads(stats_path.read_text())["ocm"].get("process") == (
+            "shared" if shared else None
+        )
     np.testing.assert_array_equal(read(runtime / "mask-True.tif"), read(runtime / "mask-False.tif"))
 
 

@@ -21,8 +21,13 @@ BUCKET = "mosaics"
 SECRET_KEY = "s3-secret-9f8e7d6c5b4a"
 WEBHOOK_SECRET = "T0000/B0000/hooksecret1234567890"
 MONTHS = ["2022-01", "2022-02"]
-PRODUCT_FILES = {"metadata.json", "item.json", "S2_RGBNIR_{d}.tif", "S2_RGBNIR_{d}_count.tif",
-                 "S2_RGBNIR_{d}_quicklook.png"}
+PRODUCT_FILES = {
+    "metadata.json",
+    "item.json",
+    "S2_RGBNIR_{d}.tif",
+    "S2_RGBNIR_{d}_count.tif",
+    "S2_RGBNIR_{d}_quicklook.png",
+}
 DATES = {"2022-01": "2022_01_01_to_2022_01_31", "2022-02": "2022_02_01_to_2022_02_28"}
 
 
@@ -32,10 +37,18 @@ def s3_server():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "s3-key-id", "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+    env = {
+        "AWS_ACCESS_KEY_ID": "s3-key-id",
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=SECRET_KEY,
+        region_name="us-east-1",
+    )
     s3.create_bucket(Bucket=BUCKET)
     yield url, env, s3
     server.stop()
@@ -48,9 +61,17 @@ def operated_run(world, s3_server, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ops")
     webhook_url = f"{hook.url}/services/{WEBHOOK_SECRET}"
     env = s3_env | {"S2B_TEST_WEBHOOK": webhook_url}
-    config = world_config(world, months=MONTHS, notify={"webhook_env": "S2B_TEST_WEBHOOK"},
-                          upload={"enabled": True, "endpoint_url": url, "bucket": BUCKET,
-                                  "prefix": "arkansas/monthly"})
+    config = world_config(
+        world,
+        months=MONTHS,
+        notify={"webhook_env": "S2B_TEST_WEBHOOK"},
+        upload={
+            "enabled": True,
+            "endpoint_url": url,
+            "bucket": BUCKET,
+            "prefix": "arkansas/monthly",
+        },
+    )
     first = run_snakemake(workdir, config, env=env)
     first_messages = list(hook.texts)
     objects = {o["Key"]: o for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
@@ -59,9 +80,17 @@ def operated_run(world, s3_server, tmp_path_factory):
     again = {o["Key"]: o for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
     report = workdir / "report.html"
     run_snakemake(workdir, config, "--report", str(report), env=env)
-    yield {"workdir": workdir, "hook": hook, "first_messages": first_messages, "objects": objects,
-           "again": again, "webhook_url": webhook_url, "runs": [first, second, forced],
-           "report": report, "s3": s3}
+    yield {
+        "workdir": workdir,
+        "hook": hook,
+        "first_messages": first_messages,
+        "objects": objects,
+        "again": again,
+        "webhook_url": webhook_url,
+        "runs": [first, second, forced],
+        "report": report,
+        "s3": s3,
+    }
     hook.stop()
 
 
@@ -81,7 +110,9 @@ def test_messages_cover_start_each_month_and_the_summary(operated_run):
 
 def test_products_are_uploaded_once_and_verified(operated_run):
     workdir, objects = operated_run["workdir"], operated_run["objects"]
-    expected = {f"arkansas/monthly/{m}/{name.format(d=DATES[m])}" for m in MONTHS for name in PRODUCT_FILES}
+    expected = {
+        f"arkansas/monthly/{m}/{name.format(d=DATES[m])}" for m in MONTHS for name in PRODUCT_FILES
+    }
     assert set(objects) == expected
     s3 = operated_run["s3"]
     for key in expected:
@@ -97,11 +128,21 @@ def test_products_are_uploaded_once_and_verified(operated_run):
     assert "Nothing to be done" in operated_run["runs"][1].stdout + operated_run["runs"][1].stderr
 
 
-def test_products_not_kept_locally_are_deleted_once_uploaded(world, s3_server, operated_run, tmp_path):
+def test_products_not_kept_locally_are_deleted_once_uploaded(
+    world, s3_server, operated_run, tmp_path
+):
     url, env, s3 = s3_server
-    config = world_config(world, months=["2022-01"],
-                          upload={"enabled": True, "endpoint_url": url, "bucket": BUCKET,
-                                  "prefix": "uploaded-only", "keep_local": False})
+    config = world_config(
+        world,
+        months=["2022-01"],
+        upload={
+            "enabled": True,
+            "endpoint_url": url,
+            "bucket": BUCKET,
+            "prefix": "uploaded-only",
+            "keep_local": False,
+        },
+    )
     run_snakemake(tmp_path, config, env=env)
     month, dates = "2022-01", DATES["2022-01"]
     kept = operated_run["workdir"] / "results" / month  # the same month, kept locally
@@ -111,14 +152,16 @@ def test_products_not_kept_locally_are_deleted_once_uploaded(world, s3_server, o
         assert body == (kept / name).read_bytes(), name
     for name in ("metadata.json", "item.json", f"S2_RGBNIR_{dates}_quicklook.png"):
         assert (tmp_path / "results" / month / name).read_bytes() == s3.get_object(
-            Bucket=BUCKET, Key=f"uploaded-only/{month}/{name}")["Body"].read(), name
+            Bucket=BUCKET, Key=f"uploaded-only/{month}/{name}"
+        )["Body"].read(), name
     plan = json.loads((tmp_path / "work" / "plan.json").read_text())
     assert plan["products_kept"] is False
     from s2basemap.storage import KERNEL_CACHE_BYTES
 
     # what stays: the jobs' records and the kernel cache, not the products
     assert plan["total"]["final_bytes"] == KERNEL_CACHE_BYTES + sum(
-        p["bookkeeping_bytes"] for p in plan["periods"].values())
+        p["bookkeeping_bytes"] for p in plan["periods"].values()
+    )
     assert "deletes each month's once uploaded" in (tmp_path / "work" / "plan.txt").read_text()
     again = run_snakemake(tmp_path, config, env=env)  # the deleted products are not remade
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -153,12 +196,19 @@ def test_report_holds_each_months_quicklook_and_statistics(operated_run):
 
 
 def test_a_report_before_any_run_says_to_run_first(world, tmp_path):
-    result = run_snakemake(tmp_path, world_config(world, months=MONTHS), "--report",
-                           str(tmp_path / "report.html"), check=False)
+    result = run_snakemake(
+        tmp_path,
+        world_config(world, months=MONTHS),
+        "--report",
+        str(tmp_path / "report.html"),
+        check=False,
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert ("No month is finished yet (2022-01, 2022-02), so there is nothing to report: "
-            "run `snakemake` first") in output, output[-2000:]
+    assert (
+        "No month is finished yet (2022-01, 2022-02), so there is nothing to report: "
+        "run `snakemake` first"
+    ) in output, output[-2000:]
     assert "statistics.tsv" not in output and "Traceback" not in output
     assert not (tmp_path / "report.html").exists()
 
@@ -166,8 +216,12 @@ def test_a_report_before_any_run_says_to_run_first(world, tmp_path):
 def test_a_failing_job_is_reported_with_its_log(world, tmp_path):
     hook = WebhookReceiver().start()
     try:
-        config = world_config(world, months=["2022-01"], notify={"webhook_env": "S2B_TEST_WEBHOOK"},
-                              stac={"url": "http://127.0.0.1:9/v1"})  # nothing listens
+        config = world_config(
+            world,
+            months=["2022-01"],
+            notify={"webhook_env": "S2B_TEST_WEBHOOK"},
+            stac={"url": "http://127.0.0.1:9/v1"},
+        )  # nothing listens
         result = run_snakemake(tmp_path, config, check=False, env={"S2B_TEST_WEBHOOK": hook.url})
     finally:
         hook.stop()
@@ -180,7 +234,9 @@ def test_a_failing_job_is_reported_with_its_log(world, tmp_path):
 
 def test_a_broken_webhook_never_fails_the_run(world, tmp_path):
     config = world_config(world, months=["2022-01"], notify={"webhook_env": "S2B_TEST_WEBHOOK"})
-    result = run_snakemake(tmp_path, config, "plan", env={"S2B_TEST_WEBHOOK": "http://127.0.0.1:9/hook"})
+    result = run_snakemake(
+        tmp_path, config, "plan", env={"S2B_TEST_WEBHOOK": "http://127.0.0.1:9/hook"}
+    )
     assert result.returncode == 0
     assert "Slack message not sent" in result.stdout + result.stderr
     assert "127.0.0.1:9/hook" not in result.stdout + result.stderr  # redacted
@@ -193,20 +249,33 @@ def test_unset_webhook_sends_nothing(monkeypatch):
 
 
 def test_failed_jobs_are_read_from_snakemakes_log():
-    log = ("rule fetch_scene:\n    input: work/aoi.json\n    jobid: 7\n"
-           "    wildcards: period=2022-01, scene=x\n    resources: tmpdir=/tmp\n\n"
-           "Error in rule fetch_scene:\n    message: None\n    jobid: 7\n"
-           "    input: work/aoi.json\n    output: work/2022-01/scenes/x.tif\n"
-           "    log: work/logs/fetch/2022-01/x.log (check log file(s) for error details)\n"
-           "\nShutting down\n")
-    assert failed_jobs(log) == [{"rule": "fetch_scene", "wildcards": "period=2022-01, scene=x",
-                                 "logs": ["work/logs/fetch/2022-01/x.log"]}]
+    log = (
+        "rule fetch_scene:\n    input: work/aoi.json\n    jobid: 7\n"
+        "    wildcards: period=2022-01, scene=x\n    resources: tmpdir=/tmp\n\n"
+        "Error in rule fetch_scene:\n    message: None\n    jobid: 7\n"
+        "    input: work/aoi.json\n    output: work/2022-01/scenes/x.tif\n"
+        "    log: work/logs/fetch/2022-01/x.log (check log file(s) for error details)\n"
+        "\nShutting down\n"
+    )
+    assert failed_jobs(log) == [
+        {
+            "rule": "fetch_scene",
+            "wildcards": "period=2022-01, scene=x",
+            "logs": ["work/logs/fetch/2022-01/x.log"],
+        }
+    ]
 
 
 def test_vast_profile_resolves_from_the_repository_root():
     """The literal command of the README, as a dry run (it needs no network)."""
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "vast", "--cores", "all",
-                             "-n"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "vast", "--cores", "all", "-n"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Using profiles vast" in result.stdout + result.stderr
     assert Path(REPO / "vast").resolve() == (REPO / "profiles" / "vast").resolve()

@@ -36,19 +36,45 @@ RUNS = {
     "wgs84": {"crs": "EPSG:4326", "resolution": 0.0001, "tile_size": 256},
 }
 METADATA_FIELDS = {
-    "product", "status", "period", "files", "crs", "resolution", "resolution_unit", "bounds", "size",
-    "bands", "nodata", "reflectance_scale", "percentile", "composite", "mask", "source", "scenes",
-    "left_out", "valid_coverage", "software", "processing_seconds", "attribution",
+    "product",
+    "status",
+    "period",
+    "files",
+    "crs",
+    "resolution",
+    "resolution_unit",
+    "bounds",
+    "size",
+    "bands",
+    "nodata",
+    "reflectance_scale",
+    "percentile",
+    "composite",
+    "mask",
+    "source",
+    "scenes",
+    "left_out",
+    "valid_coverage",
+    "software",
+    "processing_seconds",
+    "attribution",
 }
-SCENE_FIELDS = {"id", "datetime", "tile", "processing_baseline", "hrefs", "offset",
-                "valid_fraction", "cloud_fraction"}
+SCENE_FIELDS = {
+    "id",
+    "datetime",
+    "tile",
+    "processing_baseline",
+    "hrefs",
+    "offset",
+    "valid_fraction",
+    "cloud_fraction",
+}
 
 
 @pytest.fixture(scope="module", params=list(RUNS))
 def product_run(request, world, tmp_path_factory):
     workdir = tmp_path_factory.mktemp(f"products-{request.param}")
-    config = world_config(world, target=RUNS[request.param],
-                          composite={"percentile": PERCENTILE})
+    config = world_config(world, target=RUNS[request.param], composite={"percentile": PERCENTILE})
     run_snakemake(workdir, config)
     return request.param, workdir
 
@@ -62,7 +88,7 @@ def near_edge(geometry, x, y, crs_is_geographic):
 def reference_mosaic(world, month, crs, transform, shape, scenes=None):
     """(4, H, W) R, G, B, NIR, the (H, W) count and the (H, W) tie pixels, from the source files."""
     aoi = geopandas.read_file(world.aoi_gpkg)
-    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
     x, y = transform * (cols + 0.5, rows + 0.5)
     target_aoi = aoi.to_crs(crs).geometry.union_all()
     inside_target = shapely.contains_xy(target_aoi, x, y)
@@ -75,8 +101,10 @@ def reference_mosaic(world, month, crs, transform, shape, scenes=None):
         fcol, frow = (sx - src_transform.c) / 10, (src_transform.f - sy) / 10
         col, row = np.floor(fcol).astype(int), np.floor(frow).astype(int)
         on_tile = (col >= 0) & (col < size) & (row >= 0) & (row < size)
-        ties |= on_tile & ((np.abs(fcol - np.round(fcol)) < TIE_PIXELS)
-                           | (np.abs(frow - np.round(frow)) < TIE_PIXELS))
+        ties |= on_tile & (
+            (np.abs(fcol - np.round(fcol)) < TIE_PIXELS)
+            | (np.abs(frow - np.round(frow)) < TIE_PIXELS)
+        )
         col, row = np.clip(col, 0, size - 1), np.clip(row, 0, size - 1)
         dn = []
         for band in ("red", "green", "blue", "nir"):
@@ -89,8 +117,9 @@ def reference_mosaic(world, month, crs, transform, shape, scenes=None):
         value = np.where(dn == 0, 0, np.maximum(dn + offset, 1))
         # every output pixel inside the AOI takes its nearest source pixel, wherever
         # that pixel's centre lies (just outside the AOI too)
-        valid = (on_tile & inside_target & (dn > 0).all(axis=0)
-                 & (scl != 0) & ~np.isin(scl, SCL_INVALID))
+        valid = (
+            on_tile & inside_target & (dn > 0).all(axis=0) & (scl != 0) & ~np.isin(scl, SCL_INVALID)
+        )
         layers.append(value.astype(np.float64))
         valid_layers.append(valid)
     stack = np.stack(layers)  # (N, 4, H, W)
@@ -104,7 +133,9 @@ def reference_mosaic(world, month, crs, transform, shape, scenes=None):
 @pytest.mark.parametrize("month", ["2022-01", "2022-02"])
 def test_mosaic_equals_the_numpy_reference_for_every_pixel(world, product_run, month):
     name, workdir = product_run
-    start, end = {"2022-01": ("2022_01_01", "2022_01_31"), "2022-02": ("2022_02_01", "2022_02_28")}[month]
+    start, end = {"2022-01": ("2022_01_01", "2022_01_31"), "2022-02": ("2022_02_01", "2022_02_28")}[
+        month
+    ]
     stem = workdir / "results" / month / f"S2_RGBNIR_{start}_to_{end}"
     with rasterio.open(f"{stem}.tif") as src:
         mosaic, crs, transform = src.read(), src.crs, src.transform
@@ -115,7 +146,9 @@ def test_mosaic_equals_the_numpy_reference_for_every_pixel(world, product_run, m
         count = src.read(1)
     assert crs.to_string() == RUNS[name]["crs"]
     assert transform.a == pytest.approx(RUNS[name]["resolution"])
-    expected, expected_count, ties = reference_mosaic(world, month, crs, transform, mosaic.shape[1:])
+    expected, expected_count, ties = reference_mosaic(
+        world, month, crs, transform, mosaic.shape[1:]
+    )
     print(f"{name} {month}: {int(ties.sum())} tie pixels of {ties.size} left out")
     assert ties.sum() < 0.005 * ties.size
     np.testing.assert_array_equal(count[~ties], expected_count[~ties])
@@ -128,15 +161,27 @@ def test_mosaic_equals_the_numpy_reference_for_every_pixel(world, product_run, m
 def test_a_collection_1_month_equals_the_numpy_reference(world, tmp_path, source):
     stac = {"source": "earth-search-c1", "url": world.stac_url}
     if source == "custom":  # the same collection, everything named by the user
-        stac = {"source": "custom", "url": world.stac_url, "collection": "sentinel-2-c1-l2a",
-                "assets": {b: b for b in ("blue", "green", "red", "nir", "scl")}}
-    config = world_config(world, months=["2022-02"], composite={"percentile": PERCENTILE}, stac=stac)
+        stac = {
+            "source": "custom",
+            "url": world.stac_url,
+            "collection": "sentinel-2-c1-l2a",
+            "assets": {b: b for b in ("blue", "green", "red", "nir", "scl")},
+        }
+    config = world_config(
+        world, months=["2022-02"], composite={"percentile": PERCENTILE}, stac=stac
+    )
     run_snakemake(tmp_path, config)
     metadata = json.loads((tmp_path / "results/2022-02/metadata.json").read_text())
-    assert metadata["source"]["collection"] == "sentinel-2-c1-l2a" and metadata["source"]["name"] == source
+    assert (
+        metadata["source"]["collection"] == "sentinel-2-c1-l2a"
+        and metadata["source"]["name"] == source
+    )
     scenes = world.newest("2022-02", world.c1_scenes)
     assert sorted(s["id"] for s in metadata["scenes"]) == [s.id for s in scenes]
-    assert all(s["offset"]["dn"] == -1000 and s["processing_baseline"] == "05.10" for s in metadata["scenes"])
+    assert all(
+        s["offset"]["dn"] == -1000 and s["processing_baseline"] == "05.10"
+        for s in metadata["scenes"]
+    )
     with rasterio.open(tmp_path / "results/2022-02/S2_RGBNIR_2022_02_01_to_2022_02_28.tif") as src:
         mosaic, crs, transform = src.read(), src.crs, src.transform
     expected, _, ties = reference_mosaic(world, "2022-02", crs, transform, mosaic.shape[1:], scenes)
@@ -152,7 +197,9 @@ def test_products_are_valid_cogs_items_and_metadata(world, product_run):
     assert metadata["status"] == "ok" and metadata["percentile"] == PERCENTILE
     assert metadata["crs"]["epsg"] == int(RUNS[name]["crs"].split(":")[1])
     assert metadata["attribution"] == "Contains modified Copernicus Sentinel data 2022"
-    assert metadata["mask"]["mode"] == "scl" and metadata["mask"]["scl_invalid"] == list(SCL_INVALID)
+    assert metadata["mask"]["mode"] == "scl" and metadata["mask"]["scl_invalid"] == list(
+        SCL_INVALID
+    )
     assert {s["id"] for s in metadata["scenes"]} == {s.id for s in world.newest("2022-02")}
     for scene in metadata["scenes"]:
         assert SCENE_FIELDS <= set(scene)
@@ -165,8 +212,9 @@ def test_products_are_valid_cogs_items_and_metadata(world, product_run):
         valid, errors, _ = cog_validate(str(month_dir / metadata["files"][key]))
         assert valid, errors
     item_path = month_dir / metadata["files"]["stac_item"]
-    result = subprocess.run(["rustac", "validate", str(item_path)], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        ["rustac", "validate", str(item_path)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     import pystac
 

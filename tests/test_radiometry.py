@@ -30,9 +30,17 @@ def test_zero_offset_is_identity():
     ("props", "asset", "dn"),
     [
         ({"s2:processing_baseline": "03.01"}, REFLECTANCE, 0),  # old baseline: offset ignored
-        ({"s2:processing_baseline": "04.00", "earthsearch:boa_offset_applied": True}, REFLECTANCE, -1000),
+        (
+            {"s2:processing_baseline": "04.00", "earthsearch:boa_offset_applied": True},
+            REFLECTANCE,
+            -1000,
+        ),
         ({"s2:processing_baseline": "05.11"}, {}, -1000),  # no raster:bands: ESA's rule
-        ({"s2:processing_baseline": "04.00"}, {"raster:bands": [{"scale": 0.0001, "offset": -0.2}]}, -2000),
+        (
+            {"s2:processing_baseline": "04.00"},
+            {"raster:bands": [{"scale": 0.0001, "offset": -0.2}]},
+            -2000,
+        ),
         ({}, {}, 0),
     ],
 )
@@ -41,14 +49,20 @@ def test_metadata_decision(props, asset, dn):
     assert decision["dn"] == dn and decision["source"] == "metadata" and decision["reason"]
 
 
-@pytest.mark.parametrize(("baseline", "dn"), [("03.01", 0), ("04.00", -1000), ("05.11", -1000), (None, 0)])
+@pytest.mark.parametrize(
+    ("baseline", "dn"), [("03.01", 0), ("04.00", -1000), ("05.11", -1000), (None, 0)]
+)
 def test_the_baseline_rule_alone(baseline, dn):
     from s2basemap.radiometry import offset_from_baseline
 
     props = {"s2:processing_baseline": baseline} if baseline else {}
     # a raster:bands offset, were there one, is not this rule's evidence
     decision = offset_from_baseline(props)
-    assert decision["dn"] == dn and decision["source"] == "metadata" and f"baseline {baseline}" in decision["reason"]
+    assert (
+        decision["dn"] == dn
+        and decision["source"] == "metadata"
+        and f"baseline {baseline}" in decision["reason"]
+    )
 
 
 def land_sample(offset: int, n: int = 4000):

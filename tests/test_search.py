@@ -11,17 +11,26 @@ from s2basemap.search import SearchError, deduplicate, run_search
 from testworld.build import C1_COLLECTION
 
 ASSETS = {b: b for b in ("blue", "green", "red", "nir", "scl")}
-MONTHS = {"2022-01": ("2022-01-01", "2022-01-31"), "2022-02": ("2022-02-01", "2022-02-28"),
-          "2022-03": ("2022-03-01", "2022-03-31")}
+MONTHS = {
+    "2022-01": ("2022-01-01", "2022-01-31"),
+    "2022-02": ("2022-02-01", "2022-02-28"),
+    "2022-03": ("2022-03-01", "2022-03-31"),
+}
 
 
 def search(world, tmp_path, month="2022-01", aoi=None, **stac):
-    settings = {"url": world.stac_url, "collection": "sentinel-2-l2a", "timeout_seconds": 10,
-                "assets": ASSETS, "max_cloud_cover": None} | stac
+    settings = {
+        "url": world.stac_url,
+        "collection": "sentinel-2-l2a",
+        "timeout_seconds": 10,
+        "assets": ASSETS,
+        "max_cloud_cover": None,
+    } | stac
     start, end = MONTHS[month]
     path = tmp_path / f"{month}.json"
-    manifest = run_search(read_aoi(aoi or world.aoi_gpkg), month, {"start": start, "end": end},
-                          settings, path)
+    manifest = run_search(
+        read_aoi(aoi or world.aoi_gpkg), month, {"start": start, "end": end}, settings, path
+    )
     assert json.loads(path.read_text()) == manifest  # what was written is what was returned
     return manifest
 
@@ -32,7 +41,11 @@ def test_manifest_records_every_scene_once(world, tmp_path):
     assert sorted(ids) == [s.id for s in world.newest("2022-01")]
     assert "S2B_15SYU_20220115_1_L2A" in ids and "S2B_15SYU_20220115_0_L2A" not in ids
     assert manifest["duplicates_removed"] == [
-        {"id": "S2B_15SYU_20220115_0_L2A", "reason": "duplicate of S2B_15SYU_20220115_1_L2A (older)"}]
+        {
+            "id": "S2B_15SYU_20220115_0_L2A",
+            "reason": "duplicate of S2B_15SYU_20220115_1_L2A (older)",
+        }
+    ]
     assert manifest["status"] == "ok" and manifest["period"] == "2022-01"
     for record in manifest["scenes"]:
         scene = world.scene(record["id"])
@@ -88,11 +101,22 @@ def test_unreachable_api_is_a_clear_error(world, tmp_path):
 
 def test_dedup_keeps_newest_by_baseline_then_update():
     def scene(id, baseline, updated):
-        return {"id": id, "tile": "15SVU", "datetime": "2025-11-03T16:54:19Z",
-                "relative_orbit": 12, "processing_baseline": baseline, "updated": updated}
+        return {
+            "id": id,
+            "tile": "15SVU",
+            "datetime": "2025-11-03T16:54:19Z",
+            "relative_orbit": 12,
+            "processing_baseline": baseline,
+            "updated": updated,
+        }
 
-    kept, removed = deduplicate([scene("a_0", "05.11", "2025-11-04"), scene("a_1", "05.11", "2025-11-05"),
-                                 scene("old", "04.00", "2026-01-01")])
+    kept, removed = deduplicate(
+        [
+            scene("a_0", "05.11", "2025-11-04"),
+            scene("a_1", "05.11", "2025-11-05"),
+            scene("old", "04.00", "2026-01-01"),
+        ]
+    )
     assert [s["id"] for s in kept] == ["a_1"]
     assert {r["id"] for r in removed} == {"a_0", "old"}
 
@@ -101,20 +125,50 @@ def test_each_source_tells_its_own_acquisitions_apart():
     from s2basemap.sources import SOURCES
 
     def scene(id, tile, when, baseline="05.10", updated=None, orbit=12):
-        return {"id": id, "tile": tile, "datetime": when, "relative_orbit": orbit,
-                "processing_baseline": baseline, "updated": updated}
+        return {
+            "id": id,
+            "tile": tile,
+            "datetime": when,
+            "relative_orbit": orbit,
+            "processing_baseline": baseline,
+            "updated": updated,
+        }
 
     # Collection 1 ids name the acquisition to the second: two passes on one day stay two
-    c1 = [scene("S2B_T15SVU_20251103T165419_L2A", "15SVU", "2025-11-03T16:54:19Z"),
-          scene("S2C_T15SVU_20251103T170301_L2A", "15SVU", "2025-11-03T17:03:01Z", orbit=69)]
+    c1 = [
+        scene("S2B_T15SVU_20251103T165419_L2A", "15SVU", "2025-11-03T16:54:19Z"),
+        scene("S2C_T15SVU_20251103T170301_L2A", "15SVU", "2025-11-03T17:03:01Z", orbit=69),
+    ]
     kept, removed = deduplicate(c1, SOURCES["earth-search-c1"])
     assert len(kept) == 2 and removed == []
     # Planetary Computer: one acquisition processed twice; the highest baseline wins,
     # then the newest processing time (the id's last part)
-    pc = [scene("S2A_MSIL2A_20220128T163551_R083_T15SYU_20220129T000000", "15SYU", "2022-01-28T16:35:51Z", "04.00"),
-          scene("S2A_MSIL2A_20220128T163551_R083_T15SYU_20230405T120000", "15SYU", "2022-01-28T16:35:51Z", "04.00"),
-          scene("S2A_MSIL2A_20220128T163551_R083_T15SYU_20220130T000000", "15SYU", "2022-01-28T16:35:51Z", "03.01"),
-          scene("S2A_MSIL2A_20220128T163551_R083_T16SBU_20220129T000000", "16SBU", "2022-01-28T16:35:51Z", "04.00")]
+    pc = [
+        scene(
+            "S2A_MSIL2A_20220128T163551_R083_T15SYU_20220129T000000",
+            "15SYU",
+            "2022-01-28T16:35:51Z",
+            "04.00",
+        ),
+        scene(
+            "S2A_MSIL2A_20220128T163551_R083_T15SYU_20230405T120000",
+            "15SYU",
+            "2022-01-28T16:35:51Z",
+            "04.00",
+        ),
+        scene(
+            "S2A_MSIL2A_20220128T163551_R083_T15SYU_20220130T000000",
+            "15SYU",
+            "2022-01-28T16:35:51Z",
+            "03.01",
+        ),
+        scene(
+            "S2A_MSIL2A_20220128T163551_R083_T16SBU_20220129T000000",
+            "16SBU",
+            "2022-01-28T16:35:51Z",
+            "04.00",
+        ),
+    ]
     kept, removed = deduplicate(pc, SOURCES["planetary-computer"])
     assert sorted(s["id"] for s in kept) == [pc[1]["id"], pc[3]["id"]]
     assert {r["id"] for r in removed} == {pc[0]["id"], pc[2]["id"]}
@@ -122,22 +176,47 @@ def test_each_source_tells_its_own_acquisitions_apart():
 
 
 def test_the_manifest_names_its_source(world, tmp_path):
-    manifest = search(world, tmp_path, "2022-02", collection=C1_COLLECTION, source="earth-search-c1")
-    assert manifest["source"] == {"name": "earth-search-c1", "url": world.stac_url, "collection": C1_COLLECTION}
+    manifest = search(
+        world, tmp_path, "2022-02", collection=C1_COLLECTION, source="earth-search-c1"
+    )
+    assert manifest["source"] == {
+        "name": "earth-search-c1",
+        "url": world.stac_url,
+        "collection": C1_COLLECTION,
+    }
     assert search(world, tmp_path, "2022-02")["source"]["name"] == "earth-search-l2a"
 
 
 def test_an_empty_month_names_the_sibling_collection_that_has_items(world, tmp_path):
     from s2basemap.notify import month_message
 
-    manifest = search(world, tmp_path, "2022-01", collection=C1_COLLECTION, source="earth-search-c1")
+    manifest = search(
+        world, tmp_path, "2022-01", collection=C1_COLLECTION, source="earth-search-c1"
+    )
     assert manifest["status"] == "no_scenes"  # Collection 1 has nothing that month, l2a has
     l2a = [s for s in world.scenes if s.month == "2022-01"]
     assert manifest["source"]["elsewhere"] == [
-        {"source": "earth-search-l2a", "collection": "sentinel-2-l2a", "items": len(l2a), "at_least": False}]
-    message = month_message({"period": {"label": "2022-01"}, "status": "no_scenes", "left_out": [],
-                             "source": manifest["source"]}, "results/2022-01")
-    assert message == (f":warning: 2022-01: no mosaic (no scenes); sentinel-2-l2a has {len(l2a)} items "
-                       "for this period (stac.source: earth-search-l2a)")
+        {
+            "source": "earth-search-l2a",
+            "collection": "sentinel-2-l2a",
+            "items": len(l2a),
+            "at_least": False,
+        }
+    ]
+    message = month_message(
+        {
+            "period": {"label": "2022-01"},
+            "status": "no_scenes",
+            "left_out": [],
+            "source": manifest["source"],
+        },
+        "results/2022-01",
+    )
+    assert message == (
+        f":warning: 2022-01: no mosaic (no scenes); sentinel-2-l2a has {len(l2a)} items "
+        "for this period (stac.source: earth-search-l2a)"
+    )
     # a month empty everywhere names nothing
-    assert search(world, tmp_path, "2022-03", source="earth-search-l2a")["source"]["elsewhere"] == []
+    assert (
+        search(world, tmp_path, "2022-03", source="earth-search-l2a")["source"]["elsewhere"] == []
+    )

@@ -38,8 +38,9 @@ def repo_copy(tmp_path_factory):
     """The workflow and package copied, so a test can change the code."""
     copy = tmp_path_factory.mktemp("repo")
     for part in ("workflow", "src", "envs", "profiles"):
-        shutil.copytree(REPO / part, copy / part, symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            REPO / part, copy / part, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
     return copy
 
 
@@ -77,8 +78,9 @@ def series(own_world, repo_copy, tmp_path_factory):
 
     new_id = add_acquisition(world, "S2A_16SBU_20220214_0_L2A", "2022-02-19")
     servers["stac"].stop()
-    servers["stac"] = StacServer(world.item_files, world.root / "rustac.log",
-                                 port=servers["stac"].port).wait_ready()
+    servers["stac"] = StacServer(
+        world.item_files, world.root / "rustac.log", port=servers["stac"].port
+    ).wait_ready()
     run(both, "plan", "--forcerun", "search")  # refresh every month's scene list
     found["new_scene"] = dry(both)
     found["new_scene_id"] = new_id
@@ -91,7 +93,9 @@ def test_nothing_changed_nothing_runs(series):
 
 def test_month_added_runs_only_that_month(series):
     jobs = series["month_added"]
-    assert periods_of(jobs) - {None} == {"2022-02"}, [j for j in jobs if j.get("period") == "2022-01"]
+    assert periods_of(jobs) - {None} == {"2022-02"}, [
+        j for j in jobs if j.get("period") == "2022-01"
+    ]
     assert {j["rule"] for j in jobs if "period" not in j} <= GLOBAL_RULES
     assert any(j["rule"] == "search" for j in jobs)
 
@@ -99,7 +103,12 @@ def test_month_added_runs_only_that_month(series):
 def test_changed_override_reruns_only_that_months_composite(series):
     jobs = series["override"]
     assert periods_of(jobs) - {None} == {"2022-02"}
-    assert {j["rule"] for j in jobs} == {"composite_column", "assemble_mosaic", "period_metadata", "all"}
+    assert {j["rule"] for j in jobs} == {
+        "composite_column",
+        "assemble_mosaic",
+        "period_metadata",
+        "all",
+    }
 
 
 # Which rules' own code each package module is, read off the imports by hand: a
@@ -128,7 +137,11 @@ CODE_OF = {
     "sources": {SEARCH, FETCH},  # search's adapters; fetch reads search's band names
     "warp": {COMPOSITE, ASSEMBLE, METADATA},
     # the parse-time side, logging, planning, upload: nothing finished reruns
-    "__init__": set(), "config": set(), "logs": set(), "storage": set(), "timeplan": set(),
+    "__init__": set(),
+    "config": set(),
+    "logs": set(),
+    "storage": set(),
+    "timeplan": set(),
     "upload": set(),
 }
 
@@ -143,9 +156,14 @@ SHOWN = {
     ASSEMBLE: {ASSEMBLE, METADATA},
     METADATA: {METADATA},
 }
-SCRIPT_OF = {SEARCH: "search.py", FETCH: "fetch_scene.py", MASK: "mask_scene.py",
-             COMPOSITE: "composite_column.py", ASSEMBLE: "assemble_mosaic.py",
-             METADATA: "period_metadata.py"}
+SCRIPT_OF = {
+    SEARCH: "search.py",
+    FETCH: "fetch_scene.py",
+    MASK: "mask_scene.py",
+    COMPOSITE: "composite_column.py",
+    ASSEMBLE: "assemble_mosaic.py",
+    METADATA: "period_metadata.py",
+}
 
 
 @pytest.mark.parametrize("rule", sorted(SCRIPT_OF))
@@ -183,18 +201,38 @@ def test_new_scene_reruns_only_what_depends_on_it(series, own_world):
     assert [j["scene"] for j in jobs if j["rule"] == "mask_scene"] == [new_id]
     composites = [j for j in jobs if j["rule"] == "composite_column"]
     assert composites and all(new_id in j["_input"] for j in composites)  # only columns it touches
-    assert {j["rule"] for j in jobs} == {"fetch_scene", "mask_scene", "composite_column", "scene_summary",
-                                         "assemble_mosaic", "period_metadata", "all"}
-
+    assert {j["rule"] for j in jobs} == {
+        "fetch_scene",
+        "mask_scene",
+        "composite_column",
+        "scene_summary",
+        "assemble_mosaic",
+        "period_metadata",
+        "all",
+    }
 
 
 def measure_peak(workdir, config):
     """Run the workflow, sampling the bytes under work_dir and results_dir; (peak, result)."""
     (workdir / "config.yaml").write_text(__import__("yaml").safe_dump(config))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-         "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "workflow" / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            "--cores",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     peak = 0
     while proc.poll() is None:
         peak = max(peak, bytes_under(workdir / "work") + bytes_under(workdir / "results"))
@@ -223,7 +261,9 @@ def test_plan_estimates_peak_disk_within_a_quarter(world, tmp_path):
         assert not list((tmp_path / "work").glob(f"*/{kind}/*.tif")), kind
     assert len(list((tmp_path / "work").glob("*/masks/*.json"))) == 12
     # and a later change to one month reruns that month only (fetches included)
-    changed = world_config(world, months=BOTH, overrides={"2022-01": {"composite": {"percentile": 40}}})
+    changed = world_config(
+        world, months=BOTH, overrides={"2022-01": {"composite": {"percentile": 40}}}
+    )
     jobs = planned_jobs(run_snakemake(tmp_path, changed, "--dry-run").stdout)
     assert periods_of(jobs) - {None} == {"2022-01"}
 

@@ -39,8 +39,12 @@ def pc(tmp_path_factory):
         stac = StacServer(files, root / "rustac-pc.log").wait_ready()
         tokens = TokenServer(storage).start()
         storage.require_signatures()
-        env = {"http_proxy": storage.url, "no_proxy": "127.0.0.1,localhost",
-               "PC_SDK_SAS_URL": tokens.url, "PC_SDK_SUBSCRIPTION_KEY": SECRET_KEY}
+        env = {
+            "http_proxy": storage.url,
+            "no_proxy": "127.0.0.1,localhost",
+            "PC_SDK_SAS_URL": tokens.url,
+            "PC_SDK_SUBSCRIPTION_KEY": SECRET_KEY,
+        }
         try:
             yield world, storage, stac, tokens, kept, env
         finally:
@@ -65,16 +69,23 @@ def pc_env(pc, monkeypatch):
 def spec_of(world, scene) -> dict:
     items = json.loads((world.root / "stac-pc" / "items.json").read_text())["features"]
     item = next(i for i in items if i["id"] == scene.id)
-    return {"id": scene.id, "assets": {band: item["assets"][key]["href"] for band, key in PC_ASSETS.items()},
-            "offset": {"dn": -1000, "source": "metadata", "reason": "test"}}
+    return {
+        "id": scene.id,
+        "assets": {band: item["assets"][key]["href"] for band, key in PC_ASSETS.items()},
+        "offset": {"dn": -1000, "source": "metadata", "reason": "test"},
+    }
 
 
 def test_an_unsigned_read_is_refused_by_name(pc_env, tmp_path):
     world, _, _, _, kept, _ = pc_env
-    record = fetch_scene(spec_of(world, kept[0]), read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
+    record = fetch_scene(
+        spec_of(world, kept[0]), read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST
+    )
     assert record["status"] == "failed" and record["attempts"] == 1
     assert "HTTP response code: 403" in record["reason"]
-    assert "the URL is unsigned: does the source need signed URLs? See stac.source" in record["reason"]
+    assert (
+        "the URL is unsigned: does the source need signed URLs? See stac.source" in record["reason"]
+    )
 
 
 def test_a_signature_that_expires_mid_fetch_is_renewed_and_the_scene_completes(pc_env, tmp_path):
@@ -83,8 +94,13 @@ def test_a_signature_that_expires_mid_fetch_is_renewed_and_the_scene_completes(p
     tokens.uses_per_token = [None] * len(tokens.paths) + [8]
     issued = len(tokens.paths)
     scene = kept[0]
-    record = fetch_scene(spec_of(world, scene), read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST,
-                         signer=PlanetaryComputerSigner())
+    record = fetch_scene(
+        spec_of(world, scene),
+        read_aoi(world.aoi_gpkg),
+        tmp_path / "s.tif",
+        FAST,
+        signer=PlanetaryComputerSigner(),
+    )
     assert record["status"] == "ok" and record["attempts"] == 2
     assert len(tokens.paths) - issued == 2  # signed, refused mid-read, signed again
     assert storage.faults["refused"] >= 1
@@ -93,18 +109,25 @@ def test_a_signature_that_expires_mid_fetch_is_renewed_and_the_scene_completes(p
     with rasterio.open(tmp_path / "s.tif") as out:
         col = int((out.transform.c - src_transform.c) / 10)
         row = int((src_transform.f - out.transform.f) / 10)
-        np.testing.assert_array_equal(out.read(), expected[:, row:row + out.height, col:col + out.width])
+        np.testing.assert_array_equal(
+            out.read(), expected[:, row : row + out.height, col : col + out.width]
+        )
 
 
 def test_a_planetary_computer_month_equals_the_numpy_reference(pc, tmp_path):
     world, _, stac, tokens, kept, env = pc
-    config = world_config(world, months=["2022-02"], composite={"percentile": PERCENTILE},
-                          stac={"source": "planetary-computer", "url": stac.url})
+    config = world_config(
+        world,
+        months=["2022-02"],
+        composite={"percentile": PERCENTILE},
+        stac={"source": "planetary-computer", "url": stac.url},
+    )
     run_snakemake(tmp_path, config, env=env)
     manifest = json.loads((tmp_path / "work/2022-02/manifest.json").read_text())
     assert sorted(s["id"] for s in manifest["scenes"]) == sorted(s.id for s in kept)
     assert [d["reason"] for d in manifest["duplicates_removed"]] == [
-        f"duplicate of {kept[0].id} (older)"]
+        f"duplicate of {kept[0].id} (older)"
+    ]
     assert all(s["offset"]["dn"] == -1000 for s in manifest["scenes"])
     # manifests keep unsigned hrefs: a search finding the same items writes the same file
     assert "sig=" not in json.dumps(manifest)
@@ -121,4 +144,6 @@ def test_a_planetary_computer_month_equals_the_numpy_reference(pc, tmp_path):
     # new tokens, same manifest: nothing to redo
     again = run_snakemake(tmp_path, config, "-n", env=env)
     assert "Nothing to be done" in again.stdout + again.stderr
-    assert os.environ.get("PC_SDK_SUBSCRIPTION_KEY") != SECRET_KEY  # the module's env stayed its own
+    assert (
+        os.environ.get("PC_SDK_SUBSCRIPTION_KEY") != SECRET_KEY
+    )  # the module's env stayed its own

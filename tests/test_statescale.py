@@ -31,7 +31,9 @@ def test_tiles_cover_the_state_from_two_utm_zones_and_overlap():
     footprints = [t.footprint_4326() for t in tiles]
     assert union_all(footprints).contains(aoi)
     same_zone = [t for t in tiles if t.epsg == 32615]
-    a = next(t for t in same_zone if any(u.x0 == t.x0 + 100_000 and u.y0 == t.y0 for u in same_zone))
+    a = next(
+        t for t in same_zone if any(u.x0 == t.x0 + 100_000 and u.y0 == t.y0 for u in same_zone)
+    )
     assert TILE_EDGE - 100_000 == 9_800  # neighbours overlap by 9.8 km
     assert a.bounds[2] - (a.x0 + 100_000) == 9_800
 

@@ -36,15 +36,22 @@ def test_a_file_that_vanishes_while_counting_is_skipped(tmp_path, monkeypatch):
 
 
 def _month(rasters, masks, tiles, outputs):
-    return {"scene_raster_bytes": rasters, "mask_bytes": masks, "tile_bytes": tiles,
-            "output_bytes": outputs}
+    return {
+        "scene_raster_bytes": rasters,
+        "mask_bytes": masks,
+        "tile_bytes": tiles,
+        "output_bytes": outputs,
+    }
 
 
 def test_months_in_flight_bound_the_peak_to_the_newest_months_intermediates():
     from s2basemap.storage import peak_bytes
 
-    months = {"2025-01": _month(100, 2, 4, 5), "2025-02": _month(150, 3, 4, 5),
-              "2025-03": _month(120, 2, 4, 5)}
+    months = {
+        "2025-01": _month(100, 2, 4, 5),
+        "2025-02": _month(150, 3, 4, 5),
+        "2025-03": _month(120, 2, 4, 5),
+    }
     products = 3 * 5
     # one month at a time: a month's rasters, masks and tiles beside the tiles of the
     # month before (not yet assembled) and the products of the months before that
@@ -66,14 +73,18 @@ def test_months_in_flight_bound_the_peak_to_the_newest_months_intermediates():
     assert peak_bytes(months, False, 1, products=False, products_kept=False) == (157 + 4, 0)
     # unless the time plan says the month before's are assembled and uploaded (gone)
     # before the sweep's peak: the peak is then the month's own
-    timed = {"2025-01": months["2025-01"] | {"released_seconds": 600},
-             "2025-02": months["2025-02"] | {"sweep_peak_seconds": 900}}
+    timed = {
+        "2025-01": months["2025-01"] | {"released_seconds": 600},
+        "2025-02": months["2025-02"] | {"sweep_peak_seconds": 900},
+    }
     assert peak_bytes(timed, False, 1, products_kept=False)[0] == 157  # its own
     timed["2025-02"]["sweep_peak_seconds"] = 300  # the peak comes first: both counted
     assert peak_bytes(timed, False, 1, products_kept=False)[0] == 157 + 4 + 5
     twelve = {f"2025-{m:02d}": _month(150, 3, 4, 5) for m in range(1, 13)}
-    assert peak_bytes(twelve, False, 1, products_kept=False)[0] == peak_bytes(
-        {"one": _month(150, 3, 4, 5)}, False, 1)[0] + 4 + 5  # the month before's tiles and products
+    assert (
+        peak_bytes(twelve, False, 1, products_kept=False)[0]
+        == peak_bytes({"one": _month(150, 3, 4, 5)}, False, 1)[0] + 4 + 5
+    )  # the month before's tiles and products
 
 
 def test_a_results_dir_on_another_disk_is_checked_for_the_products_alone(tmp_path):
@@ -90,7 +101,9 @@ def test_a_results_dir_on_another_disk_is_checked_for_the_products_alone(tmp_pat
     assert plan["same_filesystem"] and plan["total"]["peak_bytes"] == cache + 166
     assert plan["total"]["work_peak_bytes"] == cache + 161
     check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 166))
-    with pytest.raises(DiskSpaceError, match=rf"needs {(cache + 166) / 1000:.1f} kB at peak in work_dir"):
+    with pytest.raises(
+        DiskSpaceError, match=rf"needs {(cache + 166) / 1000:.1f} kB at peak in work_dir"
+    ):
         check_disk(plan, tmp_path / "work", tmp_path / "results", free(cache + 165))
     # on two filesystems each directory needs only its own part
     plan["same_filesystem"] = False
@@ -103,8 +116,12 @@ def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
     from s2basemap.grid import scene_columns
     from s2basemap.storage import peak_bytes, sweep_front
 
-    tile_scenes = {"0000_0000": ["a", "b"], "0001_0001": ["b", "c"], "0000_0002": ["c", "d"],
-                   "0001_0003": ["d"]}
+    tile_scenes = {
+        "0000_0000": ["a", "b"],
+        "0001_0001": ["b", "c"],
+        "0000_0002": ["c", "d"],
+        "0001_0003": ["d"],
+    }
     columns = scene_columns(tile_scenes)
     assert columns == {"a": (0, 0), "b": (0, 1), "c": (1, 2), "d": (2, 3)}
 
@@ -112,7 +129,15 @@ def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
         # source bytes such that the fetched raster is exactly raster_gb
         return {"source_bytes": raster_gb / 0.95, "aoi_share": 1.0, "window_pixels": window_pixels}
 
-    sizes = {"scenes": {"a": scene(10), "b": scene(20), "c": scene(40), "d": scene(30, 100), "e": scene(5)}}
+    sizes = {
+        "scenes": {
+            "a": scene(10),
+            "b": scene(20),
+            "c": scene(40),
+            "d": scene(30, 100),
+            "e": scene(5),
+        }
+    }
     # fetched at their first column: column 0 holds a + b, 1 holds b + c, 2 holds c + d
     # (and its 10 B of mask); e touches no tile and is held throughout
     assert sweep_front(sizes, columns, ahead=0)[0] == pytest.approx(max(30, 60, 70 + 10) + 5)
@@ -130,8 +155,12 @@ def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
 def test_the_plan_gives_each_month_its_swept_peak(tmp_path):
     from s2basemap.storage import KERNEL_CACHE_BYTES, build_plan
 
-    month = _month(105, 10, 4, 5) | {"sweep_bytes": 85, "scenes": 3, "unknown_sizes": 0,
-                                     "network_bytes": 1}
+    month = _month(105, 10, 4, 5) | {
+        "sweep_bytes": 85,
+        "scenes": 3,
+        "unknown_sizes": 0,
+        "network_bytes": 1,
+    }
     plan = build_plan({"m": month}, False, tmp_path, tmp_path, None, None)
     assert plan["periods"]["m"]["peak_bytes"] == 85 + 4
     assert plan["periods"]["m"]["work_peak_bytes"] == 85 + 4
@@ -144,7 +173,10 @@ def test_sizes_come_from_the_server_and_a_missing_file_is_left_to_the_fetch(worl
 
     scene = world.scene("S2A_15SYU_20220128_0_L2A")
     present, missing = world.url(scene.path("red")), f"{world.base_url}/cogs/does-not-exist/B04.tif"
-    assert head_sizes([present, missing]) == {present: scene.path("red").stat().st_size, missing: None}
+    assert head_sizes([present, missing]) == {
+        present: scene.path("red").stat().st_size,
+        missing: None,
+    }
 
 
 def test_sizes_from_a_source_that_does_not_answer_stop_the_plan(world, http_server):
@@ -154,7 +186,9 @@ def test_sizes_from_a_source_that_does_not_answer_stop_the_plan(world, http_serv
     hrefs = [world.url(scene.path(band)) for band in ("red", "green")]
     http_server.go_down()
     try:
-        with pytest.raises(SourceUnreachable, match=r"2 of 2 size requests failed for network reasons"):
+        with pytest.raises(
+            SourceUnreachable, match=r"2 of 2 size requests failed for network reasons"
+        ):
             head_sizes(hrefs)
     finally:
         http_server.come_up()

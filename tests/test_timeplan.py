@@ -12,8 +12,14 @@ from s2basemap.timeplan import CPU_COSTS, GPU_OCM_S_PER_MPX, Machine, format_tim
 
 # One month shaped like a state: 400 scenes whose AOI windows total 30 gigapixels,
 # 236 GB to read and 400 output tiles of 2048 px in 22 columns (composite jobs).
-MONTH = {"scenes": 400, "window_pixels": 30e9, "network_bytes": 236e9, "tiles": 400,
-         "composite_jobs": 22, "output_pixels": 400 * 2048 ** 2}
+MONTH = {
+    "scenes": 400,
+    "window_pixels": 30e9,
+    "network_bytes": 236e9,
+    "tiles": 400,
+    "composite_jobs": 22,
+    "output_pixels": 400 * 2048**2,
+}
 BOX = Machine(cores=16, gpu=True, network_gbps=1.0)
 
 
@@ -22,21 +28,32 @@ def test_gpu_box_month_is_the_slower_of_fetch_and_mask_then_composite_and_output
     c, mpx = CPU_COSTS, 30e3
     fetch_cpu = (400 * c["job_start_s"] + mpx * c["fetch_cpu_s_per_mpx"]) / 16
     fetch = max(fetch_cpu, 236e9 * 8 / 1e9)
-    mask = max((400 * c["job_start_s"] + mpx * (c["mask_cpu_s_per_mpx"]
-                                                + c["ocm_host_cpu_s_per_mpx"])) / 16,
-               mpx * GPU_OCM_S_PER_MPX)
+    mask = max(
+        (400 * c["job_start_s"] + mpx * (c["mask_cpu_s_per_mpx"] + c["ocm_host_cpu_s_per_mpx"]))
+        / 16,
+        mpx * GPU_OCM_S_PER_MPX,
+    )
     composite = (22 * c["composite_job_start_s"] + mpx * c["composite_cpu_s_per_scene_mpx"]) / 16
-    outputs = 3 * c["job_start_s"] + 400 * 2048 ** 2 / 1e6 * c["outputs_wall_s_per_mpx"]
+    outputs = 3 * c["job_start_s"] + 400 * 2048**2 / 1e6 * c["outputs_wall_s_per_mpx"]
     stages = plan["periods"]["2025-06"]["stages"]
-    for name, expected in (("fetch", fetch), ("mask", mask), ("composite", composite),
-                           ("outputs", outputs)):
+    for name, expected in (
+        ("fetch", fetch),
+        ("mask", mask),
+        ("composite", composite),
+        ("outputs", outputs),
+    ):
         assert stages[name]["seconds"] == pytest.approx(expected, abs=0.1), name
     jobs = 2 * 400 + 22 + 3  # fetch and mask per scene, composite per column, 3 per month
-    assert plan["snakemake"] == {"jobs": jobs, "seconds": pytest.approx(
-        c["snakemake_start_s"] + c["numba_compile_s"] + 0.0245 * jobs + 2.76e-6 * jobs ** 2,
-        abs=0.1)}
+    assert plan["snakemake"] == {
+        "jobs": jobs,
+        "seconds": pytest.approx(
+            c["snakemake_start_s"] + c["numba_compile_s"] + 0.0245 * jobs + 2.76e-6 * jobs**2,
+            abs=0.1,
+        ),
+    }
     assert plan["total_seconds"] == pytest.approx(
-        max(fetch, mask) + composite + outputs + plan["snakemake"]["seconds"], abs=0.3)
+        max(fetch, mask) + composite + outputs + plan["snakemake"]["seconds"], abs=0.3
+    )
     assert stages["fetch"]["bound_by"] == "network"  # 236 GB at 1 Gbit/s is 31 min
     assert "cost" not in plan
 
@@ -58,11 +75,17 @@ def test_months_add_up_and_a_price_gives_the_cost():
     one = time_plan({"2025-06": dict(MONTH)}, priced, uses_ocm=True)
     two = time_plan({"2025-06": dict(MONTH), "2025-07": dict(MONTH)}, priced, uses_ocm=True)
     # the run's start is paid once; scheduling grows a little faster than the jobs
-    run = {label: p["total_seconds"] - p["snakemake"]["seconds"] for label, p in (("one", one),
-                                                                                  ("two", two))}
+    run = {
+        label: p["total_seconds"] - p["snakemake"]["seconds"]
+        for label, p in (("one", one), ("two", two))
+    }
     assert run["two"] == pytest.approx(2 * run["one"], abs=0.2)
-    assert two["snakemake"]["seconds"] > 2 * one["snakemake"]["seconds"] - CPU_COSTS[
-        "snakemake_start_s"] - CPU_COSTS["numba_compile_s"]
+    assert (
+        two["snakemake"]["seconds"]
+        > 2 * one["snakemake"]["seconds"]
+        - CPU_COSTS["snakemake_start_s"]
+        - CPU_COSTS["numba_compile_s"]
+    )
     assert two["cost"] == pytest.approx(round(two["total_seconds"] / 3600 * 1.5, 2))
     report = format_time_plan(two)
     assert "16 cores, a GPU, 1 Gbit/s" in report
@@ -77,34 +100,50 @@ def test_faster_network_shortens_only_what_the_network_bounded():
 
 
 def test_a_month_without_scenes_takes_only_the_runs_start():
-    empty = {"scenes": 0, "window_pixels": 0, "network_bytes": 0, "tiles": 0, "composite_jobs": 0,
-             "output_pixels": 0}
+    empty = {
+        "scenes": 0,
+        "window_pixels": 0,
+        "network_bytes": 0,
+        "tiles": 0,
+        "composite_jobs": 0,
+        "output_pixels": 0,
+    }
     plan = time_plan({"m": empty}, BOX, uses_ocm=True)
     assert plan["total_seconds"] == pytest.approx(
-        CPU_COSTS["snakemake_start_s"] + CPU_COSTS["numba_compile_s"], abs=0.1)
+        CPU_COSTS["snakemake_start_s"] + CPU_COSTS["numba_compile_s"], abs=0.1
+    )
     assert plan["snakemake"]["jobs"] == 0
 
 
 def test_machine_from_config_reads_this_machine_for_null_and_auto(monkeypatch):
     monkeypatch.setattr(timeplan, "has_gpu", lambda: False)
     monkeypatch.setattr(timeplan.os, "cpu_count", lambda: 6)
-    assert Machine.from_config({"cores": None, "gpu": "auto", "network_gbps": 2.5}) == \
-        Machine(6, False, 2.5, None)
-    assert Machine.from_config({"cores": 16, "gpu": True, "network_gbps": 1.0,
-                                "hourly_price": 1.2}) == Machine(16, True, 1.0, 1.2)
+    assert Machine.from_config({"cores": None, "gpu": "auto", "network_gbps": 2.5}) == Machine(
+        6, False, 2.5, None
+    )
+    assert Machine.from_config(
+        {"cores": 16, "gpu": True, "network_gbps": 1.0, "hourly_price": 1.2}
+    ) == Machine(16, True, 1.0, 1.2)
 
 
-@pytest.mark.parametrize(("machine", "key"), [
-    ({"cores": 0}, "machine.cores"),
-    ({"gpu": "yes"}, "machine.gpu"),
-    ({"network_gbps": 0}, "machine.network_gbps"),
-    ({"hourly_price": -1}, "machine.hourly_price"),
-    ({"ram": 64}, "machine.ram"),
-])
+@pytest.mark.parametrize(
+    ("machine", "key"),
+    [
+        ({"cores": 0}, "machine.cores"),
+        ({"gpu": "yes"}, "machine.gpu"),
+        ({"network_gbps": 0}, "machine.network_gbps"),
+        ({"hourly_price": -1}, "machine.hourly_price"),
+        ({"ram": 64}, "machine.ram"),
+    ],
+)
 def test_bad_machine_keys_are_named(world, machine, key):
     config = validate_config({"aoi": str(world.aoi_gpkg), "months": ["2022-01"]})
-    assert config["machine"] == {"cores": None, "gpu": "auto", "network_gbps": 1.0,
-                                 "hourly_price": None}
+    assert config["machine"] == {
+        "cores": None,
+        "gpu": "auto",
+        "network_gbps": 1.0,
+        "hourly_price": None,
+    }
     config["machine"] = copy.deepcopy(config["machine"]) | machine
     with pytest.raises(ConfigError) as excinfo:
         validate_config(config)

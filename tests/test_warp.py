@@ -38,12 +38,18 @@ TARGETS = {
 def exact_warp_stack(scenes, grid, tile_id, aoi):
     """The previous composite input: every scene and mask warped by GDAL on its own."""
     _, _, height, width = grid.tile_window(tile_id)
-    inside = geometry_mask([aoi.in_crs(grid.crs)], out_shape=(height, width),
-                           transform=grid.tile_transform(tile_id), invert=True)
-    values = np.stack([warp(s.tif, grid, tile_id, Resampling.nearest, 0, [1, 2, 3, 4])
-                       for s in scenes])
-    masks = np.stack([warp(s.mask, grid, tile_id, Resampling.nearest, MASK_OUTSIDE, 1)
-                      for s in scenes])
+    inside = geometry_mask(
+        [aoi.in_crs(grid.crs)],
+        out_shape=(height, width),
+        transform=grid.tile_transform(tile_id),
+        invert=True,
+    )
+    values = np.stack(
+        [warp(s.tif, grid, tile_id, Resampling.nearest, 0, [1, 2, 3, 4]) for s in scenes]
+    )
+    masks = np.stack(
+        [warp(s.mask, grid, tile_id, Resampling.nearest, MASK_OUTSIDE, 1) for s in scenes]
+    )
     valid = (masks == 0) & (values > 0).all(axis=1) & inside
     return values, valid
 
@@ -53,8 +59,9 @@ def scenes(tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
     bounds = AOI_4326.buffer(0.01).bounds
     # two lattices in zone 15 (a 5 m phase shift), one in zone 16
-    west = write_tile_scenes(root, bounds, "EPSG:4326", 4, zones=(32615,), seed=1,
-                             phases=(0.0, 0.0, 5.0))
+    west = write_tile_scenes(
+        root, bounds, "EPSG:4326", 4, zones=(32615,), seed=1, phases=(0.0, 0.0, 5.0)
+    )
     east = write_tile_scenes(root, bounds, "EPSG:4326", 3, zones=(32616,), seed=2)
     return west + east
 
@@ -96,33 +103,55 @@ def test_the_gpu_gathers_and_composites_what_the_cpu_does(scenes, tmp_path):
     grid = output_grid(aoi, "EPSG:5070", TARGETS["EPSG:5070"], tile_size=256)
     tile_id = grid.tile_ids(aoi.in_crs(grid.crs))[0]
     host = stack_tile(scenes, grid, tile_id, aoi, Resampling.nearest, threads=2)
-    on_gpu = stack_tile(scenes, grid, tile_id, aoi, Resampling.nearest, threads=2,
-                        device=Device(cupy))
+    on_gpu = stack_tile(
+        scenes, grid, tile_id, aoi, Resampling.nearest, threads=2, device=Device(cupy)
+    )
     assert isinstance(on_gpu[0], cupy.ndarray)
     np.testing.assert_array_equal(cupy.asnumpy(on_gpu[0]), host[0])
     np.testing.assert_array_equal(cupy.asnumpy(on_gpu[1]), host[1])
     tiles = {}
     for backend in ("cpu", "gpu"):
-        stats = composite_tile(scenes, grid, tile_id, aoi, 25, "nearest",
-                               tmp_path / f"{backend}.tif", backend=backend, threads=2)
+        stats = composite_tile(
+            scenes,
+            grid,
+            tile_id,
+            aoi,
+            25,
+            "nearest",
+            tmp_path / f"{backend}.tif",
+            backend=backend,
+            threads=2,
+        )
         assert stats["backend"] == backend
         with rasterio.open(tmp_path / f"{backend}.tif") as src:
             tiles[backend] = src.read()
     np.testing.assert_array_equal(tiles["gpu"], tiles["cpu"])
     assert tiles["cpu"][4].max() > 0
     # a column's tiles share no device state: each is what the CPU computes
-    column = next(t for t in grid.columns(grid.tile_ids(aoi.in_crs(grid.crs))).values() if len(t) >= 2)
+    column = next(
+        t for t in grid.columns(grid.tile_ids(aoi.in_crs(grid.crs))).values() if len(t) >= 2
+    )
     strips = {}
     for backend in ("cpu", "gpu"):
-        composite_column(scenes, {t: [s.id for s in scenes] for t in column}, grid, aoi, 25,
-                         "nearest", tmp_path / f"column-{backend}.tif", backend=backend, threads=2)
+        composite_column(
+            scenes,
+            {t: [s.id for s in scenes] for t in column},
+            grid,
+            aoi,
+            25,
+            "nearest",
+            tmp_path / f"column-{backend}.tif",
+            backend=backend,
+            threads=2,
+        )
         with rasterio.open(tmp_path / f"column-{backend}.tif") as src:
             strips[backend] = src.read()
     np.testing.assert_array_equal(strips["gpu"], strips["cpu"])
 
 
 def test_a_column_is_its_tiles_composited_one_by_one_and_assembles_to_the_same_mosaic(
-        scenes, tmp_path):
+    scenes, tmp_path
+):
     import hashlib
 
     import rasterio
@@ -131,14 +160,28 @@ def test_a_column_is_its_tiles_composited_one_by_one_and_assembles_to_the_same_m
 
     aoi = AOI(AOI_4326, CRS.from_epsg(4326))
     grid = output_grid(aoi, "EPSG:5070", TARGETS["EPSG:5070"], tile_size=128)
-    tiles = next(t for t in grid.columns(grid.tile_ids(aoi.in_crs(grid.crs))).values() if len(t) >= 3)
+    tiles = next(
+        t for t in grid.columns(grid.tile_ids(aoi.in_crs(grid.crs))).values() if len(t) >= 3
+    )
     # each tile stacks its own scenes (the last tile without the first scene); the
     # middle tiles have none listed, as if outside the AOI: their rows stay nodata
     top, bottom = tiles[0], tiles[-1]
     tile_scenes = {top: [s.id for s in scenes], bottom: [s.id for s in scenes[1:]]}
-    stats = composite_column(scenes, tile_scenes, grid, aoi, 25, "nearest", tmp_path / "column.tif",
-                             backend="cpu", threads=2)
-    assert [(s["tile"], s["scenes"]) for s in stats] == [(top, len(scenes)), (bottom, len(scenes) - 1)]
+    stats = composite_column(
+        scenes,
+        tile_scenes,
+        grid,
+        aoi,
+        25,
+        "nearest",
+        tmp_path / "column.tif",
+        backend="cpu",
+        threads=2,
+    )
+    assert [(s["tile"], s["scenes"]) for s in stats] == [
+        (top, len(scenes)),
+        (bottom, len(scenes) - 1),
+    ]
     row_off, col_off, height, width = grid.column_window([top, bottom])
     assert (row_off, col_off) == grid.tile_window(top)[:2] and height > 2 * 128
     with rasterio.open(tmp_path / "column.tif") as src:
@@ -147,22 +190,34 @@ def test_a_column_is_its_tiles_composited_one_by_one_and_assembles_to_the_same_m
         assert src.descriptions == ("Red", "Green", "Blue", "NIR", "count")
     pieces = {}
     for tile, chosen in ((top, scenes), (bottom, scenes[1:])):
-        composite_tile(chosen, grid, tile, aoi, 25, "nearest", tmp_path / f"{tile}.tif", backend="cpu")
+        composite_tile(
+            chosen, grid, tile, aoi, 25, "nearest", tmp_path / f"{tile}.tif", backend="cpu"
+        )
         with rasterio.open(tmp_path / f"{tile}.tif") as src:
             alone = src.read()
         tile_row, _, tile_height, _ = grid.tile_window(tile)
-        np.testing.assert_array_equal(strip[:, tile_row - row_off:tile_row - row_off + tile_height], alone)
+        np.testing.assert_array_equal(
+            strip[:, tile_row - row_off : tile_row - row_off + tile_height], alone
+        )
         pieces[str(tmp_path / f"{tile}.tif")] = grid.tile_window(tile)
-    gap = strip[:, grid.tile_window(tiles[1])[0] - row_off:grid.tile_window(bottom)[0] - row_off]
+    gap = strip[:, grid.tile_window(tiles[1])[0] - row_off : grid.tile_window(bottom)[0] - row_off]
     assert gap.size and not gap.any()
     assert strip[4].max() > 0  # observations were counted
     products = {}
     column = {str(tmp_path / "column.tif"): (row_off, col_off, height, width)}
     for name, parts in (("tiles", pieces), ("column", column)):
-        assemble(grid, parts, tmp_path / f"{name}-mosaic.tif", tmp_path / f"{name}-count.tif",
-                 "deflate", {})
-        products[name] = [hashlib.sha256((tmp_path / f"{name}-{kind}.tif").read_bytes()).hexdigest()
-                          for kind in ("mosaic", "count")]
+        assemble(
+            grid,
+            parts,
+            tmp_path / f"{name}-mosaic.tif",
+            tmp_path / f"{name}-count.tif",
+            "deflate",
+            {},
+        )
+        products[name] = [
+            hashlib.sha256((tmp_path / f"{name}-{kind}.tif").read_bytes()).hexdigest()
+            for kind in ("mosaic", "count")
+        ]
     assert products["column"] == products["tiles"]
 
 

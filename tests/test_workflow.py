@@ -61,10 +61,15 @@ def test_run_fetches_and_masks_every_scene_and_reports_each_month(world, fetched
         summary = json.loads((workdir / "work" / month / "scenes.json").read_text())
         assert sorted(s["id"] for s in summary["scenes"]) == [s.id for s in world.newest(month)]
         assert [e["id"] for e in summary["left_out"]] == (
-            ["S2B_15SYU_20220115_0_L2A"] if month == "2022-01" else [])
+            ["S2B_15SYU_20220115_0_L2A"] if month == "2022-01" else []
+        )
         for entry in summary["scenes"]:
-            record = json.loads((workdir / "work" / month / "scenes" / f"{entry['id']}.json").read_text())
-            stats = json.loads((workdir / "work" / month / "masks" / f"{entry['id']}.json").read_text())
+            record = json.loads(
+                (workdir / "work" / month / "scenes" / f"{entry['id']}.json").read_text()
+            )
+            stats = json.loads(
+                (workdir / "work" / month / "masks" / f"{entry['id']}.json").read_text()
+            )
             assert record["status"] == "ok" and stats["status"] == "ok"
             assert entry["valid_fraction"] == stats["valid_fraction"] > 0
             assert stats["ocm"]["inference_resolution"] == 20 and stats["ocm"]["device"] == "cpu"
@@ -105,8 +110,12 @@ def test_offline_machine_without_weights_stops_with_staging_instructions(world, 
     config = world_config(world, tmp_path / "no-weights", months=["2022-01"])
     started = time.monotonic()
     # no hub, and nothing in omnicloudmask's own directory either
-    result = run_snakemake(tmp_path, config, check=False, env={
-        "HF_ENDPOINT": "http://127.0.0.1:9", "XDG_DATA_HOME": str(tmp_path / "data")})
+    result = run_snakemake(
+        tmp_path,
+        config,
+        check=False,
+        env={"HF_ENDPOINT": "http://127.0.0.1:9", "XDG_DATA_HOME": str(tmp_path / "data")},
+    )
     assert result.returncode != 0
     assert time.monotonic() - started < 120
     log = (tmp_path / "work" / "logs" / "ocm_weights.log").read_text()
@@ -124,9 +133,17 @@ def test_weights_in_omnicloudmasks_own_directory_are_used_offline(world, weights
 
     data_home = tmp_path / "data"  # omnicloudmask's directory is under XDG_DATA_HOME
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "XDG_DATA_HOME": str(data_home)}
-    own = subprocess.run([sys.executable, "-c", ("from s2basemap.ocm import package_weights_dir; "
-                                                 "print(package_weights_dir())")], capture_output=True, text=True,
-                         check=True, env={**os.environ, **env}).stdout.strip()
+    own = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            ("from s2basemap.ocm import package_weights_dir; print(package_weights_dir())"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    ).stdout.strip()
     assert own.startswith(str(data_home / "omnicloudmask"))
     Path(own).mkdir(parents=True)
     for name in weight_files(4.0):
@@ -164,8 +181,12 @@ def test_lint_is_clean(world, tmp_path):
 
 
 def test_snakefiles_are_snakefmt_formatted():
-    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", str(REPO / "workflow")],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", str(REPO / "workflow")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -178,10 +199,13 @@ def test_a_month_fetches_only_after_the_month_before_has_all_its_tiles(fetched_r
     # the tiles themselves are gone with the month's other intermediates; their logs stay
     january_tiles = list((workdir / "logs" / "composite" / "2022-01").glob("*.log"))
     last_tile = max(tile.stat().st_mtime for tile in january_tiles)
-    first_lines = [log.read_text().splitlines()[0]
-                   for log in (workdir / "logs" / "fetch" / "2022-02").glob("*.log")]
-    starts = [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-              for line in first_lines]
+    first_lines = [
+        log.read_text().splitlines()[0]
+        for log in (workdir / "logs" / "fetch" / "2022-02").glob("*.log")
+    ]
+    starts = [
+        datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp() for line in first_lines
+    ]
     assert january_tiles and len(starts) == 6
     assert min(starts) >= last_tile, (min(starts), last_tile)
     assert (workdir / "2022-01" / "tiles.done").exists()
@@ -193,8 +217,11 @@ def test_a_configfile_with_date_ranges_alone_replaces_the_default_months(world, 
     config = world_config(world, date_ranges=[{"start": "2022-01-03", "end": "2022-01-20"}])
     del config["months"]
     run_snakemake(tmp_path, config, "plan")
-    searched = {job["period"] for job in planned_jobs(
-        run_snakemake(tmp_path, config, "--dry-run").stdout) if "period" in job}
+    searched = {
+        job["period"]
+        for job in planned_jobs(run_snakemake(tmp_path, config, "--dry-run").stdout)
+        if "period" in job
+    }
     assert searched == {"2022-01-03_2022-01-20"}
     defaults = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["months"]
     assert defaults and not set(defaults) & searched  # the default config does name months
@@ -208,8 +235,22 @@ def test_documented_commands_work_without_cores(world, tmp_path):
 
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(world_config(world, months=["2022-01"])))
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "plan", "--snakefile", str(SNAKEFILE),
-         "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml")],
-        capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "plan",
+            "--snakefile",
+            str(SNAKEFILE),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "scenes" in (tmp_path / "work" / "plan.txt").read_text()

@@ -70,19 +70,30 @@ def tile_grid(grid: OutputGrid, tile_id: str) -> TileGrid:
     return TileGrid(grid.crs, grid.tile_transform(tile_id), height, width)
 
 
-def warp(path: str, grid: OutputGrid, tile_id: str, resampling: Resampling, nodata: int,
-         indexes) -> np.ndarray:
+def warp(
+    path: str, grid: OutputGrid, tile_id: str, resampling: Resampling, nodata: int, indexes
+) -> np.ndarray:
     """Read `path` onto the tile grid through GDAL's warper, transforming every pixel exactly.
 
     Used for resampling other than nearest; nearest goes through index maps,
     which pick the same pixels at a fraction of the cost.
     """
     tile = tile_grid(grid, tile_id)
-    with rasterio.open(path) as src, WarpedVRT(
-        src, crs=tile.crs, transform=tile.transform, width=tile.width, height=tile.height,
-        resampling=resampling, nodata=nodata, src_nodata=src.nodata if src.nodata is not None else None,
-        warp_mem_limit=256, tolerance=EXACT,
-    ) as vrt:
+    with (
+        rasterio.open(path) as src,
+        WarpedVRT(
+            src,
+            crs=tile.crs,
+            transform=tile.transform,
+            width=tile.width,
+            height=tile.height,
+            resampling=resampling,
+            nodata=nodata,
+            src_nodata=src.nodata if src.nodata is not None else None,
+            warp_mem_limit=256,
+            tolerance=EXACT,
+        ) as vrt,
+    ):
         return vrt.read(indexes)
 
 
@@ -101,11 +112,13 @@ class Picked:
             out[...] = fill
             return out
         if device is None:
-            return gather(self.image, self.imap.rows, self.imap.cols, self.row_off, self.col_off,
-                          fill, out)
+            return gather(
+                self.image, self.imap.rows, self.imap.cols, self.row_off, self.col_off, fill, out
+            )
         rows, cols = device.index_map(self.imap)
-        return gather_xp(device.xp.asarray(self.image), rows, cols, self.row_off, self.col_off,
-                         fill, out)
+        return gather_xp(
+            device.xp.asarray(self.image), rows, cols, self.row_off, self.col_off, fill, out
+        )
 
 
 @dataclass
@@ -159,12 +172,20 @@ class TileReader:
             return Picked(None, None)
         with rasterio.open(path) as src:
             image = src.read(list(range(1, self.bands + 1)), window=window)
-        return Picked(image, imap, placement.row_off + window.row_off,
-                      placement.col_off + window.col_off)
+        return Picked(
+            image, imap, placement.row_off + window.row_off, placement.col_off + window.col_off
+        )
 
 
-def stack_tile(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi: AOI,
-               resampling: Resampling, threads: int = 1, device: Device | None = None):
+def stack_tile(
+    scenes: list[SceneInput],
+    grid: OutputGrid,
+    tile_id: str,
+    aoi: AOI,
+    resampling: Resampling,
+    threads: int = 1,
+    device: Device | None = None,
+):
     """(N, 4, H, W) uint16 reflectance in scene band order and (N, H, W) validity.
 
     Scene windows are read and decompressed in `threads` threads. With a
@@ -174,12 +195,20 @@ def stack_tile(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi: AO
     tile = tile_grid(grid, tile_id)
     values = xp.zeros((len(scenes), 4, tile.height, tile.width), dtype=np.uint16)
     valid = xp.zeros((len(scenes), tile.height, tile.width), dtype=bool)
-    inside = xp.asarray(geometry_mask([aoi.in_crs(grid.crs)], out_shape=(tile.height, tile.width),
-                                      transform=tile.transform, invert=True))
+    inside = xp.asarray(
+        geometry_mask(
+            [aoi.in_crs(grid.crs)],
+            out_shape=(tile.height, tile.width),
+            transform=tile.transform,
+            invert=True,
+        )
+    )
+
     def place(i: int, pixels, mask) -> None:
         pixels.onto_tile(values[i], 0, device)
-        scene_mask = mask.onto_tile(xp.empty((1, tile.height, tile.width), dtype=np.uint8),
-                                    MASK_OUTSIDE, device)[0]
+        scene_mask = mask.onto_tile(
+            xp.empty((1, tile.height, tile.width), dtype=np.uint8), MASK_OUTSIDE, device
+        )[0]
         valid[i] = (scene_mask == 0) & (values[i] > 0).all(axis=0) & inside
         log.info("%s: %d valid pixels in tile %s", scenes[i].id, int(valid[i].sum()), tile_id)
 
@@ -214,8 +243,16 @@ def _array_module(backend: str):
     return used, cupy
 
 
-def _composite(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi: AOI,
-               percentile: float, resampling: str, xp, threads: int):
+def _composite(
+    scenes: list[SceneInput],
+    grid: OutputGrid,
+    tile_id: str,
+    aoi: AOI,
+    percentile: float,
+    resampling: str,
+    xp,
+    threads: int,
+):
     """The tile's (4, H, W) composite in scene band order and its (H, W) count."""
     # a Device per tile: its index-map cache is keyed by the maps' ids, which later
     # tiles' maps may reuse once these are freed
@@ -225,10 +262,21 @@ def _composite(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi: AO
 
 
 def _tile_profile(grid: OutputGrid, row_off: int, col_off: int, height: int, width: int) -> dict:
-    return {"driver": "GTiff", "dtype": "uint16", "count": 5, "width": width, "height": height,
-            "crs": grid.crs, "transform": grid.transform * Affine.translation(col_off, row_off),
-            "nodata": 0, "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "zstd",
-            "predictor": 2}
+    return {
+        "driver": "GTiff",
+        "dtype": "uint16",
+        "count": 5,
+        "width": width,
+        "height": height,
+        "crs": grid.crs,
+        "transform": grid.transform * Affine.translation(col_off, row_off),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "zstd",
+        "predictor": 2,
+    }
 
 
 def _describe_bands(dst) -> None:
@@ -241,29 +289,56 @@ def _write(dst, composite, count, window: Window | None = None) -> None:
     dst.write(count, 5, window=window)
 
 
-def _tile_stats(tile_id: str, scenes: list[SceneInput], percentile: float, used: str, count) -> dict:
+def _tile_stats(
+    tile_id: str, scenes: list[SceneInput], percentile: float, used: str, count
+) -> dict:
     covered = int((count > 0).sum())
-    log.info("tile %s: %d scenes, percentile %g on %s, %d of %d pixels covered", tile_id,
-             len(scenes), percentile, used, covered, count.size)
+    log.info(
+        "tile %s: %d scenes, percentile %g on %s, %d of %d pixels covered",
+        tile_id,
+        len(scenes),
+        percentile,
+        used,
+        covered,
+        count.size,
+    )
     return {"tile": tile_id, "scenes": len(scenes), "backend": used, "covered_pixels": covered}
 
 
-def composite_tile(scenes: list[SceneInput], grid: OutputGrid, tile_id: str, aoi: AOI,
-                   percentile: float, resampling: str, out_path, backend: str = "auto",
-                   threads: int = 1) -> dict:
+def composite_tile(
+    scenes: list[SceneInput],
+    grid: OutputGrid,
+    tile_id: str,
+    aoi: AOI,
+    percentile: float,
+    resampling: str,
+    out_path,
+    backend: str = "auto",
+    threads: int = 1,
+) -> dict:
     """Write the tile's composite (Red, Green, Blue, NIR, count) and return its statistics."""
     used, xp = _array_module(backend)
     composite, count = _composite(scenes, grid, tile_id, aoi, percentile, resampling, xp, threads)
-    with atomic_path(out_path) as tmp, rasterio.open(
-            tmp, "w", **_tile_profile(grid, *grid.tile_window(tile_id))) as dst:
+    with (
+        atomic_path(out_path) as tmp,
+        rasterio.open(tmp, "w", **_tile_profile(grid, *grid.tile_window(tile_id))) as dst,
+    ):
         _write(dst, composite, count)
         _describe_bands(dst)
     return _tile_stats(tile_id, scenes, percentile, used, count)
 
 
-def composite_column(scenes: list[SceneInput], tile_scenes: dict[str, list[str]], grid: OutputGrid,
-                     aoi: AOI, percentile: float, resampling: str, out_path, backend: str = "auto",
-                     threads: int = 1) -> list[dict]:
+def composite_column(
+    scenes: list[SceneInput],
+    tile_scenes: dict[str, list[str]],
+    grid: OutputGrid,
+    aoi: AOI,
+    percentile: float,
+    resampling: str,
+    out_path,
+    backend: str = "auto",
+    threads: int = 1,
+) -> list[dict]:
     """Write a column of tiles as one strip, each tile composited from its own scenes
     (`tile_scenes`: tile id -> scene ids, in stacking order) exactly as `composite_tile`
     would; return the tiles' statistics.
@@ -278,12 +353,17 @@ def composite_column(scenes: list[SceneInput], tile_scenes: dict[str, list[str]]
     stats = []
     # rows between the column's tiles that are outside the AOI are never written:
     # sparse, they read as nodata like the tiles missing from the mosaic's VRT
-    with atomic_path(out_path) as tmp, rasterio.open(
-            tmp, "w", **_tile_profile(grid, row_off, col_off, height, width), sparse_ok=True) as dst:
+    with (
+        atomic_path(out_path) as tmp,
+        rasterio.open(
+            tmp, "w", **_tile_profile(grid, row_off, col_off, height, width), sparse_ok=True
+        ) as dst,
+    ):
         for tile_id in sorted(tile_scenes):
             tile_inputs = [by_id[s] for s in tile_scenes[tile_id] if s in by_id]
-            composite, count = _composite(tile_inputs, grid, tile_id, aoi, percentile, resampling,
-                                          xp, threads)
+            composite, count = _composite(
+                tile_inputs, grid, tile_id, aoi, percentile, resampling, xp, threads
+            )
             tile_row, _, tile_height, _ = grid.tile_window(tile_id)
             _write(dst, composite, count, Window(0, tile_row - row_off, width, tile_height))
             stats.append(_tile_stats(tile_id, tile_inputs, percentile, used, count))

@@ -122,12 +122,17 @@ def check_semantics(config: dict) -> None:
     if config["upload"]["enabled"] and not config["upload"]["bucket"]:
         raise ConfigError("upload.bucket", "is required when upload.enabled is true")
     if not config["upload"]["keep_local"] and not config["upload"]["enabled"]:
-        raise ConfigError("upload.keep_local", "false needs upload.enabled: true (the products "
-                          "would be deleted without being uploaded)")
+        raise ConfigError(
+            "upload.keep_local",
+            "false needs upload.enabled: true (the products "
+            "would be deleted without being uploaded)",
+        )
     ocm = config["mask"]["ocm"]
     if ocm["patch_overlap"] >= ocm["patch_size"]:
-        raise ConfigError("mask.ocm.patch_overlap",
-                          f"{ocm['patch_overlap']} is not less than patch_size {ocm['patch_size']}")
+        raise ConfigError(
+            "mask.ocm.patch_overlap",
+            f"{ocm['patch_overlap']} is not less than patch_size {ocm['patch_size']}",
+        )
     try:
         aoi = read_aoi(config["aoi"])
     except AOIError as exc:
@@ -137,7 +142,8 @@ def check_semantics(config: dict) -> None:
             "target.crs",
             f"{config['target']['crs']} is geographic but the AOI crosses the antimeridian, "
             "where its longitudes wrap; allowed: a projected CRS covering the AOI "
-            "(e.g. EPSG:3832, or the UTM zone of the AOI)")
+            "(e.g. EPSG:3832, or the UTM zone of the AOI)",
+        )
 
 
 def crosses_antimeridian(geometry_4326) -> bool:
@@ -150,8 +156,10 @@ def check_overrides(config: dict) -> None:
     labels = {p.label for p in periods(config)}
     for label in config.get("overrides", {}):
         if label not in labels:
-            raise ConfigError(f"overrides.{label}",
-                              f"is not a configured period; configured: {', '.join(sorted(labels))}")
+            raise ConfigError(
+                f"overrides.{label}",
+                f"is not a configured period; configured: {', '.join(sorted(labels))}",
+            )
 
 
 def composite_settings(config: dict, period_label: str) -> dict:
@@ -203,7 +211,11 @@ def target_crs(config: dict) -> CRS:
 
 def resolution(config: dict) -> tuple[float, float]:
     value = config["target"]["resolution"]
-    return (float(value), float(value)) if isinstance(value, (int, float)) else tuple(map(float, value))
+    return (
+        (float(value), float(value))
+        if isinstance(value, (int, float))
+        else tuple(map(float, value))
+    )
 
 
 def check_resolution(config: dict) -> None:

@@ -31,7 +31,9 @@ HTTP_STATUS = re.compile(r"HTTP response code: (\d{3})")
 # GDAL's words for a read that came back short or broken: the bytes were cut in
 # transit (transient) or the file itself is short (permanent); only a look at
 # the file's size can tell which
-SHORT_READ = re.compile(r"TIFFFillTile|TIFFFillStrip|TIFFRead|IReadBlock failed|Read failed|Read error")
+SHORT_READ = re.compile(
+    r"TIFFFillTile|TIFFFillStrip|TIFFRead|IReadBlock failed|Read failed|Read error"
+)
 NOT_A_TIFF = "not recognized as being in a supported file format"
 MAX_LISTED = 10
 
@@ -74,8 +76,10 @@ class SceneUnavailable(Exception):
 
     def __init__(self, scene_id: str, reason: str, attempts: int):
         self.entry = {"id": scene_id, "kind": TRANSIENT, "reason": reason, "attempts": attempts}
-        super().__init__(f"{scene_id}: not read for now ({reason}); its month is not published "
-                         "until it is: run the workflow again to fetch it")
+        super().__init__(
+            f"{scene_id}: not read for now ({reason}); its month is not published "
+            "until it is: run the workflow again to fetch it"
+        )
 
 
 class MonthNotPublished(Exception):
@@ -120,8 +124,10 @@ class OutageWatch:
         state = self._update(lambda state: state)
         if state["in_a_row"] < self.limit:
             return None
-        return (f"the imagery source looks down: {state['in_a_row']} scenes in a row failed "
-                f"for network reasons (the last: {state['last']})")
+        return (
+            f"the imagery source looks down: {state['in_a_row']} scenes in a row failed "
+            f"for network reasons (the last: {state['last']})"
+        )
 
     def failed(self, reason: str) -> None:
         self._update(lambda state: {"in_a_row": state["in_a_row"] + 1, "last": reason})
@@ -179,8 +185,10 @@ class Verdict:
         why = f"{len(self.failed)} of {self.total} scenes could not be read"
         if self.max_fraction is not None:
             share = len(self.failed) / self.total if self.total else 1.0
-            why += (f" ({share:.0%} of the month, more than fetch.max_left_out_fraction "
-                    f"{self.max_fraction:g} allows)")
+            why += (
+                f" ({share:.0%} of the month, more than fetch.max_left_out_fraction "
+                f"{self.max_fraction:g} allows)"
+            )
         elif transient:
             why += f" ({len(transient)} for network reasons, e.g. {transient[0]['reason']})"
         else:
@@ -201,15 +209,19 @@ def vet_month(period: str, record_paths, max_fraction: float) -> list[dict]:
     """The month's scenes left out for good; MonthNotPublished (listing them) when they are
     more than `max_fraction` of its scenes, and then the next run fetches them again."""
     records = [json.loads(Path(p).read_text()) for p in record_paths]
-    failed = [{"id": r["id"], "kind": PERMANENT, "reason": r["reason"]}
-              for r in records if r["status"] == "failed"]
+    failed = [
+        {"id": r["id"], "kind": PERMANENT, "reason": r["reason"]}
+        for r in records
+        if r["status"] == "failed"
+    ]
     if failed and len(failed) > max_fraction * len(records):
         retry_next_run(record_paths, failed)
         verdict = Verdict(period, len(records), tuple(failed), max_fraction)
         raise MonthNotPublished(
             verdict.line() + " They are fetched again on the next run; to publish the month "
             "without them, raise fetch.max_left_out_fraction. "
-            + "; ".join(f"{e['id']}: {e['reason']}" for e in failed))
+            + "; ".join(f"{e['id']}: {e['reason']}" for e in failed)
+        )
     return failed
 
 

@@ -81,8 +81,15 @@ def fetch_spec(scene: dict) -> dict:
     return {key: scene[key] for key in ("id", "assets", "offset")}
 
 
-def fetch_scene_job(spec: dict, aoi: AOI, tif_path, record_path, options: FetchOptions,
-                    outage_path, signer: Signer | None = None) -> None:
+def fetch_scene_job(
+    spec: dict,
+    aoi: AOI,
+    tif_path,
+    record_path,
+    options: FetchOptions,
+    outage_path,
+    signer: Signer | None = None,
+) -> None:
     """One fetch job: the scene's record written, or its transient failure noted in the
     period's ledger (for the run's closing lines) and raised, which fails the job."""
     outage = OutageWatch(outage_path, options.outage_after)
@@ -95,8 +102,14 @@ def fetch_scene_job(spec: dict, aoi: AOI, tif_path, record_path, options: FetchO
     atomic_write_json(record_path, record)
 
 
-def fetch_scene(spec: dict, aoi: AOI, tif_path, options: FetchOptions,
-                outage: OutageWatch | None = None, signer: Signer | None = None) -> dict:
+def fetch_scene(
+    spec: dict,
+    aoi: AOI,
+    tif_path,
+    options: FetchOptions,
+    outage: OutageWatch | None = None,
+    signer: Signer | None = None,
+) -> dict:
     """Fetch with retries and backoff, and return the scene's record; the GeoTIFF is
     written when the record says ok.
 
@@ -114,7 +127,9 @@ def fetch_scene(spec: dict, aoi: AOI, tif_path, options: FetchOptions,
             raise SceneUnavailable(spec["id"], f"gave up: {down}", attempt)
         if attempt:
             delay = options.backoff_seconds * 2 ** (attempt - 1)
-            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", spec["id"], attempt, last, delay)
+            log.warning(
+                "%s: attempt %d failed (%s); retrying in %.1f s", spec["id"], attempt, last, delay
+            )
             time.sleep(delay)
         try:
             record = _fetch_once(spec, aoi, tif_path, options, signer, fresh=attempt > 0)
@@ -138,7 +153,9 @@ def fetch_scene(spec: dict, aoi: AOI, tif_path, options: FetchOptions,
     if kind == TRANSIENT:
         if isinstance(error, SceneReadError):  # the source's doing, not (say) a full local disk
             outage.failed(last)
-        raise SceneUnavailable(spec["id"], f"unreadable after {_attempts(attempts)}: {last}", attempts)
+        raise SceneUnavailable(
+            spec["id"], f"unreadable after {_attempts(attempts)}: {last}", attempts
+        )
     outage.answered()
     return _left_out(spec["id"], tif_path, last, attempts, signer)
 
@@ -147,12 +164,21 @@ def _left_out(scene_id: str, tif_path, last: str, attempts: int, signer: Signer)
     """The record (and placeholder raster) of a scene whose file is unreadable."""
     reason = f"unreadable ({PERMANENT}) after {_attempts(attempts)}: {last}"
     if "HTTP response code: 403" in last:
-        hint = ("a new signature was refused too" if signer.signs
-                else "the URL is unsigned: does the source need signed URLs? See stac.source")
+        hint = (
+            "a new signature was refused too"
+            if signer.signs
+            else "the URL is unsigned: does the source need signed URLs? See stac.source"
+        )
         reason += f" (access refused; {hint})"
     log.error("%s: left out of its period: %s", scene_id, reason)
     write_placeholder(tif_path, "failed")
-    return {"id": scene_id, "status": "failed", "kind": PERMANENT, "reason": reason, "attempts": attempts}
+    return {
+        "id": scene_id,
+        "status": "failed",
+        "kind": PERMANENT,
+        "reason": reason,
+        "attempts": attempts,
+    }
 
 
 def _attempts(n: int) -> str:
@@ -178,9 +204,15 @@ def _settle_short_read(exc, last: str, options: FetchOptions, signer: Signer) ->
         href = signer.sign(exc.href)
         size, needed = file_size(href, options), tiff_extent(href, options)
     except (RasterioError, OSError) as probe_error:
-        return TRANSIENT, f"{last}; its size could not be checked: {unsigned(error_text(probe_error))}"
+        return (
+            TRANSIENT,
+            f"{last}; its size could not be checked: {unsigned(error_text(probe_error))}",
+        )
     if size is not None and needed is not None and size < needed:
-        return PERMANENT, f"{exc.band} ({exc.href}): truncated file: {size:,} bytes of the {needed:,} its tiles need"
+        return (
+            PERMANENT,
+            f"{exc.band} ({exc.href}): truncated file: {size:,} bytes of the {needed:,} its tiles need",
+        )
     return TRANSIENT, last
 
 
@@ -237,8 +269,9 @@ def _open_bands(stack: ExitStack, assets: dict, signer: Signer) -> dict:
     return sources
 
 
-def _fetch_once(spec: dict, aoi: AOI, tif_path, options: FetchOptions, signer: Signer,
-                fresh: bool = False) -> dict:
+def _fetch_once(
+    spec: dict, aoi: AOI, tif_path, options: FetchOptions, signer: Signer, fresh: bool = False
+) -> dict:
     settings = gdal_http_options(options)
     if fresh:
         # GDAL remembers a failed open ("does not exist") and the bytes it read:
@@ -247,15 +280,27 @@ def _fetch_once(spec: dict, aoi: AOI, tif_path, options: FetchOptions, signer: S
     with rasterio.Env(**settings), ExitStack() as stack:
         sources = _open_bands(stack, spec["assets"], signer)
         grid = sources["red"]
-        aoi_geom = aoi.in_crs(grid.crs).buffer(MARGIN_PIXELS * max(abs(grid.res[0]), abs(grid.res[1])))
+        aoi_geom = aoi.in_crs(grid.crs).buffer(
+            MARGIN_PIXELS * max(abs(grid.res[0]), abs(grid.res[1]))
+        )
         window = scene_window(aoi_geom, grid, sources["scl"])
         if window is None:
             write_placeholder(tif_path, "no_overlap", grid.crs)
-            return {"id": spec["id"], "status": "no_overlap", "reason": "scene does not overlap the AOI"}
+            return {
+                "id": spec["id"],
+                "status": "no_overlap",
+                "reason": "scene does not overlap the AOI",
+            }
         offset = _checked_offset(spec, sources, window, options)
         stats = _write_scene(sources, aoi_geom, window, offset["dn"], tif_path, spec["id"])
-    log.info("%s: %d x %d px, offset %+d DN (%s)", spec["id"], window.width, window.height,
-             offset["dn"], offset["reason"])
+    log.info(
+        "%s: %d x %d px, offset %+d DN (%s)",
+        spec["id"],
+        window.width,
+        window.height,
+        offset["dn"],
+        offset["reason"],
+    )
     return {
         "id": spec["id"],
         "status": "ok",
@@ -297,7 +342,9 @@ def _checked_offset(spec, sources, window, options) -> dict:
     factor = max(1, math.ceil(max(window.width, window.height) / SAMPLE_EDGE))
     shape = (math.ceil(window.height / factor), math.ceil(window.width / factor))
     with naming("blue", sources["blue"].name):
-        blue = sources["blue"].read(1, window=window, out_shape=shape, resampling=Resampling.nearest)
+        blue = sources["blue"].read(
+            1, window=window, out_shape=shape, resampling=Resampling.nearest
+        )
     scl = read_on_grid(sources["scl"], sources["red"], window, shape)
     return check_offset_against_pixels(spec["offset"], blue, scl, options.offset_check_threshold)
 
@@ -315,15 +362,26 @@ def _write_scene(sources, aoi_geom, window: Window, offset_dn: int, tif_path, sc
     profile = scene_profile(grid, window)
     aoi_pixels = valid_pixels = 0
     with atomic_path(tif_path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.update_tags(SCENE_ID=scene_id, OFFSET_APPLIED_DN=str(offset_dn),
-                        REFLECTANCE="DN / 10000 (pre-04.00 convention)")
+        dst.update_tags(
+            SCENE_ID=scene_id,
+            OFFSET_APPLIED_DN=str(offset_dn),
+            REFLECTANCE="DN / 10000 (pre-04.00 convention)",
+        )
         for i, band in enumerate(BANDS, start=1):
             dst.set_band_description(i, band)
         for row in range(0, int(window.height), STRIP_ROWS):
-            strip = Window(window.col_off, window.row_off + row, window.width,
-                           min(STRIP_ROWS, window.height - row))
-            inside = geometry_mask([aoi_geom], out_shape=(strip.height, strip.width),
-                                   transform=grid.window_transform(strip), invert=True)
+            strip = Window(
+                window.col_off,
+                window.row_off + row,
+                window.width,
+                min(STRIP_ROWS, window.height - row),
+            )
+            inside = geometry_mask(
+                [aoi_geom],
+                out_shape=(strip.height, strip.width),
+                transform=grid.window_transform(strip),
+                invert=True,
+            )
             stack = np.zeros((len(BANDS), strip.height, strip.width), dtype=np.uint16)
             for i, band in enumerate(REFLECTANCE_BANDS):
                 with naming(band, sources[band].name):
@@ -333,7 +391,9 @@ def _write_scene(sources, aoi_geom, window: Window, offset_dn: int, tif_path, sc
             dst.write(stack, window=Window(0, row, strip.width, strip.height))
             aoi_pixels += int(inside.sum())
             valid_pixels += int((stack[:4] > 0).all(axis=0).sum())
-            log.info("%s: rows %d-%d of %d written", scene_id, row, row + strip.height, window.height)
+            log.info(
+                "%s: rows %d-%d of %d written", scene_id, row, row + strip.height, window.height
+            )
     return {"aoi_pixels": aoi_pixels, "valid_pixels": valid_pixels}
 
 
@@ -363,10 +423,16 @@ def write_placeholder(tif_path, status: str, crs=None) -> None:
     Snakemake needs every declared output; this one contributes nothing to a
     composite even if read, and its record says why it exists.
     """
-    profile = {"driver": "GTiff", "dtype": "uint16", "count": len(BANDS), "width": 1, "height": 1,
-               "crs": crs or "EPSG:4326", "transform": rasterio.transform.from_origin(0, 0, 10, 10),
-               "nodata": 0}
+    profile = {
+        "driver": "GTiff",
+        "dtype": "uint16",
+        "count": len(BANDS),
+        "width": 1,
+        "height": 1,
+        "crs": crs or "EPSG:4326",
+        "transform": rasterio.transform.from_origin(0, 0, 10, 10),
+        "nodata": 0,
+    }
     with atomic_path(tif_path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(np.zeros((len(BANDS), 1, 1), dtype=np.uint16))
         dst.update_tags(STATUS=status)
-

@@ -42,7 +42,12 @@ class OutputGrid:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        return (self.x0, self.y0 - self.height * self.res_y, self.x0 + self.width * self.res_x, self.y0)
+        return (
+            self.x0,
+            self.y0 - self.height * self.res_y,
+            self.x0 + self.width * self.res_x,
+            self.y0,
+        )
 
     @staticmethod
     def tile_column(tile_id: str) -> int:
@@ -66,8 +71,12 @@ class OutputGrid:
         """(row_off, col_off, height, width) of a tile in the grid."""
         row, col = (int(part) for part in tile_id.split("_"))
         row_off, col_off = row * self.tile_size, col * self.tile_size
-        return (row_off, col_off, min(self.tile_size, self.height - row_off),
-                min(self.tile_size, self.width - col_off))
+        return (
+            row_off,
+            col_off,
+            min(self.tile_size, self.height - row_off),
+            min(self.tile_size, self.width - col_off),
+        )
 
     def tile_transform(self, tile_id: str) -> Affine:
         row_off, col_off, _, _ = self.tile_window(tile_id)
@@ -90,7 +99,9 @@ class OutputGrid:
         return ids
 
     def tile_footprint_4326(self, tile_id: str) -> BaseGeometry:
-        return reproject_geometry(box(*self.tile_bounds(tile_id)), CRS.from_user_input(self.crs), WGS84)
+        return reproject_geometry(
+            box(*self.tile_bounds(tile_id)), CRS.from_user_input(self.crs), WGS84
+        )
 
 
 def output_grid(aoi: AOI, crs: str, resolution: tuple[float, float], tile_size: int) -> OutputGrid:

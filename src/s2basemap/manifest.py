@@ -48,8 +48,10 @@ def scenes_by_tile(manifest: dict, tile_footprints: dict) -> dict[str, list[str]
 
     scenes = manifest["scenes"]
     tree = STRtree([box(*record["bbox"]) for record in scenes])
-    return {tile: [scenes[i]["id"] for i in sorted(tree.query(footprint, predicate="intersects"))]
-            for tile, footprint in tile_footprints.items()}
+    return {
+        tile: [scenes[i]["id"] for i in sorted(tree.query(footprint, predicate="intersects"))]
+        for tile, footprint in tile_footprints.items()
+    }
 
 
 def scene(manifest: dict, scene_id: str) -> dict:
@@ -69,14 +71,25 @@ def summarise_period(manifest_path, record_paths, stats_paths) -> dict:
     for record in records:
         if record["status"] == "ok":
             mask = stats[record["id"]]
-            usable.append({"id": record["id"], "offset": record["offset"],
-                           "valid_fraction": mask["valid_fraction"],
-                           "cloud_fraction": mask["cloud_fraction"]})
+            usable.append(
+                {
+                    "id": record["id"],
+                    "offset": record["offset"],
+                    "valid_fraction": mask["valid_fraction"],
+                    "cloud_fraction": mask["cloud_fraction"],
+                }
+            )
         else:
-            left_out.append({"id": record["id"], "reason": f"{record['status']}: {record['reason']}"})
+            left_out.append(
+                {"id": record["id"], "reason": f"{record['status']}: {record['reason']}"}
+            )
     for entry in left_out:
         log.info("period %s: %s left out: %s", manifest["period"], entry["id"], entry["reason"])
     if not usable:
         log.warning("period %s: no usable scenes", manifest["period"])
-    return {"period": manifest["period"], "status": "ok" if usable else "no_scenes",
-            "scenes": usable, "left_out": sorted(left_out, key=lambda e: e["id"])}
+    return {
+        "period": manifest["period"],
+        "status": "ok" if usable else "no_scenes",
+        "scenes": usable,
+        "left_out": sorted(left_out, key=lambda e: e["id"]),
+    }

@@ -35,9 +35,12 @@ class MaskOptions:
 
     @classmethod
     def from_config(cls, mask_config: dict) -> MaskOptions:
-        return cls(mode=mask_config["mode"], scl_invalid=tuple(mask_config["scl_invalid"]),
-                   dilation_metres=float(mask_config["dilation_metres"]),
-                   ocm=OCMOptions.from_config(mask_config["ocm"]))
+        return cls(
+            mode=mask_config["mode"],
+            scl_invalid=tuple(mask_config["scl_invalid"]),
+            dilation_metres=float(mask_config["dilation_metres"]),
+            ocm=OCMOptions.from_config(mask_config["ocm"]),
+        )
 
     @property
     def uses_ocm(self) -> bool:
@@ -48,8 +51,13 @@ class MaskOptions:
         return "scl" in self.mode.split("+")
 
 
-def combine(bands: np.ndarray, scl: np.ndarray, ocm_classes: np.ndarray | None,
-            options: MaskOptions, pixel_size: float) -> np.ndarray:
+def combine(
+    bands: np.ndarray,
+    scl: np.ndarray,
+    ocm_classes: np.ndarray | None,
+    options: MaskOptions,
+    pixel_size: float,
+) -> np.ndarray:
     """The bit mask of one scene; `ocm_classes` is None in `scl` mode."""
     mask = np.zeros(scl.shape, dtype=np.uint8)
     mask[(bands == 0).any(axis=0) | (scl == 0)] |= NODATA
@@ -70,13 +78,17 @@ def dilate(region: np.ndarray, metres: float, pixel_size: float) -> np.ndarray:
     return distance_transform_edt(~region, sampling=pixel_size) <= metres
 
 
-def mask_scene(scene_tif, fetch_record: dict, mask_tif, options: MaskOptions, models=None,
-               device_lock=None) -> dict:
+def mask_scene(
+    scene_tif, fetch_record: dict, mask_tif, options: MaskOptions, models=None, device_lock=None
+) -> dict:
     """Write the scene's mask GeoTIFF and return its statistics."""
     if fetch_record["status"] != "ok":
         write_empty_mask(scene_tif, mask_tif)
-        return {"id": fetch_record["id"], "status": "skipped",
-                "reason": f"fetch {fetch_record['status']}: {fetch_record.get('reason', '')}"}
+        return {
+            "id": fetch_record["id"],
+            "status": "skipped",
+            "reason": f"fetch {fetch_record['status']}: {fetch_record.get('reason', '')}",
+        }
     with rasterio.open(scene_tif) as src:
         stack = src.read()
         profile = mask_profile(src.profile)
@@ -85,15 +97,25 @@ def mask_scene(scene_tif, fetch_record: dict, mask_tif, options: MaskOptions, mo
     ocm_classes, run = None, None
     if options.uses_ocm:
         red_green_nir = stack[[2, 1, 3]]
-        ocm_classes, run = predict(red_green_nir, options.ocm, models=models,
-                                   device_lock=device_lock)
-        log.info("%s: OmniCloudMask at %d m on %s (%s, batch %d) in %.1f s", fetch_record["id"],
-                 options.ocm.inference_resolution, run.device, run.dtype, run.batch_size, run.seconds)
+        ocm_classes, run = predict(
+            red_green_nir, options.ocm, models=models, device_lock=device_lock
+        )
+        log.info(
+            "%s: OmniCloudMask at %d m on %s (%s, batch %d) in %.1f s",
+            fetch_record["id"],
+            options.ocm.inference_resolution,
+            run.device,
+            run.dtype,
+            run.batch_size,
+            run.seconds,
+        )
     mask = combine(bands, scl, ocm_classes, options, pixel_size)
     with atomic_path(mask_tif) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(mask, 1)
-        dst.update_tags(BITS="1 nodata, 2 SCL invalid class, 4 OmniCloudMask cloud/shadow, "
-                             "8 dilation; 0 valid", MODE=options.mode)
+        dst.update_tags(
+            BITS="1 nodata, 2 SCL invalid class, 4 OmniCloudMask cloud/shadow, 8 dilation; 0 valid",
+            MODE=options.mode,
+        )
     return statistics(fetch_record, mask, scl, ocm_classes, options, run)
 
 
@@ -120,18 +142,31 @@ def statistics(fetch_record, mask, scl, ocm_classes, options: MaskOptions, run) 
         "dilation_metres": options.dilation_metres,
     }
     if run is not None:
-        stats["ocm"] = {"inference_resolution": options.ocm.inference_resolution,
-                        "model_version": options.ocm.model_version,
-                        "patch_size": options.ocm.patch_size, "patch_overlap": options.ocm.patch_overlap,
-                        **vars(run)}
+        stats["ocm"] = {
+            "inference_resolution": options.ocm.inference_resolution,
+            "model_version": options.ocm.model_version,
+            "patch_size": options.ocm.patch_size,
+            "patch_overlap": options.ocm.patch_overlap,
+            **vars(run),
+        }
     return stats
 
 
 def mask_profile(scene_profile: dict) -> dict:
-    return {"driver": "GTiff", "dtype": "uint8", "count": 1, "width": scene_profile["width"],
-            "height": scene_profile["height"], "crs": scene_profile["crs"],
-            "transform": scene_profile["transform"], "tiled": True, "blockxsize": 512,
-            "blockysize": 512, "compress": "deflate", "predictor": 2}
+    return {
+        "driver": "GTiff",
+        "dtype": "uint8",
+        "count": 1,
+        "width": scene_profile["width"],
+        "height": scene_profile["height"],
+        "crs": scene_profile["crs"],
+        "transform": scene_profile["transform"],
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+        "predictor": 2,
+    }
 
 
 def write_empty_mask(scene_tif, mask_tif) -> None:
@@ -141,4 +176,3 @@ def write_empty_mask(scene_tif, mask_tif) -> None:
         profile.pop("blockxsize"), profile.pop("blockysize")
     with atomic_path(mask_tif) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(np.full((1, profile["height"], profile["width"]), NODATA, dtype=np.uint8))
-

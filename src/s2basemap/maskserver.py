@@ -67,8 +67,17 @@ def shared_process_possible() -> bool:
 # --- the client: what a mask job runs -------------------------------------------------------
 
 
-def run_mask_job(scene_tif, record_json, mask_tif, stats_json, options: dict, shared: bool,
-                 digest: str, threads: int, server_log) -> dict:
+def run_mask_job(
+    scene_tif,
+    record_json,
+    mask_tif,
+    stats_json,
+    options: dict,
+    shared: bool,
+    digest: str,
+    threads: int,
+    server_log,
+) -> dict:
     """One mask job: through the shared process when asked for and possible, else in this one.
 
     Only the in-process path imports torch: a job that uses the shared process
@@ -93,16 +102,20 @@ def run_mask_job(scene_tif, record_json, mask_tif, stats_json, options: dict, sh
     return stats
 
 
-def request_mask(scene_tif, fetch_record: dict, mask_tif, options: dict, digest: str,
-                 threads: int, server_log) -> dict:
+def request_mask(
+    scene_tif, fetch_record: dict, mask_tif, options: dict, digest: str, threads: int, server_log
+) -> dict:
     """Have the shared server mask one scene; start the server if there is none.
 
     Returns the scene's mask statistics. The server's log lines for this scene
     are logged here too, so the job's log reads as if the job did the work.
     """
     path = socket_path(options, digest, threads)
-    request = {"scene_tif": str(Path(scene_tif).resolve()), "fetch_record": fetch_record,
-               "mask_tif": str(Path(mask_tif).resolve())}
+    request = {
+        "scene_tif": str(Path(scene_tif).resolve()),
+        "fetch_record": fetch_record,
+        "mask_tif": str(Path(mask_tif).resolve()),
+    }
     # A server may exit (idle) or die just as the request arrives: then one more
     # try, with a new server. The mask is written atomically, so a repeat is safe.
     for attempt in (1, 2):
@@ -120,8 +133,10 @@ def request_mask(scene_tif, fetch_record: dict, mask_tif, options: dict, digest:
             break
         log.warning("the shared mask process went away during the request (try %d of 2)", attempt)
     else:
-        raise MaskServerError(f"the shared mask process ended twice while masking "
-                              f"{request['scene_tif']}: {_tail(server_log)}")
+        raise MaskServerError(
+            f"the shared mask process ended twice while masking "
+            f"{request['scene_tif']}: {_tail(server_log)}"
+        )
     reply = json.loads(answer)
     for line in reply.get("log", []):
         log.info("[shared mask process] %s", line)
@@ -173,34 +188,57 @@ def _start_server(path: Path, options: dict, threads: int, server_log) -> socket
         Path(server_log).parent.mkdir(parents=True, exist_ok=True)
         with open(server_log, "a") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "s2basemap.maskserver", "--socket", str(path),
-                 "--options", json.dumps(options), "--threads", str(threads)],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "s2basemap.maskserver",
+                    "--socket",
+                    str(path),
+                    "--options",
+                    json.dumps(options),
+                    "--threads",
+                    str(threads),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # outlives this job; exits when idle
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                    [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])},
+                env={
+                    **os.environ,
+                    "PYTHONPATH": os.pathsep.join(
+                        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+                    ),
+                },
             )
         log.info("started the shared mask process (pid %d, log %s)", process.pid, server_log)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise MaskServerError(f"the shared mask process exited with {process.returncode} "
-                                      f"while starting: {_tail(server_log)}")
+                raise MaskServerError(
+                    f"the shared mask process exited with {process.returncode} "
+                    f"while starting: {_tail(server_log)}"
+                )
             try:
                 return _connect(path)
             except OSError:
                 time.sleep(0.05)
         process.kill()
-        raise MaskServerError(f"the shared mask process did not start within {START_TIMEOUT:.0f} s; "
-                              f"see {server_log}")
+        raise MaskServerError(
+            f"the shared mask process did not start within {START_TIMEOUT:.0f} s; see {server_log}"
+        )
 
 
 def _tail(server_log) -> str:
     """The server log's last error line, and where the rest is."""
-    lines = Path(server_log).read_text(errors="replace").strip().splitlines() if Path(
-        server_log).exists() else []
-    last = next((line for line in reversed(lines) if "Error" in line or "error" in line),
-                lines[-1] if lines else "no output")
+    lines = (
+        Path(server_log).read_text(errors="replace").strip().splitlines()
+        if Path(server_log).exists()
+        else []
+    )
+    last = next(
+        (line for line in reversed(lines) if "Error" in line or "error" in line),
+        lines[-1] if lines else "no output",
+    )
     return f"{last.strip()} (log: {server_log})"
 
 
@@ -250,15 +288,23 @@ class MaskServer:
         logging.getLogger().addHandler(capture)
         try:
             request = json.loads(_read_line(connection))
-            stats = mask_scene(request["scene_tif"], request["fetch_record"], request["mask_tif"],
-                               self.options, device_lock=self.device_lock)
+            stats = mask_scene(
+                request["scene_tif"],
+                request["fetch_record"],
+                request["mask_tif"],
+                self.options,
+                device_lock=self.device_lock,
+            )
             if "ocm" in stats:
                 stats["ocm"]["process"] = "shared"
             reply = {"ok": True, "stats": stats}
         except Exception as exc:  # the job reports it; the server goes on with other scenes
             log.exception("request failed")
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                     "traceback": traceback.format_exc()}
+            reply = {
+                "ok": False,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
         finally:
             logging.getLogger().removeHandler(capture)
         reply["log"] = capture.lines
@@ -326,8 +372,11 @@ def main(argv=None) -> None:
     server = MaskServer(Path(args.socket), options, float(options["ocm"]["server_idle_seconds"]))
     started = time.perf_counter()
     server.warm_up()
-    log.info("model loaded in %.1f s (%s)", time.perf_counter() - started,
-             json.dumps(asdict(server.options.ocm)))
+    log.info(
+        "model loaded in %.1f s (%s)",
+        time.perf_counter() - started,
+        json.dumps(asdict(server.options.ocm)),
+    )
     server.serve()
 
 

@@ -50,8 +50,10 @@ class Notifier:
 
 
 def start_message(periods: list[str], aoi: str, workdir: str) -> str:
-    return (f":satellite: s2basemap run started in {workdir}: {len(periods)} period(s) "
-            f"({', '.join(periods)}), AOI {Path(aoi).name}")
+    return (
+        f":satellite: s2basemap run started in {workdir}: {len(periods)} period(s) "
+        f"({', '.join(periods)}), AOI {Path(aoi).name}"
+    )
 
 
 def month_message(metadata: dict, location: str) -> str:
@@ -60,13 +62,17 @@ def month_message(metadata: dict, location: str) -> str:
         text = f":warning: {period}: no mosaic ({metadata['status'].replace('_', ' ')})"
         for other in metadata.get("source", {}).get("elsewhere", []):
             count = f"{other['items']}{'+' if other['at_least'] else ''}"
-            text += (f"; {other['collection']} has {count} items for this period "
-                     f"(stac.source: {other['source']})")
+            text += (
+                f"; {other['collection']} has {count} items for this period "
+                f"(stac.source: {other['source']})"
+            )
     else:
         coverage = metadata["valid_coverage"] or 0
         seconds = sum(metadata["processing_seconds"].values())
-        text = (f":white_check_mark: {period} mosaic done: {len(metadata['scenes'])} scenes used, "
-                f"valid coverage {coverage:.1%}, {seconds:.0f} s of processing, {location}")
+        text = (
+            f":white_check_mark: {period} mosaic done: {len(metadata['scenes'])} scenes used, "
+            f"valid coverage {coverage:.1%}, {seconds:.0f} s of processing, {location}"
+        )
     left_out = metadata["left_out"]
     if left_out:
         lines = [f"• {e['id']}: {e['reason']}" for e in left_out[:MAX_LISTED]]
@@ -80,16 +86,22 @@ def summary_message(metadata_paths: list[Path], elapsed: str) -> str:
     for path in metadata_paths:
         if path.exists():
             meta = json.loads(path.read_text())
-            coverage = f"{meta['valid_coverage']:.1%}" if meta.get("valid_coverage") is not None else "-"
-            lines.append(f"• {meta['period']['label']}: {meta['status']}, {len(meta['scenes'])} scenes, "
-                         f"coverage {coverage}")
+            coverage = (
+                f"{meta['valid_coverage']:.1%}" if meta.get("valid_coverage") is not None else "-"
+            )
+            lines.append(
+                f"• {meta['period']['label']}: {meta['status']}, {len(meta['scenes'])} scenes, "
+                f"coverage {coverage}"
+            )
         else:
             lines.append(f"• {path.parent.name}: not produced")
     return f":checkered_flag: s2basemap run finished in {elapsed}\n" + "\n".join(lines)
 
 
 ERROR_BLOCK = re.compile(r"Error in rule (?P<rule>\S+):\n(?P<body>(?:[ \t]+.*\n?)*)")
-JOB_BLOCK = re.compile(r"^(?:local)?(?:rule|checkpoint) \S+:\n(?P<body>(?:[ \t]+.*\n?)*)", re.MULTILINE)
+JOB_BLOCK = re.compile(
+    r"^(?:local)?(?:rule|checkpoint) \S+:\n(?P<body>(?:[ \t]+.*\n?)*)", re.MULTILINE
+)
 
 
 def failed_jobs(snakemake_log: str) -> list[dict]:
@@ -110,10 +122,15 @@ def failed_jobs(snakemake_log: str) -> list[dict]:
         jobid = re.search(r"jobid: (\d+)", body)
         wildcards = re.search(r"wildcards: (.*)", body)
         logs = re.search(r"log: (.*?)(?: \(check log file)", body)
-        jobs.append({"rule": match["rule"],
-                     "wildcards": wildcards[1].strip() if wildcards
-                     else wildcards_of.get(jobid[1] if jobid else "", ""),
-                     "logs": [p.strip() for p in logs[1].split(",")] if logs else []})
+        jobs.append(
+            {
+                "rule": match["rule"],
+                "wildcards": wildcards[1].strip()
+                if wildcards
+                else wildcards_of.get(jobid[1] if jobid else "", ""),
+                "logs": [p.strip() for p in logs[1].split(",")] if logs else [],
+            }
+        )
     return jobs
 
 
@@ -133,19 +150,25 @@ def job_period(job: dict) -> str | None:
     return match[1] if match else None
 
 
-def report_errors(notifier: Notifier, snakemake_logs, workdir: Path, skip=lambda job: False) -> None:
+def report_errors(
+    notifier: Notifier, snakemake_logs, workdir: Path, skip=lambda job: False
+) -> None:
     """A message per failed job in Snakemake's main log(s), but those `skip` says are told
     otherwise; past MAX_LISTED jobs, one message counts the rest."""
     if isinstance(snakemake_logs, (str, Path)):
         snakemake_logs = [snakemake_logs]
-    text = "\n".join(Path(p).read_text(errors="replace") for p in snakemake_logs or [] if Path(p).exists())
+    text = "\n".join(
+        Path(p).read_text(errors="replace") for p in snakemake_logs or [] if Path(p).exists()
+    )
     all_jobs = failed_jobs(text)
     jobs = [job for job in all_jobs if not skip(job)]
     for job in jobs[:MAX_LISTED]:
         notifier.send(error_message(job, workdir))
     if len(jobs) > MAX_LISTED:
         rules = sorted({job["rule"] for job in jobs[MAX_LISTED:]})
-        notifier.send(f":x: … and {len(jobs) - MAX_LISTED} more failed jobs ({', '.join(rules)}); "
-                      "see the Snakemake log")
+        notifier.send(
+            f":x: … and {len(jobs) - MAX_LISTED} more failed jobs ({', '.join(rules)}); "
+            "see the Snakemake log"
+        )
     if not all_jobs:
         notifier.send(":x: s2basemap run failed before any job (see the Snakemake log)")

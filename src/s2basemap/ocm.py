@@ -74,7 +74,9 @@ def weight_files(version: float) -> list[str]:
         raise ModuleNotFoundError("omnicloudmask is not installed (pip install omnicloudmask)")
     index = Path(spec.submodule_search_locations[0]) / "model_download_links.csv"
     with index.open() as handle:
-        names = [row["file_name"] for row in csv.DictReader(handle) if float(row["version"]) == version]
+        names = [
+            row["file_name"] for row in csv.DictReader(handle) if float(row["version"]) == version
+        ]
     if not names:
         raise ValueError(f"OmniCloudMask has no model version {version}")
     return names
@@ -123,7 +125,9 @@ def staging_message(weights_dir, version: float, missing: list[Path]) -> str:
     )
 
 
-def download_weights(weights_dir: str | Path, version: float, probe_timeout: float = 10) -> list[Path]:
+def download_weights(
+    weights_dir: str | Path, version: float, probe_timeout: float = 10
+) -> list[Path]:
     """Fetch the weights once through omnicloudmask's own download code, or copy
     them from omnicloudmask's own directory when an earlier download put them there.
 
@@ -147,7 +151,8 @@ def download_weights(weights_dir: str | Path, version: float, probe_timeout: flo
         missing = weight_paths(weights_dir, version)
         raise WeightsMissingError(
             f"cannot reach the model hub {hub} ({exc}).\n"
-            + staging_message(weights_dir, version, missing)) from None
+            + staging_message(weights_dir, version, missing)
+        ) from None
     from omnicloudmask.download_models import get_models
 
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "60")
@@ -212,8 +217,9 @@ def fitted_patch_size(shape: tuple[int, ...], patch: int, overlap: int) -> int:
     return min(patch, max(fitted, MIN_EDGE))
 
 
-def predict(red_green_nir: np.ndarray, options: OCMOptions, models=None,
-            device_lock=None) -> tuple[np.ndarray, RunInfo]:
+def predict(
+    red_green_nir: np.ndarray, options: OCMOptions, models=None, device_lock=None
+) -> tuple[np.ndarray, RunInfo]:
     """OmniCloudMask classes (0 clear, 1 thick, 2 thin, 3 shadow) on the 10 m grid.
 
     `device_lock` (a shared model process's) is held for the inference only, so
@@ -245,24 +251,39 @@ def _predict_with_fallback(array, options: OCMOptions, device, dtype, models):
     while True:
         try:
             result = predict_from_array(
-                array, patch_size=fitted_patch_size(array.shape, options.patch_size,
-                                                    options.patch_overlap),
+                array,
+                patch_size=fitted_patch_size(
+                    array.shape, options.patch_size, options.patch_overlap
+                ),
                 patch_overlap=options.patch_overlap,
-                batch_size=batch, inference_device=device, inference_dtype=dtype,
-                no_data_value=0, custom_models=models, destination_model_dir=options.weights_dir,
-                model_version=options.model_version)
-            info.device, info.dtype, info.batch_size = device.type, str(dtype).removeprefix("torch."), batch
+                batch_size=batch,
+                inference_device=device,
+                inference_dtype=dtype,
+                no_data_value=0,
+                custom_models=models,
+                destination_model_dir=options.weights_dir,
+                model_version=options.model_version,
+            )
+            info.device, info.dtype, info.batch_size = (
+                device.type,
+                str(dtype).removeprefix("torch."),
+                batch,
+            )
             return result[0].astype(np.uint8), info
         except torch.OutOfMemoryError as exc:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             if batch > 1:
-                step = f"out of memory on {device.type} with batch {batch}; retrying with {batch // 2}"
+                step = (
+                    f"out of memory on {device.type} with batch {batch}; retrying with {batch // 2}"
+                )
                 batch //= 2
             elif device.type != "cpu":
                 step = f"out of memory on {device.type} with batch 1; retrying on the CPU in fp32"
                 device, dtype, batch = torch.device("cpu"), torch.float32, options.batch_size
             else:
-                raise MemoryError(f"OmniCloudMask ran out of memory on the CPU with batch 1: {exc}") from exc
+                raise MemoryError(
+                    f"OmniCloudMask ran out of memory on the CPU with batch 1: {exc}"
+                ) from exc
             log.warning(step)
             info.fallbacks.append(step)

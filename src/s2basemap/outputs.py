@@ -39,19 +39,28 @@ def product_name(base: str, period: Period) -> str:
 Window = tuple[int, int, int, int]  # (row_off, col_off, height, width) in the output grid
 
 
-def mosaic_vrt(grid: OutputGrid, pieces: dict[str, Window], bands: list[int], descriptions: list[str],
-               nodata: int | None, scale: float | None, tags: dict) -> str:
+def mosaic_vrt(
+    grid: OutputGrid,
+    pieces: dict[str, Window],
+    bands: list[int],
+    descriptions: list[str],
+    nodata: int | None,
+    scale: float | None,
+    tags: dict,
+) -> str:
     """A VRT placing each composite GeoTIFF (path -> its window) in the output grid.
 
     Descriptions, scale and tags live in the VRT so that the COG driver copies
     them: editing a COG afterwards would break its layout.
     """
-    lines = [f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">',
-             f"  <SRS>{escape(CRS.from_user_input(grid.crs).to_wkt())}</SRS>",
-             f"  <GeoTransform>{grid.x0!r}, {grid.res_x!r}, 0, {grid.y0!r}, 0, {-grid.res_y!r}</GeoTransform>",
-             "  <Metadata>",
-             *(f'    <MDI key="{escape(k)}">{escape(str(v))}</MDI>' for k, v in sorted(tags.items())),
-             "  </Metadata>"]
+    lines = [
+        f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">',
+        f"  <SRS>{escape(CRS.from_user_input(grid.crs).to_wkt())}</SRS>",
+        f"  <GeoTransform>{grid.x0!r}, {grid.res_x!r}, 0, {grid.y0!r}, 0, {-grid.res_y!r}</GeoTransform>",
+        "  <Metadata>",
+        *(f'    <MDI key="{escape(k)}">{escape(str(v))}</MDI>' for k, v in sorted(tags.items())),
+        "  </Metadata>",
+    ]
     for out_band, (band, description) in enumerate(zip(bands, descriptions), start=1):
         lines.append(f'  <VRTRasterBand dataType="UInt16" band="{out_band}">')
         lines.append(f"    <Description>{escape(description)}</Description>")
@@ -82,25 +91,46 @@ def write_cog(vrt_xml: str, out_path, compress: str, resampling: str) -> None:
         vrt.write_text(vrt_xml)
         with atomic_path(out_path) as tmp:
             rasterio.shutil.copy(
-                vrt, tmp, driver="COG", COMPRESS=compress.upper(), PREDICTOR="YES", BLOCKSIZE=512,
-                OVERVIEW_RESAMPLING=resampling.upper(), BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+                vrt,
+                tmp,
+                driver="COG",
+                COMPRESS=compress.upper(),
+                PREDICTOR="YES",
+                BLOCKSIZE=512,
+                OVERVIEW_RESAMPLING=resampling.upper(),
+                BIGTIFF="IF_SAFER",
+                NUM_THREADS="ALL_CPUS",
+            )
     finally:
         vrt.unlink(missing_ok=True)
 
 
-def column_pieces(grid: OutputGrid, columns: dict[str, list[str]], paths: dict[str, str]) -> dict[str, Window]:
+def column_pieces(
+    grid: OutputGrid, columns: dict[str, list[str]], paths: dict[str, str]
+) -> dict[str, Window]:
     """Each column's composite strip (column id -> path) and its window in the grid."""
     return {paths[column]: grid.column_window(tiles) for column, tiles in columns.items()}
 
 
-def assemble(grid: OutputGrid, pieces: dict[str, Window], mosaic_path, count_path, compress: str,
-             tags: dict) -> None:
+def assemble(
+    grid: OutputGrid, pieces: dict[str, Window], mosaic_path, count_path, compress: str, tags: dict
+) -> None:
     """The mosaic (averaged overviews) and the count (nearest overviews) as COGs."""
     reflectance = tags | {"REFLECTANCE": f"DN * {REFLECTANCE_SCALE} (band scale)"}
-    write_cog(mosaic_vrt(grid, pieces, [1, 2, 3, 4], list(PRODUCT_BANDS), 0, REFLECTANCE_SCALE,
-                         reflectance), mosaic_path, compress, "average")
-    write_cog(mosaic_vrt(grid, pieces, [5], ["valid observations"], None, None, tags),
-              count_path, compress, "nearest")
+    write_cog(
+        mosaic_vrt(
+            grid, pieces, [1, 2, 3, 4], list(PRODUCT_BANDS), 0, REFLECTANCE_SCALE, reflectance
+        ),
+        mosaic_path,
+        compress,
+        "average",
+    )
+    write_cog(
+        mosaic_vrt(grid, pieces, [5], ["valid observations"], None, None, tags),
+        count_path,
+        compress,
+        "nearest",
+    )
 
 
 def coverage(mosaic_path, aoi: AOI) -> float:
@@ -111,8 +141,12 @@ def coverage(mosaic_path, aoi: AOI) -> float:
     with rasterio.open(mosaic_path) as src:
         outline = aoi.in_crs(src.crs)
         for _, window in src.block_windows(1):
-            inside = geometry_mask([outline], out_shape=(window.height, window.width),
-                                   transform=src.window_transform(window), invert=True)
+            inside = geometry_mask(
+                [outline],
+                out_shape=(window.height, window.width),
+                transform=src.window_transform(window),
+                invert=True,
+            )
             if inside.any():
                 filled += int(((src.read(1, window=window) > 0) & inside).sum())
                 inside_total += int(inside.sum())
@@ -134,8 +168,9 @@ def quicklook(mosaic_path, png_path, edge: int = QUICKLOOK_EDGE) -> None:
         rgba[band] = np.where(valid, np.clip(stretched, 1, 255), 0).astype(np.uint8)
     rgba[3] = np.where(valid, 255, 0)
     with atomic_path(png_path) as tmp:
-        with rasterio.open(tmp, "w", driver="PNG", width=shape[2], height=shape[1], count=4,
-                           dtype="uint8") as dst:
+        with rasterio.open(
+            tmp, "w", driver="PNG", width=shape[2], height=shape[1], count=4, dtype="uint8"
+        ) as dst:
             dst.write(rgba)
         Path(str(tmp) + ".aux.xml").unlink(missing_ok=True)
 
@@ -143,7 +178,6 @@ def quicklook(mosaic_path, png_path, edge: int = QUICKLOOK_EDGE) -> None:
 def attribution(datetimes: list[str], fallback_year: int) -> str:
     years = sorted({text[:4] for text in datetimes}) or [str(fallback_year)]
     return f"Contains modified Copernicus Sentinel data {', '.join(years)}"
-
 
 
 def scene_entries(manifest: dict, records: dict, stats: dict) -> list[dict]:
@@ -154,25 +188,44 @@ def scene_entries(manifest: dict, records: dict, stats: dict) -> list[dict]:
         if record.get("status") != "ok":
             continue
         mask = stats.get(scene["id"], {})
-        entries.append({
-            "id": scene["id"], "datetime": scene["datetime"], "tile": scene["tile"],
-            "processing_baseline": scene["processing_baseline"], "hrefs": scene["assets"],
-            "offset": record["offset"], "valid_fraction": mask.get("valid_fraction"),
-            "cloud_fraction": mask.get("cloud_fraction"),
-        })
+        entries.append(
+            {
+                "id": scene["id"],
+                "datetime": scene["datetime"],
+                "tile": scene["tile"],
+                "processing_baseline": scene["processing_baseline"],
+                "hrefs": scene["assets"],
+                "offset": record["offset"],
+                "valid_fraction": mask.get("valid_fraction"),
+                "cloud_fraction": mask.get("cloud_fraction"),
+            }
+        )
     return entries
 
 
-def build_metadata(period: Period, grid: OutputGrid, manifest: dict, summary: dict, records: dict,
-                   stats: dict, settings: dict, files: dict, valid_coverage: float | None,
-                   processing_seconds: dict) -> dict:
+def build_metadata(
+    period: Period,
+    grid: OutputGrid,
+    manifest: dict,
+    summary: dict,
+    records: dict,
+    stats: dict,
+    settings: dict,
+    files: dict,
+    valid_coverage: float | None,
+    processing_seconds: dict,
+) -> dict:
     crs = CRS.from_user_input(grid.crs)
     scenes = scene_entries(manifest, records, stats)
     status = "ok" if scenes else ("no_scenes" if not manifest["scenes"] else "no_usable_scenes")
     return {
         "product": files.get("mosaic", "").removesuffix(".tif") or None,
         "status": status,
-        "period": {"label": period.label, "start": period.start.isoformat(), "end": period.end.isoformat()},
+        "period": {
+            "label": period.label,
+            "start": period.start.isoformat(),
+            "end": period.end.isoformat(),
+        },
         "files": files,
         "crs": {"name": crs.name, "epsg": crs.to_epsg(), "wkt": crs.to_wkt()},
         "resolution": [grid.res_x, grid.res_y],
@@ -199,24 +252,53 @@ def stac_item(metadata: dict, aoi: AOI, period: Period, files: dict) -> dict:
     """A STAC 1.1 Item of the mosaic (core fields only, so it validates offline)."""
     geometry = aoi.geometry_4326.simplify(ITEM_SIMPLIFY_DEGREES, preserve_topology=True)
     source = metadata["source"]
-    links = [{"rel": "derived_from", "type": "application/geo+json",
-              "href": f"{source['url'].rstrip('/')}/collections/{source['collection']}/items/{s['id']}"}
-             for s in metadata["scenes"]]
-    assets = {"metadata": {"href": f"./{files['metadata']}", "type": "application/json",
-                           "roles": ["metadata"], "title": "Provenance and settings"}}
+    links = [
+        {
+            "rel": "derived_from",
+            "type": "application/geo+json",
+            "href": f"{source['url'].rstrip('/')}/collections/{source['collection']}/items/{s['id']}",
+        }
+        for s in metadata["scenes"]
+    ]
+    assets = {
+        "metadata": {
+            "href": f"./{files['metadata']}",
+            "type": "application/json",
+            "roles": ["metadata"],
+            "title": "Provenance and settings",
+        }
+    }
     if "mosaic" in files:
-        bands = [{"name": name.lower(), "description": f"{name} surface reflectance, DN * 0.0001",
-                  "nodata": 0, "data_type": "uint16"} for name in PRODUCT_BANDS]
+        bands = [
+            {
+                "name": name.lower(),
+                "description": f"{name} surface reflectance, DN * 0.0001",
+                "nodata": 0,
+                "data_type": "uint16",
+            }
+            for name in PRODUCT_BANDS
+        ]
         assets |= {
-            "mosaic": {"href": f"./{files['mosaic']}", "roles": ["data"], "bands": bands,
-                       "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                       "title": f"{metadata['percentile']}th percentile cloud-free mosaic"},
-            "count": {"href": f"./{files['counts']}", "roles": ["data"],
-                      "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                      "title": "Valid observations per pixel",
-                      "bands": [{"name": "count", "data_type": "uint16"}]},
-            "thumbnail": {"href": f"./{files['quicklook']}", "type": "image/png",
-                          "roles": ["thumbnail", "overview"], "title": "Quicklook"},
+            "mosaic": {
+                "href": f"./{files['mosaic']}",
+                "roles": ["data"],
+                "bands": bands,
+                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                "title": f"{metadata['percentile']}th percentile cloud-free mosaic",
+            },
+            "count": {
+                "href": f"./{files['counts']}",
+                "roles": ["data"],
+                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                "title": "Valid observations per pixel",
+                "bands": [{"name": "count", "data_type": "uint16"}],
+            },
+            "thumbnail": {
+                "href": f"./{files['quicklook']}",
+                "type": "image/png",
+                "roles": ["thumbnail", "overview"],
+                "title": "Quicklook",
+            },
         }
     return {
         "type": "Feature",
@@ -253,9 +335,20 @@ def processing_seconds(benchmarks_dir, period_label: str) -> dict:
     return totals
 
 
-def describe_period(period: Period, grid: OutputGrid, aoi: AOI, manifest: dict, summary: dict,
-                    record_paths, stats_paths, settings: dict, mosaic_files: dict | None,
-                    benchmarks_dir, metadata_path, item_path) -> dict:
+def describe_period(
+    period: Period,
+    grid: OutputGrid,
+    aoi: AOI,
+    manifest: dict,
+    summary: dict,
+    record_paths,
+    stats_paths,
+    settings: dict,
+    mosaic_files: dict | None,
+    benchmarks_dir,
+    metadata_path,
+    item_path,
+) -> dict:
     """Write metadata.json and the STAC Item of one period (with or without a mosaic)."""
     records = {r["id"]: r for r in (json.loads(Path(p).read_text()) for p in record_paths)}
     stats = {s["id"]: s for s in (json.loads(Path(p).read_text()) for p in stats_paths)}
@@ -264,12 +357,27 @@ def describe_period(period: Period, grid: OutputGrid, aoi: AOI, manifest: dict, 
     if mosaic_files:
         files |= {key: Path(path).name for key, path in mosaic_files.items()}
         valid_coverage = round(coverage(mosaic_files["mosaic"], aoi), 6)
-    metadata = build_metadata(period, grid, manifest, summary, records, stats, settings, files,
-                              valid_coverage, processing_seconds(benchmarks_dir, period.label))
+    metadata = build_metadata(
+        period,
+        grid,
+        manifest,
+        summary,
+        records,
+        stats,
+        settings,
+        files,
+        valid_coverage,
+        processing_seconds(benchmarks_dir, period.label),
+    )
     atomic_write_json(metadata_path, metadata)
     atomic_write_json(item_path, stac_item(metadata, aoi, period, files))
-    log.info("period %s: %s, %d scenes, coverage %s", period.label, metadata["status"],
-             len(metadata["scenes"]), valid_coverage)
+    log.info(
+        "period %s: %s, %d scenes, coverage %s",
+        period.label,
+        metadata["status"],
+        len(metadata["scenes"]),
+        valid_coverage,
+    )
     return metadata
 
 

@@ -94,8 +94,9 @@ def _percentile_cpu(values, valid, q, keep, out, count):
                 if n[col] == 0:
                     out[band, row, col] = 0
                 else:
-                    result = _lerp(float(smallest[lo[col], col]), float(smallest[hi[col], col]),
-                                   gamma[col])
+                    result = _lerp(
+                        float(smallest[lo[col], col]), float(smallest[hi[col], col]), gamma[col]
+                    )
                     out[band, row, col] = np.uint16(np.rint(result))
         for col in range(width):
             count[row, col] = n[col]
@@ -114,14 +115,17 @@ def percentile_cpu(values: np.ndarray, valid: np.ndarray, percentile: float):
     if values.shape[0] == 0:
         out[:], count[:] = 0, 0
         return out, count
-    _percentile_cpu(values, valid, percentile / 100.0, kept_ranks(values.shape[0], percentile),
-                    out, count)
+    _percentile_cpu(
+        values, valid, percentile / 100.0, kept_ranks(values.shape[0], percentile), out, count
+    )
     return out, count
 
 
 def _check(values, valid, percentile) -> None:
     if values.dtype != np.uint16 or valid.dtype != np.bool_:
-        raise TypeError(f"expected uint16 values and bool validity, got {values.dtype}, {valid.dtype}")
+        raise TypeError(
+            f"expected uint16 values and bool validity, got {values.dtype}, {valid.dtype}"
+        )
     if values.ndim != 4 or valid.shape != (values.shape[0], *values.shape[2:]):
         raise ValueError(f"shape mismatch: values {values.shape}, valid {valid.shape}")
     if not 0 <= percentile <= 100:
@@ -151,7 +155,9 @@ __device__ unsigned short lerp_numpy(unsigned short lower, unsigned short upper,
 }
 """
 
-CUDA_SOURCE = CUDA_LERP + r"""
+CUDA_SOURCE = (
+    CUDA_LERP
+    + r"""
 extern "C" __global__
 void percentile_kernel(const unsigned short* values, const bool* valid, const double q,
                        const int n_obs, const int n_bands, const long long n_pixels,
@@ -183,9 +189,12 @@ void percentile_kernel(const unsigned short* values, const bool* valid, const do
     }
 }
 """
+)
 
 
-CUDA_FAST_SOURCE = CUDA_LERP + r"""
+CUDA_FAST_SOURCE = (
+    CUDA_LERP
+    + r"""
 // One thread per pixel: validity as a 64-bit mask, the KEEP smallest values of
 // each band in registers (compare-exchange chain), numpy's linear rank.
 extern "C" __global__
@@ -230,6 +239,7 @@ void percentile_fast(const unsigned short* __restrict__ values, const bool* __re
     }
 }
 """
+)
 
 
 CUDA_SOURCE = CUDA_SOURCE.replace("@RANK@", CUDA_RANK)
@@ -250,7 +260,9 @@ def kernel_source(n_obs: int, percentile: float) -> tuple[str, str]:
     """(CUDA source, kernel name) the device runs for a stack of `n_obs` observations:
     the register kernel up to 64, the general one up to MAX_OBSERVATIONS_GPU."""
     if n_obs <= FAST_OBSERVATIONS_GPU:
-        return CUDA_FAST_SOURCE.replace("KEEP", str(kept_ranks(n_obs, percentile))), "percentile_fast"
+        return CUDA_FAST_SOURCE.replace(
+            "KEEP", str(kept_ranks(n_obs, percentile))
+        ), "percentile_fast"
     return CUDA_SOURCE.replace("MAX_OBS", str(MAX_OBSERVATIONS_GPU)), "percentile_kernel"
 
 
@@ -282,8 +294,11 @@ def percentile_gpu(values: np.ndarray, valid: np.ndarray, percentile: float):
 
     _check(values, valid, percentile)
     if values.shape[0] > MAX_OBSERVATIONS_GPU:
-        log.info("%d observations exceed the GPU kernel's %d: percentile on the CPU",
-                 values.shape[0], MAX_OBSERVATIONS_GPU)
+        log.info(
+            "%d observations exceed the GPU kernel's %d: percentile on the CPU",
+            values.shape[0],
+            MAX_OBSERVATIONS_GPU,
+        )
         return percentile_cpu(values, valid, percentile)
     free, _ = cupy.cuda.runtime.memGetInfo()
     try:
@@ -307,14 +322,21 @@ def in_row_bands(values: np.ndarray, valid: np.ndarray, percentile: float, free_
     row_bytes = width * (n_obs * n_bands * 2 + n_obs + n_bands * 2 + 2)
     rows = max(1, min(height, int(free_bytes * DEVICE_MEMORY_SHARE) // max(row_bytes, 1)))
     if rows < height:
-        log.info("stack of %.1f GB in bands of %d rows (%.1f GB free on the device)",
-                 row_bytes * height / 1e9, rows, free_bytes / 1e9)
+        log.info(
+            "stack of %.1f GB in bands of %d rows (%.1f GB free on the device)",
+            row_bytes * height / 1e9,
+            rows,
+            free_bytes / 1e9,
+        )
     out = np.empty((n_bands, height, width), dtype=np.uint16)
     count = np.empty((height, width), dtype=np.uint16)
     for top in range(0, height, rows):
         band = slice(top, min(top + rows, height))
-        out[:, band], count[band] = run(np.ascontiguousarray(values[:, :, band]),
-                                        np.ascontiguousarray(valid[:, band]), percentile)
+        out[:, band], count[band] = run(
+            np.ascontiguousarray(values[:, :, band]),
+            np.ascontiguousarray(valid[:, band]),
+            percentile,
+        )
     return out, count
 
 
@@ -329,8 +351,9 @@ def percentile_on_device(d_values, d_valid, percentile: float):
     if n_obs > MAX_OBSERVATIONS_GPU:
         raise ValueError(f"{n_obs} observations exceed the GPU kernel's {MAX_OBSERVATIONS_GPU}")
     if not (d_values.flags.c_contiguous and d_valid.flags.c_contiguous):
-        raise ValueError("the GPU kernels need C-contiguous values and validity "
-                         "(cupy.ascontiguousarray)")
+        raise ValueError(
+            "the GPU kernels need C-contiguous values and validity (cupy.ascontiguousarray)"
+        )
     import cupy
 
     n_pixels = height * width
@@ -341,14 +364,25 @@ def percentile_on_device(d_values, d_valid, percentile: float):
         return d_out, d_count
     blocks, threads = launch_grid(n_pixels)
     kernel = _compiled(*kernel_source(n_obs, percentile))
-    kernel((blocks,), (threads,), (d_values, d_valid, np.float64(percentile / 100.0),
-                                   np.int32(n_obs), np.int32(n_bands), np.int64(n_pixels),
-                                   d_out, d_count))
+    kernel(
+        (blocks,),
+        (threads,),
+        (
+            d_values,
+            d_valid,
+            np.float64(percentile / 100.0),
+            np.int32(n_obs),
+            np.int32(n_bands),
+            np.int64(n_pixels),
+            d_out,
+            d_count,
+        ),
+    )
     return d_out, d_count
 
 
 def resolve_backend(backend: str) -> str:
-    """"gpu" when asked for, or when "auto" and a GPU is available; else "cpu"."""
+    """ "gpu" when asked for, or when "auto" and a GPU is available; else "cpu"."""
     if backend == "gpu" or (backend == "auto" and gpu_available()):
         return "gpu"
     return "cpu"
@@ -363,12 +397,16 @@ def percentile_composite(values, valid, percentile: float):
 
     _check(values, valid, percentile)
     if values.shape[0] > MAX_OBSERVATIONS_GPU:
-        log.info("%d observations exceed the GPU kernel's %d: percentile on the CPU",
-                 values.shape[0], MAX_OBSERVATIONS_GPU)
+        log.info(
+            "%d observations exceed the GPU kernel's %d: percentile on the CPU",
+            values.shape[0],
+            MAX_OBSERVATIONS_GPU,
+        )
         return percentile_cpu(cupy.asnumpy(values), cupy.asnumpy(valid), percentile)
     try:
-        d_out, d_count = percentile_on_device(cupy.ascontiguousarray(values),
-                                              cupy.ascontiguousarray(valid), percentile)
+        d_out, d_count = percentile_on_device(
+            cupy.ascontiguousarray(values), cupy.ascontiguousarray(valid), percentile
+        )
     except cupy.cuda.memory.OutOfMemoryError as exc:
         log.warning("GPU out of memory (%s): percentile on the CPU", exc)
         return percentile_cpu(cupy.asnumpy(values), cupy.asnumpy(valid), percentile)

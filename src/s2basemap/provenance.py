@@ -77,9 +77,14 @@ def software_versions() -> dict:
 
     import s2basemap
 
-    versions = {"s2basemap": s2basemap.__version__, "python": platform.python_version(),
-                "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__,
-                "numpy": numpy.__version__, "pyproj": pyproj.__version__}
+    versions = {
+        "s2basemap": s2basemap.__version__,
+        "python": platform.python_version(),
+        "rasterio": rasterio.__version__,
+        "gdal": rasterio.__gdal_version__,
+        "numpy": numpy.__version__,
+        "pyproj": pyproj.__version__,
+    }
     try:
         versions["omnicloudmask"] = version("omnicloudmask")
     except PackageNotFoundError:  # scl-only runs do not need it

@@ -62,7 +62,9 @@ def offset_from_baseline(properties: dict) -> dict:
         return _decision(0, f"baseline {baseline_text}: unknown, so no offset is assumed")
     if baseline < OFFSET_BASELINE:
         return _decision(0, f"baseline {baseline_text}: before 04.00, no offset")
-    return _decision(ESA_BOA_ADD_OFFSET, f"baseline {baseline_text}: ESA's BOA_ADD_OFFSET from 04.00 on")
+    return _decision(
+        ESA_BOA_ADD_OFFSET, f"baseline {baseline_text}: ESA's BOA_ADD_OFFSET from 04.00 on"
+    )
 
 
 def _decision(dn: int, reason: str, source: str = "metadata") -> dict:

@@ -27,8 +27,14 @@ class SceneRecordError(ValueError):
     """An item lacks what a scene needs (for example an asset); the item is left out."""
 
 
-def search_items(url: str, collection: str, geometry_4326: BaseGeometry, period: Period,
-                 timeout: float = 60, max_items: int | None = None) -> list[dict]:
+def search_items(
+    url: str,
+    collection: str,
+    geometry_4326: BaseGeometry,
+    period: Period,
+    timeout: float = 60,
+    max_items: int | None = None,
+) -> list[dict]:
     """All items (or the first `max_items`) of `collection` intersecting the geometry's
     hull within the period."""
     from pystac_client import Client
@@ -38,7 +44,9 @@ def search_items(url: str, collection: str, geometry_4326: BaseGeometry, period:
     try:
         client = Client.open(url, timeout=timeout)
         search = client.search(
-            collections=[collection], intersects=mapping(hull), datetime=period.stac_datetime,
+            collections=[collection],
+            intersects=mapping(hull),
+            datetime=period.stac_datetime,
             max_items=max_items,
         )
         return list(search.items_as_dicts())
@@ -82,11 +90,14 @@ def native_crs_of(item: dict) -> str | None:
     return None
 
 
-def scene_from_item(item: dict, asset_keys: dict[str, str],
-                    adapter: Source = SOURCES["earth-search-l2a"]) -> dict:
+def scene_from_item(
+    item: dict, asset_keys: dict[str, str], adapter: Source = SOURCES["earth-search-l2a"]
+) -> dict:
     """The manifest record of one item: what fetching and provenance need, nothing more."""
     assets = item.get("assets", {})
-    missing = [f"{band} (asset '{asset_keys[band]}')" for band in BANDS if asset_keys[band] not in assets]
+    missing = [
+        f"{band} (asset '{asset_keys[band]}')" for band in BANDS if asset_keys[band] not in assets
+    ]
     if missing:
         raise SceneRecordError(f"item {item['id']}: missing {', '.join(missing)}")
     props = item["properties"]
@@ -105,8 +116,9 @@ def scene_from_item(item: dict, asset_keys: dict[str, str],
     }
 
 
-def deduplicate(scenes: list[dict], source: Source = SOURCES["earth-search-l2a"]
-                ) -> tuple[list[dict], list[dict]]:
+def deduplicate(
+    scenes: list[dict], source: Source = SOURCES["earth-search-l2a"]
+) -> tuple[list[dict], list[dict]]:
     """Keep one scene per acquisition, as the source tells acquisitions apart and
     ranks their copies; return (kept, removed-with-reason)."""
     groups: dict[tuple, list[dict]] = {}
@@ -116,15 +128,23 @@ def deduplicate(scenes: list[dict], source: Source = SOURCES["earth-search-l2a"]
     for group in groups.values():
         group.sort(key=source.newness, reverse=True)
         kept.append(group[0])
-        removed += [{"id": s["id"], "reason": f"duplicate of {group[0]['id']} (older)"} for s in group[1:]]
+        removed += [
+            {"id": s["id"], "reason": f"duplicate of {group[0]['id']} (older)"} for s in group[1:]
+        ]
     kept.sort(key=lambda s: (s["datetime"], s["id"]))
     removed.sort(key=lambda r: r["id"])
     return kept, removed
 
 
-def build_manifest(items: list[dict], aoi_4326: BaseGeometry, period: Period,
-                   source: dict, asset_keys: dict[str, str],
-                   max_cloud_cover: float | None, adapter: Source = SOURCES["earth-search-l2a"]) -> dict:
+def build_manifest(
+    items: list[dict],
+    aoi_4326: BaseGeometry,
+    period: Period,
+    source: dict,
+    asset_keys: dict[str, str],
+    max_cloud_cover: float | None,
+    adapter: Source = SOURCES["earth-search-l2a"],
+) -> dict:
     """Filter, record and deduplicate the searched items of one period."""
     scenes, excluded = [], []
     for item in sorted(items, key=lambda i: i["id"]):
@@ -150,7 +170,9 @@ def build_manifest(items: list[dict], aoi_4326: BaseGeometry, period: Period,
     }
 
 
-def exclusion_reason(item: dict, aoi_4326: BaseGeometry, max_cloud_cover: float | None) -> str | None:
+def exclusion_reason(
+    item: dict, aoi_4326: BaseGeometry, max_cloud_cover: float | None
+) -> str | None:
     cloud = item.get("properties", {}).get("eo:cloud_cover")
     if max_cloud_cover is not None and cloud is not None and cloud > max_cloud_cover:
         return f"eo:cloud_cover {cloud} above max_cloud_cover {max_cloud_cover}"
@@ -166,23 +188,33 @@ def run_search(aoi, period_label: str, period_bounds: dict, stac: dict, manifest
 
     from s2basemap.manifest import write_manifest
 
-    period = Period(date.fromisoformat(period_bounds["start"]),
-                    date.fromisoformat(period_bounds["end"]), period_label)
+    period = Period(
+        date.fromisoformat(period_bounds["start"]),
+        date.fromisoformat(period_bounds["end"]),
+        period_label,
+    )
     aoi_4326 = aoi.geometry_4326
     items = search_items(stac["url"], stac["collection"], aoi_4326, period, stac["timeout_seconds"])
     adapter = source_of(stac)
     source = {"name": adapter.name, "url": stac["url"], "collection": stac["collection"]}
-    manifest = build_manifest(items, aoi_4326, period, source, stac["assets"], stac["max_cloud_cover"],
-                              adapter)
+    manifest = build_manifest(
+        items, aoi_4326, period, source, stac["assets"], stac["max_cloud_cover"], adapter
+    )
     for entry in manifest["duplicates_removed"] + manifest["excluded"]:
         log.info("left out %s: %s", entry["id"], entry["reason"])
     if manifest["status"] == "no_scenes":
-        log.warning("period %s: no scenes (%d items found, %d left out): nothing to composite",
-                    period.label, len(items), len(manifest["excluded"]))
+        log.warning(
+            "period %s: no scenes (%d items found, %d left out): nothing to composite",
+            period.label,
+            len(items),
+            len(manifest["excluded"]),
+        )
         if not items:
             source["elsewhere"] = items_elsewhere(adapter, stac, aoi_4326, period)
     else:
-        log.info("period %s: %d scenes from %d items", period.label, len(manifest["scenes"]), len(items))
+        log.info(
+            "period %s: %d scenes from %d items", period.label, len(manifest["scenes"]), len(items)
+        )
     write_manifest(manifest_path, manifest)
     return manifest
 
@@ -190,21 +222,41 @@ def run_search(aoi, period_label: str, period_bounds: dict, stac: dict, manifest
 ELSEWHERE_LIMIT = 100
 
 
-def items_elsewhere(adapter: Source, stac: dict, aoi_4326: BaseGeometry, period: Period) -> list[dict]:
+def items_elsewhere(
+    adapter: Source, stac: dict, aoi_4326: BaseGeometry, period: Period
+) -> list[dict]:
     """The same API's other collections that have items where ours has none, so that an
     empty month is never silent about them (up to ELSEWHERE_LIMIT items are counted)."""
     found = []
     for name in adapter.siblings:
         collection = SOURCES[name].collection
         try:
-            items = search_items(stac["url"], collection, aoi_4326, period, stac["timeout_seconds"],
-                                 max_items=ELSEWHERE_LIMIT)
+            items = search_items(
+                stac["url"],
+                collection,
+                aoi_4326,
+                period,
+                stac["timeout_seconds"],
+                max_items=ELSEWHERE_LIMIT,
+            )
         except SearchError as exc:
             log.warning("period %s: could not ask %s for items: %s", period.label, collection, exc)
             continue
         if items:
-            log.warning("period %s: %s has %d%s items here (stac.source: %s)", period.label, collection,
-                        len(items), "+" * (len(items) >= ELSEWHERE_LIMIT), name)
-            found.append({"source": name, "collection": collection, "items": len(items),
-                          "at_least": len(items) >= ELSEWHERE_LIMIT})
+            log.warning(
+                "period %s: %s has %d%s items here (stac.source: %s)",
+                period.label,
+                collection,
+                len(items),
+                "+" * (len(items) >= ELSEWHERE_LIMIT),
+                name,
+            )
+            found.append(
+                {
+                    "source": name,
+                    "collection": collection,
+                    "items": len(items),
+                    "at_least": len(items) >= ELSEWHERE_LIMIT,
+                }
+            )
     return found

@@ -69,8 +69,11 @@ class Source:
     def newness(self, scene: dict) -> tuple:
         """Highest processing baseline first, then the newest processing."""
         processed = self._id_part(scene["id"], "processed") or ""
-        return (scene.get("processing_baseline") or "", scene.get("updated") or processed,
-                scene["id"])
+        return (
+            scene.get("processing_baseline") or "",
+            scene.get("updated") or processed,
+            scene["id"],
+        )
 
     def _id_part(self, item_id: str, name: str) -> str | None:
         if self.id_pattern is None:
@@ -82,17 +85,32 @@ class Source:
 EARTH_SEARCH_ASSETS = {band: band for band in BAND_KEYS}
 SOURCES = {
     "earth-search-c1": Source(
-        "earth-search-c1", EARTH_SEARCH, "sentinel-2-c1-l2a", EARTH_SEARCH_ASSETS,
+        "earth-search-c1",
+        EARTH_SEARCH,
+        "sentinel-2-c1-l2a",
+        EARTH_SEARCH_ASSETS,
         id_pattern=re.compile(r"^S2[A-D]_T\d{2}[A-Z]{3}_(?P<sensed>\d{8}T\d{6})_L2A$"),
-        siblings=("earth-search-l2a",)),
-    "earth-search-l2a": Source("earth-search-l2a", EARTH_SEARCH, "sentinel-2-l2a", EARTH_SEARCH_ASSETS,
-                               siblings=("earth-search-c1",)),
+        siblings=("earth-search-l2a",),
+    ),
+    "earth-search-l2a": Source(
+        "earth-search-l2a",
+        EARTH_SEARCH,
+        "sentinel-2-l2a",
+        EARTH_SEARCH_ASSETS,
+        siblings=("earth-search-c1",),
+    ),
     "planetary-computer": Source(
-        "planetary-computer", PLANETARY_COMPUTER, "sentinel-2-l2a",
-        {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "scl": "SCL"}, signed=True,
+        "planetary-computer",
+        PLANETARY_COMPUTER,
+        "sentinel-2-l2a",
+        {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "scl": "SCL"},
+        signed=True,
         offset_rule="baseline",
-        id_pattern=re.compile(r"^S2[A-D]_MSIL2A_(?P<sensed>\d{8}T\d{6})_R\d{3}_T\d{2}[A-Z]{3}"
-                              r"_(?P<processed>\d{8}T\d{6})$")),
+        id_pattern=re.compile(
+            r"^S2[A-D]_MSIL2A_(?P<sensed>\d{8}T\d{6})_R\d{3}_T\d{2}[A-Z]{3}"
+            r"_(?P<processed>\d{8}T\d{6})$"
+        ),
+    ),
     "custom": Source("custom", None, None),
 }
 DEFAULT_SOURCE = "earth-search-c1"
@@ -136,8 +154,10 @@ def _check_custom(stac: dict) -> None:
             raise SourceError(f"stac.{key}: a custom source needs its {key}")
     missing = [band for band in BAND_KEYS if band not in stac.get("assets", {})]
     if missing:
-        raise SourceError(f"stac.assets: a custom source needs the asset key of each band "
-                          f"({', '.join(BAND_KEYS)}); missing: {', '.join(missing)}")
+        raise SourceError(
+            f"stac.assets: a custom source needs the asset key of each band "
+            f"({', '.join(BAND_KEYS)}); missing: {', '.join(missing)}"
+        )
 
 
 def _legacy_source(stac: dict) -> str:

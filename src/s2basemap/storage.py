@@ -53,8 +53,9 @@ class SourceUnreachable(OSError):
     """The imagery source did not answer the plan's size requests: nothing is fetched."""
 
 
-def head_sizes(hrefs: list[str], timeout: float = 30, workers: int = 16,
-               signer: Signer | None = None) -> dict[str, int | None]:
+def head_sizes(
+    hrefs: list[str], timeout: float = 30, workers: int = 16, signer: Signer | None = None
+) -> dict[str, int | None]:
     """Content-Length of each href by HTTP HEAD (None where the server did not say, or
     where the file is missing: its fetch will tell). SourceUnreachable when requests
     failed for network reasons after retries, as a plan on unknown sizes is no plan."""
@@ -63,8 +64,13 @@ def head_sizes(hrefs: list[str], timeout: float = 30, workers: int = 16,
     from urllib3.util.retry import Retry
 
     session = requests.Session()
-    retry = Retry(total=4, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
-                  allowed_methods=("HEAD",), raise_on_status=False)
+    retry = Retry(
+        total=4,
+        backoff_factor=0.5,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=("HEAD",),
+        raise_on_status=False,
+    )
     session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=workers))
     session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=workers))
     unreachable = []
@@ -92,7 +98,8 @@ def head_sizes(hrefs: list[str], timeout: float = 30, workers: int = 16,
         raise SourceUnreachable(
             f"the imagery source did not answer: {len(unreachable)} of {len(hrefs)} size "
             f"requests failed for network reasons (e.g. {unreachable[0]}); nothing was fetched. "
-            "Run again once it answers.")
+            "Run again once it answers."
+        )
     return sizes
 
 
@@ -130,8 +137,13 @@ def size_scenes(manifest: dict, aoi: AOI, signer: Signer | None = None) -> dict:
     return {"period": manifest["period"], "scenes": scenes}
 
 
-def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, columns: dict[str, tuple[int, int]],
-                    column_tiles: dict[int, int]) -> dict:
+def estimate_period(
+    sizes: dict,
+    grid: OutputGrid,
+    aoi: AOI,
+    columns: dict[str, tuple[int, int]],
+    column_tiles: dict[int, int],
+) -> dict:
     """Bytes one period reads and writes, and the pixels and jobs its stages handle
     (for the time plan): one composite job per column of tiles (`column_tiles`:
     column -> its tile count).
@@ -142,8 +154,12 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, columns: dict[str, 
     """
     scenes = sizes["scenes"].values()
     aoi_pixels = aoi.in_crs(grid.crs).area / (grid.res_x * grid.res_y)
-    network = sum(s["source_bytes"] * s["window_share"] * BLOCK_OVERHEAD
-                  + HEADER_BYTES * len(s["asset_bytes"]) for s in scenes if s["window_share"] > 0)
+    network = sum(
+        s["source_bytes"] * s["window_share"] * BLOCK_OVERHEAD
+        + HEADER_BYTES * len(s["asset_bytes"])
+        for s in scenes
+        if s["window_share"] > 0
+    )
     scene_rasters = sum(s["source_bytes"] * s["aoi_share"] * SCENE_RASTER_FACTOR for s in scenes)
     masks = sum(s["window_pixels"] * MASK_BYTES_PER_PIXEL for s in scenes)
     has_scenes = bool(sizes["scenes"])
@@ -161,16 +177,17 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, columns: dict[str, 
         "output_bytes": int(products),
         "window_pixels": sum(s["window_pixels"] for s in scenes),
         # fetch, mask and composite jobs, and the month's search, sizes, summary and products
-        "bookkeeping_bytes": BOOKKEEPING_BYTES_PER_JOB * (2 * len(sizes["scenes"])
-                                                          + composite_jobs + 5),
+        "bookkeeping_bytes": BOOKKEEPING_BYTES_PER_JOB
+        * (2 * len(sizes["scenes"]) + composite_jobs + 5),
         "tiles": tile_count if has_scenes else 0,
         "composite_jobs": composite_jobs,
-        "output_pixels": tile_count * grid.tile_size ** 2 if has_scenes else 0,
+        "output_pixels": tile_count * grid.tile_size**2 if has_scenes else 0,
     }
     held, column = sweep_front(sizes, columns)
     estimate["sweep_bytes"] = int(held)
-    estimate["sweep_tile_bytes"] = int(tile_bytes * sum(n for c, n in column_tiles.items() if c < column)
-                                       / tile_count)
+    estimate["sweep_tile_bytes"] = int(
+        tile_bytes * sum(n for c, n in column_tiles.items() if c < column) / tile_count
+    )
     return estimate
 
 
@@ -179,20 +196,29 @@ def estimate_period(sizes: dict, grid: OutputGrid, aoi: AOI, columns: dict[str, 
 SWEEP_AHEAD_COLUMNS = 1
 
 
-def sweep_front(sizes: dict, columns: dict[str, tuple[int, int]],
-                ahead: int = SWEEP_AHEAD_COLUMNS) -> tuple[float, int]:
+def sweep_front(
+    sizes: dict, columns: dict[str, tuple[int, int]], ahead: int = SWEEP_AHEAD_COLUMNS
+) -> tuple[float, int]:
     """The most scene-raster and mask bytes held at once when a month's work goes
     west to east over the output tile columns, and the column being composited
     then (those west of it are done). A scene is held from `ahead` columns before
     the first that needs it through the last; scenes that touch no tile are
     counted throughout."""
-    held = {scene: size["source_bytes"] * size["aoi_share"] * SCENE_RASTER_FACTOR
-            + size["window_pixels"] * MASK_BYTES_PER_PIXEL for scene, size in sizes["scenes"].items()}
+    held = {
+        scene: size["source_bytes"] * size["aoi_share"] * SCENE_RASTER_FACTOR
+        + size["window_pixels"] * MASK_BYTES_PER_PIXEL
+        for scene, size in sizes["scenes"].items()
+    }
     anywhere = sum(b for scene, b in held.items() if scene not in columns)
-    spans = [(columns[scene][0] - ahead, columns[scene][1], b) for scene, b in held.items()
-             if scene in columns]
-    at = {c: sum(b for first, last, b in spans if first <= c <= last)
-          for c in sorted({first for first, _, _ in spans})}
+    spans = [
+        (columns[scene][0] - ahead, columns[scene][1], b)
+        for scene, b in held.items()
+        if scene in columns
+    ]
+    at = {
+        c: sum(b for first, last, b in spans if first <= c <= last)
+        for c in sorted({first for first, _, _ in spans})
+    }
     column = max(at, key=at.get, default=0)  # the westmost of equal peaks
     return anywhere + at.get(column, 0.0), column
 
@@ -206,9 +232,13 @@ def free_bytes(path, limit_gb: float | None) -> int:
 WORK_KEYS = ("scene_raster_bytes", "mask_bytes", "tile_bytes")  # under work_dir
 
 
-def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
-               months_in_flight: int | None = None, products: bool = True,
-               products_kept: bool = True) -> tuple[int, int]:
+def peak_bytes(
+    periods: dict[str, dict],
+    keep_intermediates: bool,
+    months_in_flight: int | None = None,
+    products: bool = True,
+    products_kept: bool = True,
+) -> tuple[int, int]:
     """(peak, final) bytes on disk for the whole run (`products`: results_dir's
     products included, else work_dir alone), periods in run order.
     `products_kept` false: a month's products are deleted once uploaded, after
@@ -229,7 +259,11 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
 
     def kept(p):
         work = sum(p[key] for key in WORK_KEYS) if keep_intermediates else 0
-        return work + p.get("bookkeeping_bytes", 0) + (p["output_bytes"] if products and products_kept else 0)
+        return (
+            work
+            + p.get("bookkeeping_bytes", 0)
+            + (p["output_bytes"] if products and products_kept else 0)
+        )
 
     def written(p):  # products there until uploaded, when they are not kept
         return p["output_bytes"] if products and not products_kept else 0
@@ -241,19 +275,30 @@ def peak_bytes(periods: dict[str, dict], keep_intermediates: bool,
     if keep_intermediates:
         return final, final
     if months_in_flight is None:
-        everything = sum(p["scene_raster_bytes"] + p["mask_bytes"] + p["tile_bytes"] for p in ordered)
+        everything = sum(
+            p["scene_raster_bytes"] + p["mask_bytes"] + p["tile_bytes"] for p in ordered
+        )
         return everything + final, final
     peak = final
     for newest in range(len(ordered)):
         first = max(newest - months_in_flight + 1, 0)
         before = sum(kept(p) for p in ordered[:first])
         lingering = _lingering(ordered[first - 1], ordered[first], written) if first > 0 else 0
-        in_flight = ordered[first:newest + 1]
+        in_flight = ordered[first : newest + 1]
         # the newest month at its sweep's peak, beside the whole of older ones in flight
-        sweeping = sum(swept(p) + p["tile_bytes"] for p in in_flight[:-1]) + swept(in_flight[-1]) \
-            + in_flight[-1].get("sweep_tile_bytes", in_flight[-1]["tile_bytes"]) + lingering + before
-        ending = ordered[newest]["tile_bytes"] + kept(ordered[newest]) + written(ordered[newest]) + sum(
-            kept(p) for p in ordered[:newest])
+        sweeping = (
+            sum(swept(p) + p["tile_bytes"] for p in in_flight[:-1])
+            + swept(in_flight[-1])
+            + in_flight[-1].get("sweep_tile_bytes", in_flight[-1]["tile_bytes"])
+            + lingering
+            + before
+        )
+        ending = (
+            ordered[newest]["tile_bytes"]
+            + kept(ordered[newest])
+            + written(ordered[newest])
+            + sum(kept(p) for p in ordered[:newest])
+        )
         peak = max(peak, sweeping, ending)
     return peak, final
 
@@ -269,8 +314,9 @@ def _lingering(previous: dict, current: dict, written) -> int:
     return previous["tile_bytes"] + written(previous)
 
 
-def timed_sweeps(periods: dict[str, dict], machine: Machine, uses_ocm: bool,
-                 products_kept: bool) -> None:
+def timed_sweeps(
+    periods: dict[str, dict], machine: Machine, uses_ocm: bool, products_kept: bool
+) -> None:
     """When each month's sweep peaks (its share of the month's fetch time: the share
     of its tiles west of the peak), and when its composites and products are gone
     after its end (the outputs stage, and the upload when products are not kept)."""
@@ -294,32 +340,61 @@ def _existing(path) -> Path:
     return path
 
 
-def build_plan(periods: dict[str, dict], keep_intermediates: bool, work_dir, results_dir,
-               limit_gb: float | None, months_in_flight: int | None = None,
-               products_kept: bool = True) -> dict:
+def build_plan(
+    periods: dict[str, dict],
+    keep_intermediates: bool,
+    work_dir,
+    results_dir,
+    limit_gb: float | None,
+    months_in_flight: int | None = None,
+    products_kept: bool = True,
+) -> dict:
     """Per period and in total, with the run's peak and final disk, in all and under
     work_dir alone (results_dir may be another disk)."""
     for p in periods.values():
-        p["peak_bytes"] = peak_bytes({"one": p}, keep_intermediates, 1, products_kept=products_kept)[0]
+        p["peak_bytes"] = peak_bytes(
+            {"one": p}, keep_intermediates, 1, products_kept=products_kept
+        )[0]
         p["work_peak_bytes"] = peak_bytes({"one": p}, keep_intermediates, 1, products=False)[0]
-    total = {key: sum(p[key] for p in periods.values())
-             for key in ("scenes", "unknown_sizes", "network_bytes", "scene_raster_bytes",
-                         "mask_bytes", "tile_bytes", "output_bytes")}
+    total = {
+        key: sum(p[key] for p in periods.values())
+        for key in (
+            "scenes",
+            "unknown_sizes",
+            "network_bytes",
+            "scene_raster_bytes",
+            "mask_bytes",
+            "tile_bytes",
+            "output_bytes",
+        )
+    }
     cache = KERNEL_CACHE_BYTES if total["scenes"] else 0
-    peak, final = (b + cache for b in peak_bytes(periods, keep_intermediates, months_in_flight,
-                                                 products_kept=products_kept))
-    work_peak, work_final = (b + cache for b in peak_bytes(periods, keep_intermediates, months_in_flight,
-                                                           products=False))
+    peak, final = (
+        b + cache
+        for b in peak_bytes(
+            periods, keep_intermediates, months_in_flight, products_kept=products_kept
+        )
+    )
+    work_peak, work_final = (
+        b + cache for b in peak_bytes(periods, keep_intermediates, months_in_flight, products=False)
+    )
     return {
         "periods": periods,
-        "total": total | {"peak_bytes": peak, "final_bytes": final, "work_peak_bytes": work_peak,
-                          "work_final_bytes": work_final},
+        "total": total
+        | {
+            "peak_bytes": peak,
+            "final_bytes": final,
+            "work_peak_bytes": work_peak,
+            "work_final_bytes": work_final,
+        },
         "keep_scene_rasters": keep_intermediates,
         "products_kept": products_kept,
         "months_in_flight": None if keep_intermediates else months_in_flight,
         "same_filesystem": same_filesystem(work_dir, results_dir),
-        "free_bytes": {"work_dir": free_bytes(work_dir, limit_gb),
-                       "results_dir": free_bytes(results_dir, limit_gb)},
+        "free_bytes": {
+            "work_dir": free_bytes(work_dir, limit_gb),
+            "results_dir": free_bytes(results_dir, limit_gb),
+        },
         "free_disk_limit_gb": limit_gb,
     }
 
@@ -335,8 +410,10 @@ def check_disk(plan: dict, work_dir, results_dir, limit_gb: float | None) -> Non
     if plan.get("same_filesystem", True):
         needs = [("work_dir", work_dir, total["peak_bytes"], [work_dir, results_dir])]
     else:
-        needs = [("work_dir", work_dir, total["work_peak_bytes"], [work_dir]),
-                 ("results_dir", results_dir, total["output_bytes"], [results_dir])]
+        needs = [
+            ("work_dir", work_dir, total["work_peak_bytes"], [work_dir]),
+            ("results_dir", results_dir, total["output_bytes"], [results_dir]),
+        ]
     for name, path, peak, counted in needs:
         written = sum(bytes_under(p) for p in counted)
         needed, free = max(peak - written, 0), free_bytes(path, limit_gb)
@@ -345,12 +422,16 @@ def check_disk(plan: dict, work_dir, results_dir, limit_gb: float | None) -> Non
 
 
 def _refusal(plan, name, path, peak, written, needed, free, limit_gb) -> str:
-    per_period = ", ".join(f"{label}: {human(p['peak_bytes'])}" for label, p in plan["periods"].items())
+    per_period = ", ".join(
+        f"{label}: {human(p['peak_bytes'])}" for label, p in plan["periods"].items()
+    )
     capped = " (capped by storage.free_disk_limit_gb)" if limit_gb is not None else ""
-    return (f"not enough free disk: the plan needs {human(peak)} at peak in {name} ({per_period}); "
-            f"{human(written)} of it is already written, so {human(needed)} more must fit in "
-            f"{name} '{path}', but only {human(free)} are free there{capped}. Free some space, "
-            f"point {name} at a larger disk, or set storage.check_free_disk: false to run anyway.")
+    return (
+        f"not enough free disk: the plan needs {human(peak)} at peak in {name} ({per_period}); "
+        f"{human(written)} of it is already written, so {human(needed)} more must fit in "
+        f"{name} '{path}', but only {human(free)} are free there{capped}. Free some space, "
+        f"point {name} at a larger disk, or set storage.check_free_disk: false to run anyway."
+    )
 
 
 def bytes_under(path) -> int:
@@ -390,26 +471,45 @@ def products_held(plan: dict) -> str:
 def format_plan(plan: dict) -> str:
     rows = [("period", "scenes", "network", "scene rasters", "masks", "tiles", "outputs", "peak")]
     for label, p in list(plan["periods"].items()) + [("total", plan["total"])]:
-        rows.append((label, str(p["scenes"]), human(p["network_bytes"]), human(p["scene_raster_bytes"]),
-                     human(p["mask_bytes"]), human(p["tile_bytes"]), human(p["output_bytes"]),
-                     human(p["peak_bytes"])))
+        rows.append(
+            (
+                label,
+                str(p["scenes"]),
+                human(p["network_bytes"]),
+                human(p["scene_raster_bytes"]),
+                human(p["mask_bytes"]),
+                human(p["tile_bytes"]),
+                human(p["output_bytes"]),
+                human(p["peak_bytes"]),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
     total = plan["total"]
-    intermediates = "kept" if plan["keep_scene_rasters"] else "deleted once their month's tiles are used"
+    intermediates = (
+        "kept" if plan["keep_scene_rasters"] else "deleted once their month's tiles are used"
+    )
     if plan.get("months_in_flight"):
         intermediates += f"; at most {plan['months_in_flight']} month(s) of them at once"
     lines += [
-        (f"final disk after the run: {human(total['final_bytes'])} (scene rasters, masks and tiles "
-        f"{intermediates})"),
-        (f"of the peak, work_dir holds at most {human(total['work_peak_bytes'])}; the products "
-        f"in results_dir add {products_held(plan)}"),
-        (f"free disk: work_dir {human(plan['free_bytes']['work_dir'])}, "
-        f"results_dir {human(plan['free_bytes']['results_dir'])}"),
+        (
+            f"final disk after the run: {human(total['final_bytes'])} (scene rasters, masks and tiles "
+            f"{intermediates})"
+        ),
+        (
+            f"of the peak, work_dir holds at most {human(total['work_peak_bytes'])}; the products "
+            f"in results_dir add {products_held(plan)}"
+        ),
+        (
+            f"free disk: work_dir {human(plan['free_bytes']['work_dir'])}, "
+            f"results_dir {human(plan['free_bytes']['results_dir'])}"
+        ),
     ]
     if plan["total"]["unknown_sizes"]:
-        lines.append(f"{plan['total']['unknown_sizes']} asset sizes unknown (HEAD failed): "
-                     f"estimated from the typical asset")
+        lines.append(
+            f"{plan['total']['unknown_sizes']} asset sizes unknown (HEAD failed): "
+            f"estimated from the typical asset"
+        )
     return "\n".join(lines)
 
 
@@ -425,9 +525,20 @@ def _load_plan_cached(path: str, mtime_ns: int, size: int) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def plan_run(size_paths, manifest_paths, grid: OutputGrid, aoi: AOI, storage: dict, machine: Machine,
-             uses_ocm: bool, work_dir, results_dir, plan_path, report_path,
-             products_kept: bool = True) -> str:
+def plan_run(
+    size_paths,
+    manifest_paths,
+    grid: OutputGrid,
+    aoi: AOI,
+    storage: dict,
+    machine: Machine,
+    uses_ocm: bool,
+    work_dir,
+    results_dir,
+    plan_path,
+    report_path,
+    products_kept: bool = True,
+) -> str:
     """Write plan.json and plan.txt (disk, then time); return the human-readable report."""
     from s2basemap.atomic import atomic_write_json, atomic_write_text
     from s2basemap.grid import scene_columns
@@ -443,9 +554,15 @@ def plan_run(size_paths, manifest_paths, grid: OutputGrid, aoi: AOI, storage: di
         columns = scene_columns(scenes_by_tile(manifests[sizes["period"]], footprints))
         periods[sizes["period"]] = estimate_period(sizes, grid, aoi, columns, column_tiles)
     timed_sweeps(periods, machine, uses_ocm, products_kept)
-    plan = build_plan(dict(sorted(periods.items())), storage["keep_scene_rasters"], work_dir,
-                      results_dir, storage["free_disk_limit_gb"], storage["months_in_flight"],
-                      products_kept)
+    plan = build_plan(
+        dict(sorted(periods.items())),
+        storage["keep_scene_rasters"],
+        work_dir,
+        results_dir,
+        storage["free_disk_limit_gb"],
+        storage["months_in_flight"],
+        products_kept,
+    )
     plan["time"] = time_plan(plan["periods"], machine, uses_ocm)
     report = format_plan(plan) + "\n\n" + format_time_plan(plan["time"])
     atomic_write_json(plan_path, plan)

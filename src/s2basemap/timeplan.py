@@ -72,7 +72,7 @@ OUTPUT_JOBS = 3  # a period's scene summary, mosaic and metadata jobs, one after
 
 
 def scheduler_seconds(jobs: int) -> float:
-    return SCHEDULER_S_PER_JOB * jobs + SCHEDULER_S_PER_JOB_SQUARED * jobs ** 2
+    return SCHEDULER_S_PER_JOB * jobs + SCHEDULER_S_PER_JOB_SQUARED * jobs**2
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,17 @@ class Machine:
         """The configured machine; null cores and gpu "auto" are read off this machine."""
         cores = machine.get("cores") or os.cpu_count() or 1
         gpu = machine.get("gpu", "auto")
-        return cls(int(cores), has_gpu() if gpu == "auto" else bool(gpu),
-                   float(machine.get("network_gbps", 1.0)), machine.get("hourly_price"))
+        return cls(
+            int(cores),
+            has_gpu() if gpu == "auto" else bool(gpu),
+            float(machine.get("network_gbps", 1.0)),
+            machine.get("hourly_price"),
+        )
 
     def describe(self) -> str:
-        return (f"{self.cores} cores, {'a GPU' if self.gpu else 'no GPU'}, "
-                f"{self.network_gbps:g} Gbit/s")
+        return (
+            f"{self.cores} cores, {'a GPU' if self.gpu else 'no GPU'}, {self.network_gbps:g} Gbit/s"
+        )
 
 
 def has_gpu() -> bool:
@@ -101,8 +106,9 @@ def has_gpu() -> bool:
     if exe is None:
         return False
     try:
-        result = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20,
-                                check=False)
+        result = subprocess.run(
+            [exe, "-L"], capture_output=True, text=True, timeout=20, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return result.returncode == 0 and "GPU" in result.stdout
@@ -120,14 +126,21 @@ def stage_work(period: dict, uses_ocm: bool, gpu: bool, costs: dict = CPU_COSTS)
     elif uses_ocm:
         mask_cpu += mpx * costs["ocm_cpu_s_per_mpx"]
     return {
-        "fetch": {"cpu_s": scenes * start + mpx * costs["fetch_cpu_s_per_mpx"],
-                  "network_bytes": period["network_bytes"]},
+        "fetch": {
+            "cpu_s": scenes * start + mpx * costs["fetch_cpu_s_per_mpx"],
+            "network_bytes": period["network_bytes"],
+        },
         "mask": {"cpu_s": mask_cpu, "gpu_s": gpu_s},
-        "composite": {"cpu_s": period["composite_jobs"] * costs["composite_job_start_s"]
-                      + mpx * costs["composite_cpu_s_per_scene_mpx"]},
-        "outputs": {"serial_s": OUTPUT_JOBS * start
-                    + period["output_pixels"] / 1e6 * costs["outputs_wall_s_per_mpx"]
-                    if scenes else 0.0},
+        "composite": {
+            "cpu_s": period["composite_jobs"] * costs["composite_job_start_s"]
+            + mpx * costs["composite_cpu_s_per_scene_mpx"]
+        },
+        "outputs": {
+            "serial_s": OUTPUT_JOBS * start
+            + period["output_pixels"] / 1e6 * costs["outputs_wall_s_per_mpx"]
+            if scenes
+            else 0.0
+        },
     }
 
 
@@ -160,16 +173,20 @@ def job_count(period: dict) -> int:
     return 2 * period["scenes"] + period["composite_jobs"] + OUTPUT_JOBS if period["scenes"] else 0
 
 
-def time_plan(periods: dict[str, dict], machine: Machine, uses_ocm: bool,
-              costs: dict = CPU_COSTS) -> dict:
+def time_plan(
+    periods: dict[str, dict], machine: Machine, uses_ocm: bool, costs: dict = CPU_COSTS
+) -> dict:
     """Per period and for the run: stage seconds, the run's own overhead, the total,
     the bounding stage and the cost."""
     per_period = {label: period_time(p, machine, uses_ocm, costs) for label, p in periods.items()}
-    stage_totals = {stage: round(sum(p["stages"][stage]["seconds"] for p in per_period.values()), 1)
-                    for stage in STAGES}
+    stage_totals = {
+        stage: round(sum(p["stages"][stage]["seconds"] for p in per_period.values()), 1)
+        for stage in STAGES
+    }
     jobs = sum(job_count(p) for p in periods.values())
-    overhead = round(costs["snakemake_start_s"] + costs["numba_compile_s"]
-                     + scheduler_seconds(jobs), 1)
+    overhead = round(
+        costs["snakemake_start_s"] + costs["numba_compile_s"] + scheduler_seconds(jobs), 1
+    )
     total = round(sum(p["total_seconds"] for p in per_period.values()) + overhead, 1)
     bound = max(stage_totals, key=stage_totals.get)
     resources = [p["stages"][bound]["bound_by"] for p in per_period.values()]
@@ -179,8 +196,10 @@ def time_plan(periods: dict[str, dict], machine: Machine, uses_ocm: bool,
         "stages": stage_totals,
         "snakemake": {"jobs": jobs, "seconds": overhead},
         "total_seconds": total,
-        "bound_by": {"stage": bound, "resource": max(set(resources), key=resources.count)
-                     if resources else None},
+        "bound_by": {
+            "stage": bound,
+            "resource": max(set(resources), key=resources.count) if resources else None,
+        },
         "model": "s2basemap.timeplan (per-unit costs measured as documented there)",
     }
     if machine.hourly_price is not None:
@@ -198,21 +217,39 @@ def format_time_plan(plan: dict) -> str:
     machine = Machine(**plan["machine"])
     rows = [("period", *STAGES, "total")]
     for label, p in plan["periods"].items():
-        rows.append((label, *(duration(p["stages"][s]["seconds"]) for s in STAGES),
-                     duration(p["total_seconds"])))
-    rows.append(("total", *(duration(plan["stages"][s]) for s in STAGES),
-                 duration(plan["total_seconds"] - plan["snakemake"]["seconds"])))
+        rows.append(
+            (
+                label,
+                *(duration(p["stages"][s]["seconds"]) for s in STAGES),
+                duration(p["total_seconds"]),
+            )
+        )
+    rows.append(
+        (
+            "total",
+            *(duration(plan["stages"][s]) for s in STAGES),
+            duration(plan["total_seconds"] - plan["snakemake"]["seconds"]),
+        )
+    )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [(f"time plan for {machine.describe()} (config: machine); fetch and mask overlap, "
-              f"so a month's total is max(fetch, mask) + composite + outputs:")]
+    lines = [
+        (
+            f"time plan for {machine.describe()} (config: machine); fetch and mask overlap, "
+            f"so a month's total is max(fetch, mask) + composite + outputs:"
+        )
+    ]
     lines += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
     snakemake = plan["snakemake"]
-    lines.append(f"Snakemake's start-up and scheduling of {snakemake['jobs']} jobs, and compiling the "
-                 f"percentile kernel: "
-                 f"{duration(snakemake['seconds'])}; in all {duration(plan['total_seconds'])}")
+    lines.append(
+        f"Snakemake's start-up and scheduling of {snakemake['jobs']} jobs, and compiling the "
+        f"percentile kernel: "
+        f"{duration(snakemake['seconds'])}; in all {duration(plan['total_seconds'])}"
+    )
     bound = plan["bound_by"]
     lines.append(f"bound by: {bound['stage']} ({bound['resource']})")
     if "cost" in plan:
-        lines.append(f"cost: {plan['total_seconds'] / 3600:.2f} h x {machine.hourly_price:g} per h "
-                     f"= {plan['cost']:.2f}")
+        lines.append(
+            f"cost: {plan['total_seconds'] / 3600:.2f} h x {machine.hourly_price:g} per h "
+            f"= {plan['cost']:.2f}"
+        )
     return "\n".join(lines)

@@ -41,9 +41,12 @@ def client(settings: dict):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=settings.get("endpoint_url"),
-                        region_name=settings.get("region"),
-                        config=Config(retries={"max_attempts": 8, "mode": "standard"}))
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.get("endpoint_url"),
+        region_name=settings.get("region"),
+        config=Config(retries={"max_attempts": 8, "mode": "standard"}),
+    )
 
 
 def object_key(prefix: str, period: str, path: Path) -> str:
@@ -77,15 +80,29 @@ def upload_period(files: list[str], period: str, settings: dict, s3=None) -> lis
             head = None
         if head is not None and head.get("Metadata", {}).get("sha256") == sha:
             log.info("s3://%s/%s already holds these bytes: skipped", bucket, key)
-            receipts.append({"key": key, "sha256": sha, "bytes": path.stat().st_size, "action": "skipped"})
+            receipts.append(
+                {"key": key, "sha256": sha, "bytes": path.stat().st_size, "action": "skipped"}
+            )
             continue
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        s3.upload_file(str(path), bucket, key, Config=transfer,
-                       ExtraArgs={"Metadata": {"sha256": sha}, "ContentType": content_type})
+        s3.upload_file(
+            str(path),
+            bucket,
+            key,
+            Config=transfer,
+            ExtraArgs={"Metadata": {"sha256": sha}, "ContentType": content_type},
+        )
         verify(s3, bucket, key, path, sha, etag)
-        log.info("uploaded %s to s3://%s/%s (%d bytes, verified)", path.name, bucket, key,
-                 path.stat().st_size)
-        receipts.append({"key": key, "sha256": sha, "bytes": path.stat().st_size, "action": "uploaded"})
+        log.info(
+            "uploaded %s to s3://%s/%s (%d bytes, verified)",
+            path.name,
+            bucket,
+            key,
+            path.stat().st_size,
+        )
+        receipts.append(
+            {"key": key, "sha256": sha, "bytes": path.stat().st_size, "action": "uploaded"}
+        )
     return receipts
 
 

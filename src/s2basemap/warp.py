@@ -62,7 +62,12 @@ class Lattice:
     def offset_of(self, grid: RasterGrid) -> tuple[int, int] | None:
         """(row, col) of `grid`'s first pixel on the lattice, or None if not on it."""
         a, b, _, d, e, _ = self.transform[:6]
-        if grid.crs != self.crs or tuple(grid.transform[:6][i] for i in (0, 1, 3, 4)) != (a, b, d, e):
+        if grid.crs != self.crs or tuple(grid.transform[:6][i] for i in (0, 1, 3, 4)) != (
+            a,
+            b,
+            d,
+            e,
+        ):
             return None
         col, row = ~self.transform * (grid.transform.c, grid.transform.f)
         if abs(col - round(col)) > PHASE_TOLERANCE or abs(row - round(row)) > PHASE_TOLERANCE:
@@ -91,8 +96,9 @@ def group_by_lattice(grids: list[RasterGrid]) -> list[tuple[Lattice, list[Placem
                 members.append(Placement(i, *offset, grid.height, grid.width))
                 break
         else:
-            groups.append((Lattice(grid.crs, grid.transform),
-                           [Placement(i, 0, 0, grid.height, grid.width)]))
+            groups.append(
+                (Lattice(grid.crs, grid.transform), [Placement(i, 0, 0, grid.height, grid.width)])
+            )
     return groups
 
 
@@ -137,8 +143,9 @@ class IndexMap:
         return Window(c0, r0, c1 - c0, r1 - r0)
 
 
-def index_map(lattice: Lattice, members: list[Placement], tile: TileGrid,
-              all_bands: bool) -> IndexMap:
+def index_map(
+    lattice: Lattice, members: list[Placement], tile: TileGrid, all_bands: bool
+) -> IndexMap:
     """Warp the lattice's own pixel indices onto the tile, exactly as its rasters would be.
 
     `all_bands` says whether the rasters are read with all their bands. GDAL's
@@ -155,16 +162,33 @@ def index_map(lattice: Lattice, members: list[Placement], tile: TileGrid,
     row0, col0, height, width = window
     flat = np.arange(height * width, dtype=np.int32).reshape(height, width)
     count = 1 if all_bands else 2
-    profile = {"driver": "GTiff", "dtype": "int32", "count": count, "width": width, "height": height,
-               "crs": lattice.crs, "transform": lattice.transform * Affine.translation(col0, row0)}
+    profile = {
+        "driver": "GTiff",
+        "dtype": "int32",
+        "count": count,
+        "width": width,
+        "height": height,
+        "crs": lattice.crs,
+        "transform": lattice.transform * Affine.translation(col0, row0),
+    }
     with MemoryFile() as memory:
         with memory.open(**profile) as dst:
             dst.write(flat, 1)
-        with memory.open() as src, WarpedVRT(
-            src, crs=tile.crs, transform=tile.transform, width=tile.width, height=tile.height,
-            resampling=Resampling.nearest, nodata=OUTSIDE, src_nodata=None, warp_mem_limit=256,
-            tolerance=EXACT,
-        ) as vrt:
+        with (
+            memory.open() as src,
+            WarpedVRT(
+                src,
+                crs=tile.crs,
+                transform=tile.transform,
+                width=tile.width,
+                height=tile.height,
+                resampling=Resampling.nearest,
+                nodata=OUTSIDE,
+                src_nodata=None,
+                warp_mem_limit=256,
+                tolerance=EXACT,
+            ) as vrt,
+        ):
             picked = vrt.read(1)
     hit = picked != OUTSIDE
     if not hit.any():
@@ -172,8 +196,12 @@ def index_map(lattice: Lattice, members: list[Placement], tile: TileGrid,
     picked_rows, picked_cols = np.divmod(picked[hit], width)
     rows[hit] = picked_rows + row0
     cols[hit] = picked_cols + col0
-    bounds = (int(picked_rows.min()) + row0, int(picked_cols.min()) + col0,
-              int(picked_rows.max()) + row0 + 1, int(picked_cols.max()) + col0 + 1)
+    bounds = (
+        int(picked_rows.min()) + row0,
+        int(picked_cols.min()) + col0,
+        int(picked_rows.max()) + row0 + 1,
+        int(picked_cols.max()) + col0 + 1,
+    )
     return IndexMap(rows, cols, bounds)
 
 
@@ -183,7 +211,9 @@ def _lattice_window(lattice: Lattice, members: list[Placement], tile: TileGrid):
     col0 = min(m.col_off for m in members)
     row1 = max(m.row_off + m.height for m in members)
     col1 = max(m.col_off + m.width for m in members)
-    left, bottom, right, top = transform_bounds(tile.crs, lattice.crs, *tile.bounds, densify_pts=101)
+    left, bottom, right, top = transform_bounds(
+        tile.crs, lattice.crs, *tile.bounds, densify_pts=101
+    )
     corners = [~lattice.transform * (x, y) for x in (left, right) for y in (bottom, top)]
     cols, rows = zip(*corners)
     row0 = max(row0, math.floor(min(rows)) - FOOTPRINT_PAD)

@@ -79,8 +79,10 @@ def nanpercentile_baseline(values, valid, rows: int):
 
 def bench_kernel() -> None:
     print("== percentile kernel (CPU, numba) vs np.nanpercentile ==")
-    print(f"percentile {PERCENTILE}, 4 bands, 1024 x 1024 px, ~40 % invalid; "
-          "values = observations x bands x pixels; best of 5")
+    print(
+        f"percentile {PERCENTILE}, 4 bands, 1024 x 1024 px, ~40 % invalid; "
+        "values = observations x bands x pixels; best of 5"
+    )
     for n_obs in (20, 40):
         values, valid = stack(n_obs, 1024)
         percentile_cpu(values[:, :, :4], valid[:, :4], PERCENTILE)  # compile
@@ -92,11 +94,13 @@ def bench_kernel() -> None:
         same = np.array_equal(ours, np.where(np.isnan(base), 0, np.rint(base)).astype(np.uint16))
         rate = values.size / seconds / 1e6
         base_rate = values[:, :, :rows].size / base_seconds / 1e6
-        print(f"N={n_obs}: kernel {seconds * 1e3:7.1f} ms = {rate:7.0f} Mvalues/s | "
-              f"np.nanpercentile {base_rate:6.2f} Mvalues/s (on {rows} rows) | "
-              f"kernel / nanpercentile = {rate / base_rate:6.0f}x | "
-              f"reading the stack (max over N) {values.size / read / 1e6:6.0f} Mvalues/s | "
-              f"identical to numpy: {same}")
+        print(
+            f"N={n_obs}: kernel {seconds * 1e3:7.1f} ms = {rate:7.0f} Mvalues/s | "
+            f"np.nanpercentile {base_rate:6.2f} Mvalues/s (on {rows} rows) | "
+            f"kernel / nanpercentile = {rate / base_rate:6.0f}x | "
+            f"reading the stack (max over N) {values.size / read / 1e6:6.0f} Mvalues/s | "
+            f"identical to numpy: {same}"
+        )
     if gpu_available():
         bench_gpu()
     else:
@@ -142,12 +146,16 @@ def bench_gpu() -> None:
         return a + (b - a) * (index - lo)
 
     sort_ms = timed(sort_baseline, repeats=5)
-    same = np.array_equal(percentile_on_device(d_values, d_valid, PERCENTILE)[0].get(),
-                          cpu(values, valid, PERCENTILE)[0])
+    same = np.array_equal(
+        percentile_on_device(d_values, d_valid, PERCENTILE)[0].get(),
+        cpu(values, valid, PERCENTILE)[0],
+    )
     size = values.size
-    print(f"2048 x 2048 px, 40 observations, 4 bands ({size / 1e6:.0f} Mvalues): kernel "
-          f"{fast_ms:.3f} ms = {size / fast_ms / 1e3:.0f} Mvalues/s | sort-based {sort_ms:.1f} ms | "
-          f"ratio {sort_ms / fast_ms:.0f}x | identical to the CPU kernel: {same}")
+    print(
+        f"2048 x 2048 px, 40 observations, 4 bands ({size / 1e6:.0f} Mvalues): kernel "
+        f"{fast_ms:.3f} ms = {size / fast_ms / 1e3:.0f} Mvalues/s | sort-based {sort_ms:.1f} ms | "
+        f"ratio {sort_ms / fast_ms:.0f}x | identical to the CPU kernel: {same}"
+    )
 
 
 def bench_masking(edge: int) -> None:
@@ -158,20 +166,34 @@ def bench_masking(edge: int) -> None:
     device, dtype = choose_device("auto")
     scene = synthetic_scene(edge)
     print("== OmniCloudMask per scene: defaults vs the reference system's settings ==")
-    print(f"device {device.type} ({str(dtype).removeprefix('torch.')}), scene {edge} x {edge} px "
-          f"at 10 m, fabricated v4 weights")
+    print(
+        f"device {device.type} ({str(dtype).removeprefix('torch.')}), scene {edge} x {edge} px "
+        f"at 10 m, fabricated v4 weights"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         weights = str(fabricate_weights(Path(tmp) / "random", "random"))
         ours = OCMOptions(weights_dir=weights)
-        reference = OCMOptions(weights_dir=weights, inference_resolution=10, patch_size=393,
-                               patch_overlap=196, batch_size=96)
+        reference = OCMOptions(
+            weights_dir=weights,
+            inference_resolution=10,
+            patch_size=393,
+            patch_overlap=196,
+            batch_size=96,
+        )
         predict(scene[:, :512, :512], ours)  # warm-up: model load
         ours_s = best_of(1, predict, scene, ours)
         reference_s = best_of(1, predict, scene, reference)
-    for name, options, seconds in (("defaults ", ours, ours_s), ("reference", reference, reference_s)):
-        print(f"{name}: {options.inference_resolution} m, patch {options.patch_size}, overlap "
-              f"{options.patch_overlap}, batch {options.batch_size}: {seconds:8.2f} s")
-    print(f"defaults cost {ours_s / reference_s:.3f} of the reference ({reference_s / ours_s:.1f}x faster)")
+    for name, options, seconds in (
+        ("defaults ", ours, ours_s),
+        ("reference", reference, reference_s),
+    ):
+        print(
+            f"{name}: {options.inference_resolution} m, patch {options.patch_size}, overlap "
+            f"{options.patch_overlap}, batch {options.batch_size}: {seconds:8.2f} s"
+        )
+    print(
+        f"defaults cost {ours_s / reference_s:.3f} of the reference ({reference_s / ours_s:.1f}x faster)"
+    )
 
 
 def previous_composite(scenes, grid, tile_id, aoi, percentile):
@@ -184,8 +206,12 @@ def previous_composite(scenes, grid, tile_id, aoi, percentile):
     _, _, height, width = grid.tile_window(tile_id)
     values = np.zeros((len(scenes), 4, height, width), dtype=np.uint16)
     valid = np.zeros((len(scenes), height, width), dtype=bool)
-    inside = geometry_mask([aoi.in_crs(grid.crs)], out_shape=(height, width),
-                           transform=grid.tile_transform(tile_id), invert=True)
+    inside = geometry_mask(
+        [aoi.in_crs(grid.crs)],
+        out_shape=(height, width),
+        transform=grid.tile_transform(tile_id),
+        invert=True,
+    )
     for i, scene in enumerate(scenes):
         values[i] = warp(scene.tif, grid, tile_id, Resampling.nearest, 0, [1, 2, 3, 4])
         mask = warp(scene.mask, grid, tile_id, Resampling.nearest, MASK_OUTSIDE, 1)
@@ -218,30 +244,55 @@ def bench_composite(threads: int) -> None:
     grid = output_grid(aoi, "EPSG:5070", (10.0, 10.0), tile_size=2048)
     tile_id = "0000_0000"
     with tempfile.TemporaryDirectory() as tmp:
-        scenes = write_tile_scenes(Path(tmp) / "scenes", grid.tile_bounds(tile_id), grid.crs,
-                                   per_zone=15, margin=64)
+        scenes = write_tile_scenes(
+            Path(tmp) / "scenes", grid.tile_bounds(tile_id), grid.crs, per_zone=15, margin=64
+        )
         size = sum(os.path.getsize(p) for s in scenes for p in (s.tif, s.mask))
-        print(f"tile {grid.tile_window(tile_id)[2]} x {grid.tile_window(tile_id)[3]} px, "
-              f"{len(scenes)} scenes (15 per zone, varied origins), {size / 1e9:.2f} GB of scene "
-              f"rasters and masks on disk; percentile {PERCENTILE}; {os.cpu_count()} cores, "
-              f"{threads} threads")
-        composite_tile(scenes[:2], grid, tile_id, aoi, PERCENTILE, "nearest",
-                       Path(tmp) / "warm.tif", backend="cpu", threads=threads)  # numba compile
-        (old, old_count), old_wall, old_cpu = timed_call(previous_composite, scenes, grid,
-                                                         tile_id, aoi, PERCENTILE)
+        print(
+            f"tile {grid.tile_window(tile_id)[2]} x {grid.tile_window(tile_id)[3]} px, "
+            f"{len(scenes)} scenes (15 per zone, varied origins), {size / 1e9:.2f} GB of scene "
+            f"rasters and masks on disk; percentile {PERCENTILE}; {os.cpu_count()} cores, "
+            f"{threads} threads"
+        )
+        composite_tile(
+            scenes[:2],
+            grid,
+            tile_id,
+            aoi,
+            PERCENTILE,
+            "nearest",
+            Path(tmp) / "warm.tif",
+            backend="cpu",
+            threads=threads,
+        )  # numba compile
+        (old, old_count), old_wall, old_cpu = timed_call(
+            previous_composite, scenes, grid, tile_id, aoi, PERCENTILE
+        )
         backends = ["cpu"] + (["gpu"] if gpu_available() else [])
         for backend in backends:
             out = Path(tmp) / f"{backend}.tif"
-            _, wall, cpu = timed_call(composite_tile, scenes, grid, tile_id, aoi, PERCENTILE,
-                                      "nearest", out, backend=backend, threads=threads)
+            _, wall, cpu = timed_call(
+                composite_tile,
+                scenes,
+                grid,
+                tile_id,
+                aoi,
+                PERCENTILE,
+                "nearest",
+                out,
+                backend=backend,
+                threads=threads,
+            )
             with rasterio.open(out) as src:
                 new, new_count = src.read([3, 2, 1, 4]), src.read(5)  # back to scene band order
             same = np.array_equal(new, old[[0, 1, 2, 3]]) and np.array_equal(new_count, old_count)
             assert same, "the index-map composite differs from the exact warp"
-            print(f"previous per-scene exact warp: wall {old_wall:6.2f} s, CPU {old_cpu:6.2f} s | "
-                  f"index maps ({backend}): wall {wall:6.2f} s, CPU {cpu:6.2f} s | "
-                  f"wall {old_wall / wall:5.1f}x faster, CPU {old_cpu / cpu:5.1f}x less | "
-                  f"identical output: {same}")
+            print(
+                f"previous per-scene exact warp: wall {old_wall:6.2f} s, CPU {old_cpu:6.2f} s | "
+                f"index maps ({backend}): wall {wall:6.2f} s, CPU {cpu:6.2f} s | "
+                f"wall {old_wall / wall:5.1f}x faster, CPU {old_cpu / cpu:5.1f}x less | "
+                f"identical output: {same}"
+            )
 
 
 MASK_JOBS_SNAKEFILE = """
@@ -290,37 +341,70 @@ def bench_mask_jobs(n_scenes: int = 20, edge: int = 1024) -> None:
         rng = np.random.default_rng(0)
         scenes = []
         for i in range(n_scenes):
-            scene = write_scene(root / "scenes", f"S{i:02d}", 32615,
-                                Affine(10, 0, 399960, 0, -10, 4000020), edge, edge, rng)
+            scene = write_scene(
+                root / "scenes",
+                f"S{i:02d}",
+                32615,
+                Affine(10, 0, 399960, 0, -10, 4000020),
+                edge,
+                edge,
+                rng,
+            )
             (root / "scenes" / f"S{i:02d}.json").write_text(
-                json.dumps({"id": scene.id, "status": "ok", "aoi_pixels": edge * edge}))
+                json.dumps({"id": scene.id, "status": "ok", "aoi_pixels": edge * edge})
+            )
             scenes.append(scene.id)
-        mask = {"mode": "ocm+scl", "scl_invalid": [1, 3, 8, 9, 10, 11], "dilation_metres": 0,
-                "ocm": {**vars(OCMOptions(weights_dir=str(weights), server_idle_seconds=30))}}
-        inference = warm_inference_seconds(root / "scenes", scenes[:4], MaskOptions.from_config(mask))
+        mask = {
+            "mode": "ocm+scl",
+            "scl_invalid": [1, 3, 8, 9, 10, 11],
+            "dilation_metres": 0,
+            "ocm": {**vars(OCMOptions(weights_dir=str(weights), server_idle_seconds=30))},
+        }
+        inference = warm_inference_seconds(
+            root / "scenes", scenes[:4], MaskOptions.from_config(mask)
+        )
         import torch
 
         torch.set_num_threads(1)
-        inference_1 = warm_inference_seconds(root / "scenes", scenes[:4], MaskOptions.from_config(mask))
+        inference_1 = warm_inference_seconds(
+            root / "scenes", scenes[:4], MaskOptions.from_config(mask)
+        )
         torch.set_num_threads(2)
         script = Path(__file__).resolve().parents[2] / "workflow" / "scripts" / "mask_scene.py"
         (root / "Snakefile").write_text(MASK_JOBS_SNAKEFILE.replace("SCRIPT", str(script)))
-        os.environ["S2BASEMAP_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="s2m", dir="/tmp")  # own servers
-        print(f"warm OmniCloudMask inference of one scene on the CPU (20 m): 2 threads "
-              f"{inference:.2f} s, 1 thread {inference_1:.2f} s (median of 8, in one process)")
+        os.environ["S2BASEMAP_RUNTIME_DIR"] = tempfile.mkdtemp(
+            prefix="s2m", dir="/tmp"
+        )  # own servers
+        print(
+            f"warm OmniCloudMask inference of one scene on the CPU (20 m): 2 threads "
+            f"{inference:.2f} s, 1 thread {inference_1:.2f} s (median of 8, in one process)"
+        )
         # (name, shared process, --cores, job threads, server already running, repeats)
-        layouts = (("each job loads the model, 1 at a time", False, 2, 2, False, 1),
-                   ("shared, started by the first job, 1 at a time", True, 2, 2, False, 1),
-                   ("shared, already running, 1 at a time", True, 2, 2, True, 3),
-                   ("shared, already running, 2 in flight", True, 4, 2, True, 3),
-                   ("shared, model on 1 core, 2 in flight", True, 2, 1, True, 3))
+        layouts = (
+            ("each job loads the model, 1 at a time", False, 2, 2, False, 1),
+            ("shared, started by the first job, 1 at a time", True, 2, 2, False, 1),
+            ("shared, already running, 1 at a time", True, 2, 2, True, 3),
+            ("shared, already running, 2 in flight", True, 4, 2, True, 3),
+            ("shared, model on 1 core, 2 in flight", True, 2, 1, True, 3),
+        )
         fixed = {}
         for name, shared, cores, threads, warm, repeats in layouts:
             config = {"scenes": scenes, "mask": mask, "shared": shared, "threads": threads}
             (root / "config.yaml").write_text(yaml.safe_dump(config))
-            command = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "-d",
-                       str(root), "--configfile", str(root / "config.yaml"), "--cores", str(cores),
-                       "-q"]
+            command = [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-s",
+                str(root / "Snakefile"),
+                "-d",
+                str(root),
+                "--configfile",
+                str(root / "config.yaml"),
+                "--cores",
+                str(cores),
+                "-q",
+            ]
 
             def stage(command=command):
                 for done in (root / "masks", root / "logs"):
@@ -333,21 +417,33 @@ def bench_mask_jobs(n_scenes: int = 20, edge: int = 1024) -> None:
             _, startup, _ = timed_call(subprocess.run, command, check=True, capture_output=True)
             reference = inference if threads == 2 else inference_1
             fixed[name] = (wall - startup - n_scenes * reference) / n_scenes
-            reported = np.median([json.loads((root / "masks" / f"{scene}.json").read_text())
-                                  ["ocm"]["seconds"] for scene in scenes])
-            print(f"{name:46s}: stage {wall:6.1f} s (best of {repeats}; Snakemake start-up "
-                  f"{startup:4.1f} s), {(wall - startup) / n_scenes:5.2f} s per scene, fixed cost "
-                  f"per scene {fixed[name]:5.2f} s = {100 * fixed[name] / reference:5.1f} % of the "
-                  f"inference ({threads} thread(s)); the scenes' own 'ocm.seconds' median "
-                  f"{reported:.2f} s")
+            reported = np.median(
+                [
+                    json.loads((root / "masks" / f"{scene}.json").read_text())["ocm"]["seconds"]
+                    for scene in scenes
+                ]
+            )
+            print(
+                f"{name:46s}: stage {wall:6.1f} s (best of {repeats}; Snakemake start-up "
+                f"{startup:4.1f} s), {(wall - startup) / n_scenes:5.2f} s per scene, fixed cost "
+                f"per scene {fixed[name]:5.2f} s = {100 * fixed[name] / reference:5.1f} % of the "
+                f"inference ({threads} thread(s)); the scenes' own 'ocm.seconds' median "
+                f"{reported:.2f} s"
+            )
         old = fixed[layouts[0][0]]
-        print("fixed cost per scene vs each job loading the model: "
-              + ", ".join(f"{old / max(f, 1e-3):.1f}x lower ({n})" for n, f in list(fixed.items())[1:]))
-        print("'2 in flight' on 2 cores: the model's 2 threads share the cores with the other "
-              "job's start-up, reading and writing; 'model on 1 core' gives the model one core "
-              "and the rest the other, as a GPU box gives the GPU the model and the rest its "
-              "spare cores. A job's 'ocm.seconds' includes loading the model when the job "
-              "loads it itself.")
+        print(
+            "fixed cost per scene vs each job loading the model: "
+            + ", ".join(
+                f"{old / max(f, 1e-3):.1f}x lower ({n})" for n, f in list(fixed.items())[1:]
+            )
+        )
+        print(
+            "'2 in flight' on 2 cores: the model's 2 threads share the cores with the other "
+            "job's start-up, reading and writing; 'model on 1 core' gives the model one core "
+            "and the rest the other, as a GPU box gives the GPU the model and the rest its "
+            "spare cores. A job's 'ocm.seconds' includes loading the model when the job "
+            "loads it itself."
+        )
 
 
 def warm_inference_seconds(directory: Path, scenes: list[str], options) -> float:
@@ -382,17 +478,48 @@ def bench_workflow() -> None:
             run = root / "run"
             run.mkdir()
             # the time plan for this machine: its cores, no GPU, loopback as 10 Gbit/s
-            config = world_config(world, machine={"cores": os.cpu_count(), "gpu": False,
-                                                  "network_gbps": 10.0})
+            config = world_config(
+                world, machine={"cores": os.cpu_count(), "gpu": False, "network_gbps": 10.0}
+            )
             (run / "config.yaml").write_text(yaml.safe_dump(config))
-            subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(run),
-                            "--configfile", str(run / "config.yaml"), "--cores", "2", "plan"],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "snakemake",
+                    "-s",
+                    str(SNAKEFILE),
+                    "-d",
+                    str(run),
+                    "--configfile",
+                    str(run / "config.yaml"),
+                    "--cores",
+                    "2",
+                    "plan",
+                ],
+                check=True,
+                capture_output=True,
+            )
             predicted = json.loads((run / "work" / "plan.json").read_text())["time"]
             started = time.perf_counter()
-            proc = psutil.Popen([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(run),
-                                 "--configfile", str(run / "config.yaml"), "--cores", "2", "-q"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = psutil.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "snakemake",
+                    "-s",
+                    str(SNAKEFILE),
+                    "-d",
+                    str(run),
+                    "--configfile",
+                    str(run / "config.yaml"),
+                    "--cores",
+                    "2",
+                    "-q",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             peak = 0
             while proc.poll() is None:
                 try:
@@ -405,18 +532,26 @@ def bench_workflow() -> None:
         finally:
             stac.stop()
             http.stop()
-    print(f"exit {proc.returncode}: wall time {wall:.1f} s (after `snakemake plan`), peak memory "
-          f"of the process tree {peak / 1e6:.0f} MB")
-    print(f"time plan's prediction for this machine: {predicted['total_seconds']:.1f} s "
-          f"(stages {predicted['stages']}); measured / predicted = "
-          f"{wall / predicted['total_seconds']:.2f}")
+    print(
+        f"exit {proc.returncode}: wall time {wall:.1f} s (after `snakemake plan`), peak memory "
+        f"of the process tree {peak / 1e6:.0f} MB"
+    )
+    print(
+        f"time plan's prediction for this machine: {predicted['total_seconds']:.1f} s "
+        f"(stages {predicted['stages']}); measured / predicted = "
+        f"{wall / predicted['total_seconds']:.2f}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="s2basemap benchmarks")
     parser.add_argument("sections", nargs="*", default=SECTIONS, choices=SECTIONS)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="composite threads (the rule's threads:)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="composite threads (the rule's threads:)",
+    )
     parser.add_argument("--mask-edge", type=int, default=2000, help="masking scene edge (10 m px)")
     args = parser.parse_args()
     if "kernel" in args.sections:

@@ -57,10 +57,12 @@ def main() -> None:
         base = OCMOptions(weights_dir=str(weights))
         at_10 = timed(scene, OCMOptions(**{**vars(base), "inference_resolution": 10}), args.repeats)
         at_20 = timed(scene, base, args.repeats)
-    mpix = args.size ** 2 / 1e6
-    print(f"device {device.type} ({dtype}), scene {args.size} x {args.size} px at 10 m "
-          f"({mpix:.2f} Mpixel), patch {base.patch_size}, overlap {base.patch_overlap}, "
-          f"batch {base.batch_size}, best of {args.repeats}")
+    mpix = args.size**2 / 1e6
+    print(
+        f"device {device.type} ({dtype}), scene {args.size} x {args.size} px at 10 m "
+        f"({mpix:.2f} Mpixel), patch {base.patch_size}, overlap {base.patch_overlap}, "
+        f"batch {base.batch_size}, best of {args.repeats}"
+    )
     print(f"OmniCloudMask at 10 m: {at_10:8.2f} s  ({mpix / at_10:.3f} Mpixel/s of scene)")
     print(f"OmniCloudMask at 20 m: {at_20:8.2f} s  ({mpix / at_20:.3f} Mpixel/s of scene)")
     print(f"speed-up of 20 m over 10 m: {at_10 / at_20:.2f}x")

@@ -52,13 +52,30 @@ def write_source_cog(path: Path, data: np.ndarray, epsg: int, transform) -> None
     from rasterio.enums import Resampling
 
     scratch = path.with_suffix(".scratch.tif")
-    with rasterio.open(scratch, "w", driver="GTiff", width=data.shape[1], height=data.shape[0],
-                       count=1, dtype=data.dtype.name, crs=f"EPSG:{epsg}", transform=transform,
-                       nodata=0) as dst:
+    with rasterio.open(
+        scratch,
+        "w",
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=data.dtype.name,
+        crs=f"EPSG:{epsg}",
+        transform=transform,
+        nodata=0,
+    ) as dst:
         dst.write(data, 1)
         dst.build_overviews([2, 4, 8], Resampling.average)
-    rasterio.shutil.copy(scratch, path, driver="GTiff", tiled=True, blockxsize=1024,
-                         blockysize=1024, compress="DEFLATE", copy_src_overviews=True)
+    rasterio.shutil.copy(
+        scratch,
+        path,
+        driver="GTiff",
+        tiled=True,
+        blockxsize=1024,
+        blockysize=1024,
+        compress="DEFLATE",
+        copy_src_overviews=True,
+    )
     scratch.unlink()
 
 
@@ -78,7 +95,8 @@ JOB_IMPORTS = {
         "import numpy as np\n"
         "import s2basemap.composite\n"
         "from s2basemap.percentile import percentile_cpu\n"
-        "percentile_cpu(np.ones((3, 4, 8, 8), np.uint16), np.ones((3, 8, 8), bool), 25)\n"),
+        "percentile_cpu(np.ones((3, 4, 8, 8), np.uint16), np.ones((3, 8, 8), bool), 25)\n"
+    ),
 }
 
 
@@ -89,16 +107,29 @@ def job_start_seconds(root: Path, body: str, jobs: int = 8) -> tuple[float, floa
     script.write_text(body + "open(snakemake.output[0], 'w').close()\n")
     (root / "Snakefile").write_text(
         f"rule all:\n    input: expand('done/{{i}}', i=range({jobs}))\n"
-        f"rule job:\n    output: 'done/{{i}}'\n    script: '{script}'\n")
-    command = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "-d", str(root),
-               "--cores", "1", "--quiet", "all"]
+        f"rule job:\n    output: 'done/{{i}}'\n    script: '{script}'\n"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(root / "Snakefile"),
+        "-d",
+        str(root),
+        "--cores",
+        "1",
+        "--quiet",
+        "all",
+    ]
     env = os.environ | {"NUMBA_CACHE_DIR": str(root / "numba")}
 
     def timed(*targets) -> float:
         # targets first: --quiet would take them as its values
         started = time.perf_counter()
-        subprocess.run([*command[:3], *targets, *command[3:]], check=True, capture_output=True,
-                       env=env)
+        subprocess.run(
+            [*command[:3], *targets, *command[3:]], check=True, capture_output=True, env=env
+        )
         return time.perf_counter() - started
 
     first = timed("done/0")  # cold caches
@@ -111,13 +142,29 @@ def job_start_seconds(root: Path, body: str, jobs: int = 8) -> tuple[float, floa
 def workflow_start_seconds(root: Path) -> float:
     """Snakemake reading this workflow (config validation, AOI, grid) and planning a
     dry run of the shipped configuration: what every run pays before its first job."""
-    config = (REPO / "config" / "config.yaml").read_text().replace(
-        "aoi: resources/aoi", f"aoi: {REPO}/resources/aoi")
+    config = (
+        (REPO / "config" / "config.yaml")
+        .read_text()
+        .replace("aoi: resources/aoi", f"aoi: {REPO}/resources/aoi")
+    )
     (root / "config.yaml").write_text(config)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
-                    "-d", str(root), "--configfile", str(root / "config.yaml"), "-n"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "workflow" / "Snakefile"),
+            "-d",
+            str(root),
+            "--configfile",
+            str(root / "config.yaml"),
+            "-n",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
@@ -148,19 +195,26 @@ def scene_costs(root: Path, edge: int) -> dict:
     cogs = root / "cogs"
     cogs.mkdir()
     for b, band in enumerate(("blue", "green", "red", "nir")):
-        write_source_cog(cogs / f"{band}.tif", smooth_field(rng, edge, edge, 1300, 4000 + 800 * b),
-                         32615, Affine(10, 0, x0, 0, -10, y0))
+        write_source_cog(
+            cogs / f"{band}.tif",
+            smooth_field(rng, edge, edge, 1300, 4000 + 800 * b),
+            32615,
+            Affine(10, 0, x0, 0, -10, y0),
+        )
     scl = np.full((edge // 2, edge // 2), 4, dtype=np.uint8)
     scl[: edge // 8] = 8
     write_source_cog(cogs / "scl.tif", scl, 32615, Affine(20, 0, x0, 0, -20, y0))
     queue = multiprocessing.get_context("spawn").Queue()
-    server = multiprocessing.get_context("spawn").Process(target=serve, args=(str(cogs), queue),
-                                                          daemon=True)
+    server = multiprocessing.get_context("spawn").Process(
+        target=serve, args=(str(cogs), queue), daemon=True
+    )
     server.start()
     url = queue.get(timeout=60)
-    spec = {"id": "S2X_15SXX_20250101_0_L2A",
-            "assets": {b: f"{url}/{b}.tif" for b in ("blue", "green", "red", "nir", "scl")},
-            "offset": {"dn": -1000, "source": "metadata", "reason": "baseline 05.11 carries +1000"}}
+    spec = {
+        "id": "S2X_15SXX_20250101_0_L2A",
+        "assets": {b: f"{url}/{b}.tif" for b in ("blue", "green", "red", "nir", "scl")},
+        "offset": {"dn": -1000, "source": "metadata", "reason": "baseline 05.11 carries +1000"},
+    }
     aoi = AOI(box(x0, y0 - 10 * edge, x0 + 10 * edge, y0), CRS.from_epsg(32615))
     options = FetchOptions()
     fetch_scene(spec, aoi, root / "warm.tif", options)
@@ -168,8 +222,7 @@ def scene_costs(root: Path, edge: int) -> dict:
     server.terminate()
     assert record["status"] == "ok", record
     scl_only = MaskOptions(mode="scl")
-    _, _, mask_cpu = measured(mask_scene, root / "scene.tif", record, root / "mask.tif",
-                                      scl_only)
+    _, _, mask_cpu = measured(mask_scene, root / "scene.tif", record, root / "mask.tif", scl_only)
     weights = fabricate_weights(root / "weights", "random")
     ocm = OCMOptions(weights_dir=str(weights))
     import rasterio
@@ -179,9 +232,13 @@ def scene_costs(root: Path, edge: int) -> dict:
     predict(red_green_nir[:, :1024, :1024], ocm)  # model load
     _, ocm_wall, ocm_cpu = measured(predict, red_green_nir, ocm)
     mpx = edge * edge / 1e6
-    return {"fetch_cpu_s_per_mpx": fetch_cpu / mpx, "fetch_wall_s_per_mpx": fetch_wall / mpx,
-            "mask_cpu_s_per_mpx": mask_cpu / mpx,
-            "ocm_cpu_s_per_mpx": ocm_cpu / mpx, "ocm_wall_s_per_mpx": ocm_wall / mpx}
+    return {
+        "fetch_cpu_s_per_mpx": fetch_cpu / mpx,
+        "fetch_wall_s_per_mpx": fetch_wall / mpx,
+        "mask_cpu_s_per_mpx": mask_cpu / mpx,
+        "ocm_cpu_s_per_mpx": ocm_cpu / mpx,
+        "ocm_wall_s_per_mpx": ocm_wall / mpx,
+    }
 
 
 def composite_costs(root: Path) -> dict:
@@ -195,15 +252,37 @@ def composite_costs(root: Path) -> dict:
 
     aoi = AOI(box(505_000, 1_390_000, 525_480, 1_410_480), CRS.from_epsg(5070))
     grid = output_grid(aoi, "EPSG:5070", (10.0, 10.0), tile_size=2048)
-    scenes = write_tile_scenes(root / "tile", grid.tile_bounds("0000_0000"), grid.crs, per_zone=15,
-                               margin=64)
-    composite_tile(scenes[:2], grid, "0000_0000", aoi, 25, "nearest", root / "warm.tif",
-                   backend="cpu", threads=2)
-    _, wall, cpu = measured(composite_tile, scenes, grid, "0000_0000", aoi, 25, "nearest",
-                            root / "tile.tif", backend="cpu", threads=2)
+    scenes = write_tile_scenes(
+        root / "tile", grid.tile_bounds("0000_0000"), grid.crs, per_zone=15, margin=64
+    )
+    composite_tile(
+        scenes[:2],
+        grid,
+        "0000_0000",
+        aoi,
+        25,
+        "nearest",
+        root / "warm.tif",
+        backend="cpu",
+        threads=2,
+    )
+    _, wall, cpu = measured(
+        composite_tile,
+        scenes,
+        grid,
+        "0000_0000",
+        aoi,
+        25,
+        "nearest",
+        root / "tile.tif",
+        backend="cpu",
+        threads=2,
+    )
     scene_mpx = len(scenes) * 2048 * 2048 / 1e6
-    return {"composite_cpu_s_per_scene_mpx": cpu / scene_mpx,
-            "composite_wall_s_per_scene_mpx": wall / scene_mpx}
+    return {
+        "composite_cpu_s_per_scene_mpx": cpu / scene_mpx,
+        "composite_wall_s_per_scene_mpx": wall / scene_mpx,
+    }
 
 
 def output_costs(root: Path, tiles_per_side: int = 4) -> dict:
@@ -222,13 +301,28 @@ def output_costs(root: Path, tiles_per_side: int = 4) -> dict:
     rng = np.random.default_rng(1)
     tiles = {}
     for tile_id in grid.tile_ids(aoi.geometry):
-        data = np.stack([smooth_field(rng, 2048, 2048, 300, 3000) for _ in range(4)]
-                        + [np.full((2048, 2048), 9, dtype=np.uint16)])
+        data = np.stack(
+            [smooth_field(rng, 2048, 2048, 300, 3000) for _ in range(4)]
+            + [np.full((2048, 2048), 9, dtype=np.uint16)]
+        )
         path = root / f"{tile_id}.tif"
-        with rasterio.open(path, "w", driver="GTiff", width=2048, height=2048, count=5,
-                           dtype="uint16", crs=grid.crs, transform=grid.tile_transform(tile_id),
-                           nodata=0, tiled=True, blockxsize=512, blockysize=512, compress="zstd",
-                           predictor=2) as dst:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=2048,
+            height=2048,
+            count=5,
+            dtype="uint16",
+            crs=grid.crs,
+            transform=grid.tile_transform(tile_id),
+            nodata=0,
+            tiled=True,
+            blockxsize=512,
+            blockysize=512,
+            compress="zstd",
+            predictor=2,
+        ) as dst:
             dst.write(data)
         tiles[str(path)] = grid.tile_window(tile_id)
 
@@ -249,9 +343,12 @@ def main() -> None:
     costs = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name, func in (("job", job_costs),
-                           ("scene", lambda d: scene_costs(d, args.edge)),
-                           ("composite", composite_costs), ("outputs", output_costs)):
+        for name, func in (
+            ("job", job_costs),
+            ("scene", lambda d: scene_costs(d, args.edge)),
+            ("composite", composite_costs),
+            ("outputs", output_costs),
+        ):
             (root / name).mkdir()
             costs |= func(root / name)
             print(json.dumps({k: round(v, 5) for k, v in costs.items()}), flush=True)

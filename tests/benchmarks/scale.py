@@ -76,9 +76,11 @@ def simulation_copy(root: Path) -> Path:
             name = re.match(r"(?:rule|checkpoint) (\w+):", block)
             if name and name[1] not in REAL_RULES:
                 block = re.sub(r'(?m)^    conda:\n        "[^"]*"\n', "", block)
-                block = re.sub(r'(?m)^    script:\n        "[^"]*"\n?',
-                               f'    run:\n        simulate_job("{name[1]}", output, wildcards)\n',
-                               block)
+                block = re.sub(
+                    r'(?m)^    script:\n        "[^"]*"\n?',
+                    f'    run:\n        simulate_job("{name[1]}", output, wildcards)\n',
+                    block,
+                )
             out.append(block)
         smk.write_text("".join(out))
     # the run summary reads real metadata.json files; no-op jobs write none
@@ -86,28 +88,55 @@ def simulation_copy(root: Path) -> Path:
     ops.write_text(ops.read_text().replace("    notify_summary()", "    pass"))
     (flow / "rules" / "simulate.smk").write_text(SIMULATE_SMK)
     snakefile = flow / "Snakefile"
-    snakefile.write_text(snakefile.read_text().replace(
-        'include: "rules/common.smk"', 'include: "rules/common.smk"\ninclude: "rules/simulate.smk"'))
+    snakefile.write_text(
+        snakefile.read_text().replace(
+            'include: "rules/common.smk"',
+            'include: "rules/common.smk"\ninclude: "rules/simulate.smk"',
+        )
+    )
     return snakefile
 
 
 def snakemake(snakefile: Path, workdir: Path, *args: str) -> tuple[float, str]:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--profile", str(PROFILE),
-           "--cores", "16", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(snakefile),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--profile",
+        str(PROFILE),
+        "--cores",
+        "16",
+        *args,
+    ]
     started = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return wall, result.stdout + result.stderr
 
 
 def state_config(world, months: int, workdir: Path, uploaded: bool = False) -> dict:
     """The fixture's config; `uploaded`: products go to S3 and are not kept locally
     (the upload jobs are no-ops in the simulation: the endpoint is never reached)."""
-    upload = {"enabled": True, "endpoint_url": "http://127.0.0.1:9", "bucket": "mosaics",
-              "keep_local": False} if uploaded else {}
+    upload = (
+        {
+            "enabled": True,
+            "endpoint_url": "http://127.0.0.1:9",
+            "bucket": "mosaics",
+            "keep_local": False,
+        }
+        if uploaded
+        else {}
+    )
     return {
         "aoi": str(world.aoi_path),
         "months": world.months[:months],
@@ -126,7 +155,9 @@ def job_count(dry_output: str) -> int:
     return int(match[1]) if match else -1
 
 
-def simulated_peak(jobs: list[dict], workdir: Path, plan: dict, config: dict) -> tuple[float, float]:
+def simulated_peak(
+    jobs: list[dict], workdir: Path, plan: dict, config: dict
+) -> tuple[float, float]:
     """(all, work_dir) bytes on disk at their peaks over the no-op execution, from the
     plan's sizes: a scene raster and its mask from their jobs' ends until the mask and
     every composite over the scene have ended; a tile from its column's job's end until
@@ -151,12 +182,19 @@ def simulated_peak(jobs: list[dict], workdir: Path, plan: dict, config: dict) ->
             continue
         work = workdir / "work" / period
         sizes = json.loads((work / "sizes.json").read_text())["scenes"]
-        assembled = next(j["end"] for j in jobs
-                     if j["rule"] == "assemble_mosaic" and j["wildcards"]["period"] == period)
-        tile_bytes, mask_bytes = totals["tile_bytes"] / totals["tiles"], totals["mask_bytes"] / totals["scenes"]
+        assembled = next(
+            j["end"]
+            for j in jobs
+            if j["rule"] == "assemble_mosaic" and j["wildcards"]["period"] == period
+        )
+        tile_bytes, mask_bytes = (
+            totals["tile_bytes"] / totals["tiles"],
+            totals["mask_bytes"] / totals["scenes"],
+        )
         last_use = {}
-        for tile, scenes in scenes_by_tile(json.loads((work / "manifest.json").read_text()),
-                                           footprints).items():
+        for tile, scenes in scenes_by_tile(
+            json.loads((work / "manifest.json").read_text()), footprints
+        ).items():
             done = end("composite_column", period=period, column=tile.split("_")[1])
             events += [(done, tile_bytes, True), (assembled + 1e-9, -tile_bytes, True)]
             for scene in scenes:
@@ -165,12 +203,18 @@ def simulated_peak(jobs: list[dict], workdir: Path, plan: dict, config: dict) ->
             raster = size["source_bytes"] * size["aoi_share"] * SCENE_RASTER_FACTOR
             masked = end("mask_scene", period=period, scene=scene)
             gone = max(masked, last_use.get(scene, 0.0)) + 1e-9
-            events += [(end("fetch_scene", period=period, scene=scene), raster, True),
-                       (masked, mask_bytes, True), (gone, -raster - mask_bytes, True)]
+            events += [
+                (end("fetch_scene", period=period, scene=scene), raster, True),
+                (masked, mask_bytes, True),
+                (gone, -raster - mask_bytes, True),
+            ]
         events.append((assembled, totals["output_bytes"], False))
         if not plan["products_kept"]:
-            uploaded = next(j["end"] for j in jobs
-                            if j["rule"] == "upload_period" and j["wildcards"]["period"] == period)
+            uploaded = next(
+                j["end"]
+                for j in jobs
+                if j["rule"] == "upload_period" and j["wildcards"]["period"] == period
+            )
             events.append((uploaded + 1e-9, -totals["output_bytes"], False))
     peaks = []
     for only_work in (False, True):
@@ -207,7 +251,9 @@ def sweep_what_if(workdir: Path, plan: dict, config: dict) -> None:
         work = workdir / "work" / period
         manifest = json.loads((work / "manifest.json").read_text())
         sizes = json.loads((work / "sizes.json").read_text())["scenes"]
-        raster = {k: v["source_bytes"] * v["aoi_share"] * SCENE_RASTER_FACTOR for k, v in sizes.items()}
+        raster = {
+            k: v["source_bytes"] * v["aoi_share"] * SCENE_RASTER_FACTOR for k, v in sizes.items()
+        }
         by_tile = scenes_by_tile(manifest, footprints)
         columns: dict[str, list[int]] = {}
         for tile, scenes in by_tile.items():
@@ -216,14 +262,23 @@ def sweep_what_if(workdir: Path, plan: dict, config: dict) -> None:
         last_column = max(c for cols in columns.values() for c in cols)
         kept = totals["mask_bytes"] + totals["tile_bytes"]  # bounds: masks and tiles at most
         for ahead in (0, 1, 2):
-            whole = max(sum(raster[s] for s, cols in columns.items() if min(cols) - ahead <= c <= max(cols))
-                        for c in range(last_column + 1))
-            parts = max(sum(raster[s] * sum(c <= col <= c + ahead for col in cols) / len(cols)
-                            for s, cols in columns.items()) for c in range(last_column + 1))
-            print(f"{period} what-if sweep, {ahead} column(s) ahead: scene rasters peak "
-                  f"{whole / 1e9:.1f} GB whole, {parts / 1e9:.1f} GB as per-column parts "
-                  f"({sum(len(set(c)) for c in columns.values())} parts vs {len(columns)} scenes); "
-                  f"masks and tiles add at most {kept / 1e9:.1f} GB")
+            whole = max(
+                sum(raster[s] for s, cols in columns.items() if min(cols) - ahead <= c <= max(cols))
+                for c in range(last_column + 1)
+            )
+            parts = max(
+                sum(
+                    raster[s] * sum(c <= col <= c + ahead for col in cols) / len(cols)
+                    for s, cols in columns.items()
+                )
+                for c in range(last_column + 1)
+            )
+            print(
+                f"{period} what-if sweep, {ahead} column(s) ahead: scene rasters peak "
+                f"{whole / 1e9:.1f} GB whole, {parts / 1e9:.1f} GB as per-column parts "
+                f"({sum(len(set(c)) for c in columns.values())} parts vs {len(columns)} scenes); "
+                f"masks and tiles add at most {kept / 1e9:.1f} GB"
+            )
         remote = 0.0
         by_scene = {s["id"]: s for s in manifest["scenes"]}
         for tile, scenes in by_tile.items():
@@ -234,10 +289,14 @@ def sweep_what_if(workdir: Path, plan: dict, config: dict) -> None:
                 width = (min(maxx, scene_box[2]) - max(minx, scene_box[0])) / 10240
                 height = (min(maxy, scene_box[3]) - max(miny, scene_box[1])) / 10240
                 if width > 0 and height > 0:
-                    blocks = (width + 1) * (height + 1)  # expected blocks touched at random alignment
+                    blocks = (width + 1) * (
+                        height + 1
+                    )  # expected blocks touched at random alignment
                     remote += sizes[scene]["source_bytes"] * min(blocks / (10980 / 1024) ** 2, 1.0)
-        print(f"{period} what-if remote composites: {remote / 1e9:.1f} GB of block reads vs the plan's "
-              f"{totals['network_bytes'] / 1e9:.1f} GB of window reads ({remote / totals['network_bytes']:.2f}x)")
+        print(
+            f"{period} what-if remote composites: {remote / 1e9:.1f} GB of block reads vs the plan's "
+            f"{totals['network_bytes'] / 1e9:.1f} GB of window reads ({remote / totals['network_bytes']:.2f}x)"
+        )
 
 
 def run(months: int, root: Path, execute: bool, uploaded: bool) -> None:
@@ -250,10 +309,14 @@ def run(months: int, root: Path, execute: bool, uploaded: bool) -> None:
         plan_s, _ = snakemake(snakefile, workdir, "plan")
         dry_s, dry = snakemake(snakefile, workdir, "-n")
         plan = json.loads((workdir / "work" / "plan.json").read_text())
-        print(f"== {months} month(s): {world.items} items in the catalogue, {len(world.tiles)} "
-              f"MGRS tiles, {plan['total']['scenes']} scenes, {job_count(dry)} jobs; products "
-              f"{'uploaded, not kept locally' if uploaded else 'kept locally'} ==")
-        print(f"snakemake plan (searches, {plan['total']['scenes'] * 5} HEADs, plan): {plan_s:6.1f} s")
+        print(
+            f"== {months} month(s): {world.items} items in the catalogue, {len(world.tiles)} "
+            f"MGRS tiles, {plan['total']['scenes']} scenes, {job_count(dry)} jobs; products "
+            f"{'uploaded, not kept locally' if uploaded else 'kept locally'} =="
+        )
+        print(
+            f"snakemake plan (searches, {plan['total']['scenes'] * 5} HEADs, plan): {plan_s:6.1f} s"
+        )
         print(f"snakemake -n (DAG build):                          {dry_s:6.1f} s")
         print((workdir / "work" / "plan.txt").read_text())
         if months == 1:
@@ -268,28 +331,37 @@ def run(months: int, root: Path, execute: bool, uploaded: bool) -> None:
         lines = Path(os.environ["S2BASEMAP_SIMULATION_LOG"]).read_text().splitlines()
         jobs = [json.loads(line) for line in lines]
         predicted = plan["time"]["total_seconds"]
-        print(f"no-op execution of the DAG under the vast profile:   {noop_s:6.1f} s "
-              f"({len(jobs)} simulated jobs, DAG build included) = "
-              f"{100 * noop_s / predicted:.2f} % of the predicted wall time "
-              f"({predicted / 3600:.2f} h)")
+        print(
+            f"no-op execution of the DAG under the vast profile:   {noop_s:6.1f} s "
+            f"({len(jobs)} simulated jobs, DAG build included) = "
+            f"{100 * noop_s / predicted:.2f} % of the predicted wall time "
+            f"({predicted / 3600:.2f} h)"
+        )
         simulated, simulated_work = simulated_peak(jobs, workdir, plan, config)
         planned, planned_work = plan["total"]["peak_bytes"], plan["total"]["work_peak_bytes"]
         largest = max(p["peak_bytes"] for p in plan["periods"].values())
         largest_work = max(p["work_peak_bytes"] for p in plan["periods"].values())
-        print(f"disk peak over the no-op execution (the plan's sizes): {simulated / 1e9:.1f} GB; "
-              f"the plan's peak: {planned / 1e9:.1f} GB ({planned / simulated - 1:+.1%}); "
-              f"{planned / largest:.2f}x the largest month's planned peak ({largest / 1e9:.1f} GB)")
-        print(f"of which under work_dir: {simulated_work / 1e9:.1f} GB replayed, "
-              f"{planned_work / 1e9:.1f} GB planned ({planned_work / simulated_work - 1:+.1%}); "
-              f"{planned_work / largest_work:.2f}x the largest month's ({largest_work / 1e9:.1f} GB)")
+        print(
+            f"disk peak over the no-op execution (the plan's sizes): {simulated / 1e9:.1f} GB; "
+            f"the plan's peak: {planned / 1e9:.1f} GB ({planned / simulated - 1:+.1%}); "
+            f"{planned / largest:.2f}x the largest month's planned peak ({largest / 1e9:.1f} GB)"
+        )
+        print(
+            f"of which under work_dir: {simulated_work / 1e9:.1f} GB replayed, "
+            f"{planned_work / 1e9:.1f} GB planned ({planned_work / simulated_work - 1:+.1%}); "
+            f"{planned_work / largest_work:.2f}x the largest month's ({largest_work / 1e9:.1f} GB)"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--months", type=int, nargs="+", default=[1, 12])
     parser.add_argument("--no-execute", action="store_true", help="plan and dry run only")
-    parser.add_argument("--uploaded", action="store_true",
-                        help="products uploaded and not kept locally (upload.keep_local: false)")
+    parser.add_argument(
+        "--uploaded",
+        action="store_true",
+        help="products uploaded and not kept locally (upload.keep_local: false)",
+    )
     args = parser.parse_args()
     for months in args.months:
         with tempfile.TemporaryDirectory() as tmp:

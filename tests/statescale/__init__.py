@@ -30,8 +30,13 @@ from shapely.geometry import Polygon, box, mapping
 from testworld.servers import StacServer
 
 COLLECTION = "sentinel-2-l2a"
-BANDS = {"blue": "B02.tif", "green": "B03.tif", "red": "B04.tif", "nir": "B08.tif",
-         "scl": "SCL.tif"}
+BANDS = {
+    "blue": "B02.tif",
+    "green": "B03.tif",
+    "red": "B04.tif",
+    "nir": "B08.tif",
+    "scl": "SCL.tif",
+}
 TILE_EDGE = 109_800  # m
 BAND_BYTES = 200e6
 ZONE_OVERHANG = 0.25  # degrees
@@ -41,9 +46,20 @@ SCL_BYTES = 4e6
 # Missouri bootheel notch, the Mississippi down to 33 N, the Louisiana line, the
 # Red River and the Oklahoma line.
 ARKANSAS_OUTLINE = [
-    (-94.62, 36.50), (-90.15, 36.50), (-90.08, 36.00), (-89.70, 36.00), (-89.90, 35.40),
-    (-90.10, 35.00), (-90.55, 34.40), (-91.05, 33.70), (-91.15, 33.00), (-94.04, 33.00),
-    (-94.04, 33.55), (-94.48, 33.64), (-94.43, 35.39), (-94.62, 36.50),
+    (-94.62, 36.50),
+    (-90.15, 36.50),
+    (-90.08, 36.00),
+    (-89.70, 36.00),
+    (-89.90, 35.40),
+    (-90.10, 35.00),
+    (-90.55, 34.40),
+    (-91.05, 33.70),
+    (-91.15, 33.00),
+    (-94.04, 33.00),
+    (-94.04, 33.55),
+    (-94.48, 33.64),
+    (-94.43, 35.39),
+    (-94.62, 36.50),
 ]
 
 
@@ -69,7 +85,8 @@ class Tile:
     def footprint_4326(self) -> Polygon:
         ring = np.array(box(*self.bounds).exterior.coords)
         lon, lat = Transformer.from_crs(self.epsg, 4326, always_xy=True).transform(
-            ring[:, 0], ring[:, 1])
+            ring[:, 0], ring[:, 1]
+        )
         return Polygon(zip(np.round(lon, 7), np.round(lat, 7)))
 
 
@@ -83,8 +100,12 @@ def tiles_over(aoi: Polygon) -> list[Tile]:
             continue
         for k in range(1, 8):
             for j in range(36, 42):
-                tile = Tile(f"{zone}S{chr(ord('A') + k)}{chr(ord('A') + j - 20)}", 32600 + zone,
-                            k * 100_000 - 40.0, j * 100_000.0)
+                tile = Tile(
+                    f"{zone}S{chr(ord('A') + k)}{chr(ord('A') + j - 20)}",
+                    32600 + zone,
+                    k * 100_000 - 40.0,
+                    j * 100_000.0,
+                )
                 if tile.footprint_4326().intersects(part):
                     tiles.append(tile)
     return tiles
@@ -115,8 +136,11 @@ def item(tile: Tile, year: int, month: int, day: int, base_url: str) -> dict:
     assets = {}
     for band, name in BANDS.items():
         res = 20 if band == "scl" else 10
-        raster = {"nodata": 0, "data_type": "uint8" if band == "scl" else "uint16",
-                  "spatial_resolution": res}
+        raster = {
+            "nodata": 0,
+            "data_type": "uint8" if band == "scl" else "uint16",
+            "spatial_resolution": res,
+        }
         if band != "scl":
             raster |= {"scale": 0.0001, "offset": -0.1}
         assets[band] = {
@@ -129,24 +153,35 @@ def item(tile: Tile, year: int, month: int, day: int, base_url: str) -> dict:
         }
     zone, band_letter, square = tile.name[:2], tile.name[2], tile.name[3:]
     return {
-        "type": "Feature", "stac_version": "1.0.0",
-        "stac_extensions": ["https://stac-extensions.github.io/eo/v1.1.0/schema.json",
-                            "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
-                            "https://stac-extensions.github.io/raster/v1.1.0/schema.json"],
-        "id": scene_id, "collection": COLLECTION,
-        "geometry": mapping(footprint), "bbox": list(footprint.bounds),
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [
+            "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+            "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+        ],
+        "id": scene_id,
+        "collection": COLLECTION,
+        "geometry": mapping(footprint),
+        "bbox": list(footprint.bounds),
         "properties": {
             "datetime": f"{year}-{month:02d}-{day:02d}T16:54:{day % 60:02d}.000000Z",
             "created": f"{year}-{month:02d}-{day:02d}T23:00:00Z",
             "updated": f"{year}-{month:02d}-{day:02d}T23:00:00Z",
-            "platform": f"sentinel-2{platform[-1].lower()}", "constellation": "sentinel-2",
-            "instruments": ["msi"], "eo:cloud_cover": float(_seed(scene_id) % 100),
+            "platform": f"sentinel-2{platform[-1].lower()}",
+            "constellation": "sentinel-2",
+            "instruments": ["msi"],
+            "eo:cloud_cover": float(_seed(scene_id) % 100),
             "sat:relative_orbit": 26 + day % 2 * 57,
-            "s2:processing_baseline": "05.11", "earthsearch:boa_offset_applied": True,
-            "mgrs:utm_zone": int(zone), "mgrs:latitude_band": band_letter,
-            "mgrs:grid_square": square, "proj:epsg": tile.epsg,
+            "s2:processing_baseline": "05.11",
+            "earthsearch:boa_offset_applied": True,
+            "mgrs:utm_zone": int(zone),
+            "mgrs:latitude_band": band_letter,
+            "mgrs:grid_square": square,
+            "proj:epsg": tile.epsg,
         },
-        "assets": assets, "links": [],
+        "assets": assets,
+        "links": [],
     }
 
 
@@ -166,27 +201,54 @@ def write_catalogue(root: Path, asset_url: str, year: int = 2025, months: int = 
     root.mkdir(parents=True, exist_ok=True)
     aoi = arkansas()
     aoi_path = root / "arkansas.geojson"
-    aoi_path.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"name": "Arkansas (fabricated outline)"},
-         "geometry": mapping(aoi)}]}))
+    aoi_path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"name": "Arkansas (fabricated outline)"},
+                        "geometry": mapping(aoi),
+                    }
+                ],
+            }
+        )
+    )
     tiles = tiles_over(aoi)
-    features = [item(tile, year, month, day, asset_url)
-                for month in range(1, months + 1) for tile in tiles
-                for day in acquisition_days(tile, year, month)]
+    features = [
+        item(tile, year, month, day, asset_url)
+        for month in range(1, months + 1)
+        for tile in tiles
+        for day in acquisition_days(tile, year, month)
+    ]
     collection = {
-        "type": "Collection", "stac_version": "1.0.0", "id": COLLECTION,
-        "description": "state-scale fixture", "license": "proprietary", "links": [],
-        "extent": {"spatial": {"bbox": [list(aoi.bounds)]},
-                   "temporal": {"interval": [["2015-06-27T00:00:00Z", None]]}},
+        "type": "Collection",
+        "stac_version": "1.0.0",
+        "id": COLLECTION,
+        "description": "state-scale fixture",
+        "license": "proprietary",
+        "links": [],
+        "extent": {
+            "spatial": {"bbox": [list(aoi.bounds)]},
+            "temporal": {"interval": [["2015-06-27T00:00:00Z", None]]},
+        },
     }
     stac = root / "stac"
     stac.mkdir(exist_ok=True)
     (stac / f"{COLLECTION}.json").write_text(json.dumps(collection))
     (stac / f"{COLLECTION}-items.json").write_text(
-        json.dumps({"type": "FeatureCollection", "features": features}))
-    return StateWorld(root, aoi_path, tiles, [f"{year}-{m:02d}" for m in range(1, months + 1)],
-                      len(features), asset_url=asset_url,
-                      item_files=[stac / f"{COLLECTION}.json", stac / f"{COLLECTION}-items.json"])
+        json.dumps({"type": "FeatureCollection", "features": features})
+    )
+    return StateWorld(
+        root,
+        aoi_path,
+        tiles,
+        [f"{year}-{m:02d}" for m in range(1, months + 1)],
+        len(features),
+        asset_url=asset_url,
+        item_files=[stac / f"{COLLECTION}.json", stac / f"{COLLECTION}-items.json"],
+    )
 
 
 class SizeServer:

@@ -28,7 +28,13 @@ ANCHOR = (-90.0, 35.0)  # lon/lat on the 15N/16N zone boundary
 COLLECTION = "sentinel-2-l2a"
 C1_COLLECTION = "sentinel-2-c1-l2a"
 ODD_COLLECTION = "odd-l2a"  # corrupt and unusual items, all in 2022-03
-FILES = {"blue": "B02.tif", "green": "B03.tif", "red": "B04.tif", "nir": "B08.tif", "scl": "SCL.tif"}
+FILES = {
+    "blue": "B02.tif",
+    "green": "B03.tif",
+    "red": "B04.tif",
+    "nir": "B08.tif",
+    "scl": "SCL.tif",
+}
 CLOUD_CLASSES = (3, 8, 9, 10)
 
 
@@ -60,8 +66,18 @@ class SceneSpec:
 SCENES = (
     SceneSpec("2022-01-05", "S2A", "03.01", False, -0.1, False, 83),
     SceneSpec("2022-01-15", "S2B", "03.01", False, 0.0, False, 83),
-    SceneSpec("2022-01-15", "S2B", "03.01", False, 0.0, False, 83, copy=1,
-              updated="2022-06-01T00:00:00Z", tiles=("15SYU",)),
+    SceneSpec(
+        "2022-01-15",
+        "S2B",
+        "03.01",
+        False,
+        0.0,
+        False,
+        83,
+        copy=1,
+        updated="2022-06-01T00:00:00Z",
+        tiles=("15SYU",),
+    ),
     SceneSpec("2022-01-28", "S2A", "04.00", True, -0.1, True, 40),
     SceneSpec("2022-02-04", "S2B", "04.00", True, -0.1, True, 83, c1=True),
     SceneSpec("2022-02-14", "S2A", "04.00", True, -0.1, True, 83, c1=True),
@@ -105,8 +121,11 @@ class World:
 
     @property
     def item_files(self) -> list[Path]:
-        collections = [c for c in (COLLECTION, C1_COLLECTION, ODD_COLLECTION)
-                       if (self.root / "stac" / f"{c}.json").exists()]
+        collections = [
+            c
+            for c in (COLLECTION, C1_COLLECTION, ODD_COLLECTION)
+            if (self.root / "stac" / f"{c}.json").exists()
+        ]
         return [self.root / "stac" / f"{c}.json" for c in collections] + [
             self.root / "stac" / f"{c}-items.json" for c in collections
         ]
@@ -116,7 +135,9 @@ class World:
         newest: dict[tuple, Scene] = {}
         for scene in self.scenes if scenes is None else scenes:
             key = (scene.tile, scene.spec.date)
-            if scene.month == month and (key not in newest or scene.spec.updated > newest[key].spec.updated):
+            if scene.month == month and (
+                key not in newest or scene.spec.updated > newest[key].spec.updated
+            ):
                 newest[key] = scene
         return sorted(newest.values(), key=lambda s: s.id)
 
@@ -130,8 +151,10 @@ class World:
 def tile_origin(tile: TileSpec) -> tuple[float, float]:
     x, y = Transformer.from_crs(4326, tile.epsg, always_xy=True).transform(*ANCHOR)
     snap = 60.0  # real tile origins sit on a 60 m lattice
-    return (np.floor((x - tile.west_of_anchor_m) / snap) * snap,
-            np.floor((y + SIZE * RES / 2) / snap) * snap)
+    return (
+        np.floor((x - tile.west_of_anchor_m) / snap) * snap,
+        np.floor((y + SIZE * RES / 2) / snap) * snap,
+    )
 
 
 def land(tile: TileSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -142,16 +165,19 @@ def land(tile: TileSpec) -> tuple[np.ndarray, np.ndarray]:
     x0, y0 = tile_origin(tile)
     cols, rows = np.meshgrid(np.arange(SIZE) + 0.5, np.arange(SIZE) + 0.5)
     lon, lat = Transformer.from_crs(tile.epsg, 4326, always_xy=True).transform(
-        x0 + cols * RES, y0 - rows * RES)
+        x0 + cols * RES, y0 - rows * RES
+    )
     u, v = (lon - ANCHOR[0]) * 90.0, (lat - ANCHOR[1]) * 110.0  # ~km
     river = np.abs(v - 0.8 * np.sin(u * 1.3) + 0.6) < 0.18
     field = 0.5 + 0.5 * np.sin(u * 2.1) * np.cos(v * 1.7)
-    bands = np.stack([
-        420 + 380 * field,  # blue
-        560 + 520 * field,  # green
-        380 + 800 * field,  # red
-        2100 + 1700 * (1 - field),  # nir
-    ])
+    bands = np.stack(
+        [
+            420 + 380 * field,  # blue
+            560 + 520 * field,  # green
+            380 + 800 * field,  # red
+            2100 + 1700 * (1 - field),  # nir
+        ]
+    )
     water = np.array([260, 330, 120, -60])[:, None]  # negative NIR over water
     bands[:, river] = water + 40 * np.sin(u[river] * 9)[None, :]
     scl = np.where(river, 6, np.where(field > 0.5, 4, 5)).astype(np.uint8)
@@ -205,14 +231,28 @@ def write_cog(path: Path, data: np.ndarray, epsg: int, transform, resampling: st
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(".scratch.tif")
     profile = {
-        "driver": "GTiff", "width": data.shape[1], "height": data.shape[0], "count": 1,
-        "dtype": data.dtype.name, "crs": f"EPSG:{epsg}", "transform": transform, "nodata": 0,
+        "driver": "GTiff",
+        "width": data.shape[1],
+        "height": data.shape[0],
+        "count": 1,
+        "dtype": data.dtype.name,
+        "crs": f"EPSG:{epsg}",
+        "transform": transform,
+        "nodata": 0,
     }
     with rasterio.open(scratch, "w", **profile) as dst:
         dst.write(data, 1)
         dst.build_overviews([2, 4], Resampling[resampling])
-    rasterio.shutil.copy(scratch, path, driver="GTiff", tiled=True, blockxsize=64, blockysize=64,
-                         compress="DEFLATE", copy_src_overviews=True)
+    rasterio.shutil.copy(
+        scratch,
+        path,
+        driver="GTiff",
+        tiled=True,
+        blockxsize=64,
+        blockysize=64,
+        compress="DEFLATE",
+        copy_src_overviews=True,
+    )
     scratch.unlink()
 
 
@@ -235,16 +275,31 @@ def build_world(root: Path, base_url: str) -> World:
                 continue
             rng = np.random.default_rng(1000 * t_index + s_index)
             dn, scl = scene_pixels(tile, spec, rng)
-            scene = Scene(scene_id(spec, tile.name), tile.name, tile.epsg, spec,
-                          root / "cogs" / scene_id(spec, tile.name))
+            scene = Scene(
+                scene_id(spec, tile.name),
+                tile.name,
+                tile.epsg,
+                spec,
+                root / "cogs" / scene_id(spec, tile.name),
+            )
             for i, band in enumerate(("blue", "green", "red", "nir")):
-                write_cog(scene.path(band), dn[i], tile.epsg, from_origin(x0, y0, RES, RES), "average")
-            write_cog(scene.path("scl"), scl, tile.epsg, from_origin(x0, y0, 2 * RES, 2 * RES), "nearest")
+                write_cog(
+                    scene.path(band), dn[i], tile.epsg, from_origin(x0, y0, RES, RES), "average"
+                )
+            write_cog(
+                scene.path("scl"), scl, tile.epsg, from_origin(x0, y0, 2 * RES, 2 * RES), "nearest"
+            )
             world.scenes.append(scene)
             items[COLLECTION].append(stac_item(world, scene, tile, bounds, scl))
             if spec.c1:
-                c1 = Scene(scene_id(spec, tile.name, c1=True), tile.name, tile.epsg, spec,
-                           scene.directory, C1_COLLECTION)
+                c1 = Scene(
+                    scene_id(spec, tile.name, c1=True),
+                    tile.name,
+                    tile.epsg,
+                    spec,
+                    scene.directory,
+                    C1_COLLECTION,
+                )
                 world.c1_scenes.append(c1)
                 items[C1_COLLECTION].append(stac_item(world, c1, tile, bounds, scl))
     write_stac(world, items)
@@ -262,10 +317,18 @@ def stac_item(world: World, scene: Scene, tile: TileSpec, bounds, scl: np.ndarra
     spec = scene.spec
     footprint = footprint_4326(tile.epsg, bounds)
     valid = scl > 0
-    cloud_cover = round(float(np.isin(scl[valid], CLOUD_CLASSES).mean() * 100), 4) if valid.any() else 0.0
+    cloud_cover = (
+        round(float(np.isin(scl[valid], CLOUD_CLASSES).mean() * 100), 4) if valid.any() else 0.0
+    )
     x0, _, _, y0 = bounds[0], bounds[1], bounds[2], bounds[3]
-    reflectance_band = {"nodata": 0, "data_type": "uint16", "bits_per_sample": 15,
-                        "spatial_resolution": 10, "scale": 0.0001, "offset": spec.raster_offset}
+    reflectance_band = {
+        "nodata": 0,
+        "data_type": "uint16",
+        "bits_per_sample": 15,
+        "spatial_resolution": 10,
+        "scale": 0.0001,
+        "offset": spec.raster_offset,
+    }
     assets = {}
     for band, name in FILES.items():
         is_scl = band == "scl"
@@ -278,7 +341,8 @@ def stac_item(world: World, scene: Scene, tile: TileSpec, bounds, scl: np.ndarra
             "proj:shape": [SIZE * 10 // res] * 2,
             "proj:transform": [res, 0, x0, 0, -res, y0],
             "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20}]
-            if is_scl else [reflectance_band],
+            if is_scl
+            else [reflectance_band],
         }
     props = {
         "datetime": f"{spec.date}T16:54:{12 + spec.copy:02d}.{spec.orbit:03d}000Z",
@@ -294,11 +358,19 @@ def stac_item(world: World, scene: Scene, tile: TileSpec, bounds, scl: np.ndarra
     }
     if scene.collection == C1_COLLECTION:
         # Collection 1 is reprocessed: baseline 05.00 or later, the offset in every item
-        props |= {"grid:code": f"MGRS-{tile.name}", "proj:code": f"EPSG:{tile.epsg}",
-                  "s2:processing_baseline": "05.10", "earthsearch:boa_offset_applied": True}
+        props |= {
+            "grid:code": f"MGRS-{tile.name}",
+            "proj:code": f"EPSG:{tile.epsg}",
+            "s2:processing_baseline": "05.10",
+            "earthsearch:boa_offset_applied": True,
+        }
     else:
-        props |= {"mgrs:utm_zone": int(tile.name[:2]), "mgrs:latitude_band": tile.name[2],
-                  "mgrs:grid_square": tile.name[3:], "proj:epsg": tile.epsg}
+        props |= {
+            "mgrs:utm_zone": int(tile.name[:2]),
+            "mgrs:latitude_band": tile.name[2],
+            "mgrs:grid_square": tile.name[3:],
+            "proj:epsg": tile.epsg,
+        }
     return {
         "type": "Feature",
         "stac_version": "1.0.0",
@@ -322,21 +394,36 @@ def write_stac(world: World, items: dict) -> None:
     stac.mkdir(parents=True, exist_ok=True)
     for collection, features in items.items():
         doc = {
-            "type": "Collection", "stac_version": "1.0.0", "id": collection,
-            "description": f"test world {collection}", "license": "proprietary", "links": [],
-            "extent": {"spatial": {"bbox": [[-91, 34, -89, 36]]},
-                       "temporal": {"interval": [["2015-06-27T00:00:00Z", None]]}},
+            "type": "Collection",
+            "stac_version": "1.0.0",
+            "id": collection,
+            "description": f"test world {collection}",
+            "license": "proprietary",
+            "links": [],
+            "extent": {
+                "spatial": {"bbox": [[-91, 34, -89, 36]]},
+                "temporal": {"interval": [["2015-06-27T00:00:00Z", None]]},
+            },
         }
         (stac / f"{collection}.json").write_text(json.dumps(doc))
         (stac / f"{collection}-items.json").write_text(
-            json.dumps({"type": "FeatureCollection", "features": features}))
+            json.dumps({"type": "FeatureCollection", "features": features})
+        )
 
 
 def aoi_polygon_4326() -> Polygon:
     """An irregular hexagon around the anchor, covering parts of both tiles."""
     lon, lat = ANCHOR
-    return Polygon([(lon - 0.013, lat - 0.004), (lon - 0.004, lat - 0.011), (lon + 0.010, lat - 0.008),
-                    (lon + 0.012, lat + 0.006), (lon + 0.003, lat + 0.012), (lon - 0.011, lat + 0.009)])
+    return Polygon(
+        [
+            (lon - 0.013, lat - 0.004),
+            (lon - 0.004, lat - 0.011),
+            (lon + 0.010, lat - 0.008),
+            (lon + 0.012, lat + 0.006),
+            (lon + 0.003, lat + 0.012),
+            (lon - 0.011, lat + 0.009),
+        ]
+    )
 
 
 def write_aois(world: World) -> None:
@@ -360,9 +447,16 @@ def add_acquisition(world: World, like: str, date: str) -> str:
     import shutil
 
     original = world.scene(like)
-    spec = SceneSpec(date, original.spec.platform, original.spec.baseline, original.spec.flag,
-                     original.spec.raster_offset, original.spec.data_offset, original.spec.orbit,
-                     tiles=(original.tile,))
+    spec = SceneSpec(
+        date,
+        original.spec.platform,
+        original.spec.baseline,
+        original.spec.flag,
+        original.spec.raster_offset,
+        original.spec.data_offset,
+        original.spec.orbit,
+        tiles=(original.tile,),
+    )
     new_id = scene_id(spec, original.tile)
     scene = Scene(new_id, original.tile, original.epsg, spec, world.root / "cogs" / new_id)
     shutil.copytree(original.directory, scene.directory)
@@ -370,7 +464,9 @@ def add_acquisition(world: World, like: str, date: str) -> str:
     items = json.loads(items_path.read_text())
     template = next(f for f in items["features"] if f["id"] == like)
     item = json.loads(json.dumps(template).replace(like, new_id))
-    item["properties"]["datetime"] = template["properties"]["datetime"].replace(original.spec.date, date)
+    item["properties"]["datetime"] = template["properties"]["datetime"].replace(
+        original.spec.date, date
+    )
     items["features"].append(item)
     items_path.write_text(json.dumps(items))
     world.scenes.append(scene)
@@ -386,12 +482,28 @@ def add_odd_collection(world: World) -> dict[str, str]:
     tile = TILES[0]
     x0, y0 = tile_origin(tile)
     bounds = (x0, y0 - SIZE * RES, x0 + SIZE * RES, y0)
-    cases = ["good", "not_a_tiff", "truncated", "missing_asset", "far_away", "all_nodata", "all_cloud"]
+    cases = [
+        "good",
+        "not_a_tiff",
+        "truncated",
+        "missing_asset",
+        "far_away",
+        "all_nodata",
+        "all_cloud",
+    ]
     items, ids = [], {}
     for day, case in enumerate(cases, start=2):
-        spec = SceneSpec(f"2022-03-{day:02d}", "S2A", "04.00", True, -0.1, True, 40, tiles=(tile.name,))
-        scene = Scene(scene_id(spec, tile.name), tile.name, tile.epsg, spec,
-                      world.root / "cogs" / f"odd-{case}", ODD_COLLECTION)
+        spec = SceneSpec(
+            f"2022-03-{day:02d}", "S2A", "04.00", True, -0.1, True, 40, tiles=(tile.name,)
+        )
+        scene = Scene(
+            scene_id(spec, tile.name),
+            tile.name,
+            tile.epsg,
+            spec,
+            world.root / "cogs" / f"odd-{case}",
+            ODD_COLLECTION,
+        )
         dn, scl = scene_pixels(tile, spec, np.random.default_rng(day))
         if case == "all_nodata":
             dn[:], scl[:] = 0, 0
@@ -399,7 +511,9 @@ def add_odd_collection(world: World) -> dict[str, str]:
             dn[:], scl[:] = 5000, 9
         for i, band in enumerate(("blue", "green", "red", "nir")):
             write_cog(scene.path(band), dn[i], tile.epsg, from_origin(x0, y0, RES, RES), "average")
-        write_cog(scene.path("scl"), scl, tile.epsg, from_origin(x0, y0, 2 * RES, 2 * RES), "nearest")
+        write_cog(
+            scene.path("scl"), scl, tile.epsg, from_origin(x0, y0, 2 * RES, 2 * RES), "nearest"
+        )
         if case == "not_a_tiff":
             scene.path("red").write_text("<html>503 Service Unavailable</html>" * 50)
         if case == "truncated":
@@ -409,7 +523,9 @@ def add_odd_collection(world: World) -> dict[str, str]:
         if case == "missing_asset":
             del item["assets"]["scl"]
         if case == "far_away":
-            far = footprint_4326(tile.epsg, (bounds[0] + 200_000, bounds[1], bounds[2] + 200_000, bounds[3]))
+            far = footprint_4326(
+                tile.epsg, (bounds[0] + 200_000, bounds[1], bounds[2] + 200_000, bounds[3])
+            )
             item["geometry"], item["bbox"] = mapping(far), list(far.bounds)
         items.append(item)
         world.scenes.append(scene)
@@ -418,7 +534,8 @@ def add_odd_collection(world: World) -> dict[str, str]:
     collection = json.loads((stac / f"{COLLECTION}.json").read_text()) | {"id": ODD_COLLECTION}
     (stac / f"{ODD_COLLECTION}.json").write_text(json.dumps(collection))
     (stac / f"{ODD_COLLECTION}-items.json").write_text(
-        json.dumps({"type": "FeatureCollection", "features": items}))
+        json.dumps({"type": "FeatureCollection", "features": items})
+    )
     return ids
 
 
@@ -448,10 +565,20 @@ def build_pc_world(world: World, month: str = "2022-02") -> tuple[list[Path], li
         if not items:
             copies.append(("20220215T090000", None))  # an older processing: dropped
         for processed, keep in copies:
-            pc = Scene(f"{spec.platform}_MSIL2A_{day}T163551_R{spec.orbit:03d}_T{tile.name}_{processed}",
-                       tile.name, tile.epsg, spec,
-                       world.root / "sentinel2-l2" / tile.name[:2] / tile.name[2] / tile.name[3:]
-                       / spec.date.replace("-", "/") / f"{day}_{processed}.SAFE", PC_COLLECTION)
+            pc = Scene(
+                f"{spec.platform}_MSIL2A_{day}T163551_R{spec.orbit:03d}_T{tile.name}_{processed}",
+                tile.name,
+                tile.epsg,
+                spec,
+                world.root
+                / "sentinel2-l2"
+                / tile.name[:2]
+                / tile.name[2]
+                / tile.name[3:]
+                / spec.date.replace("-", "/")
+                / f"{day}_{processed}.SAFE",
+                PC_COLLECTION,
+            )
             for band in FILES:
                 pc.path(band).parent.mkdir(parents=True, exist_ok=True)
                 pc.path(band).symlink_to(scene.path(band))
@@ -460,11 +587,22 @@ def build_pc_world(world: World, month: str = "2022-02") -> tuple[list[Path], li
             items.append(pc_item(world, pc, tile))
     stac = world.root / "stac-pc"
     stac.mkdir(parents=True, exist_ok=True)
-    (stac / "collection.json").write_text(json.dumps({
-        "type": "Collection", "stac_version": "1.0.0", "id": PC_COLLECTION,
-        "description": "test world, Planetary Computer's shape", "license": "proprietary", "links": [],
-        "extent": {"spatial": {"bbox": [[-91, 34, -89, 36]]},
-                   "temporal": {"interval": [["2015-06-27T00:00:00Z", None]]}}}))
+    (stac / "collection.json").write_text(
+        json.dumps(
+            {
+                "type": "Collection",
+                "stac_version": "1.0.0",
+                "id": PC_COLLECTION,
+                "description": "test world, Planetary Computer's shape",
+                "license": "proprietary",
+                "links": [],
+                "extent": {
+                    "spatial": {"bbox": [[-91, 34, -89, 36]]},
+                    "temporal": {"interval": [["2015-06-27T00:00:00Z", None]]},
+                },
+            }
+        )
+    )
     (stac / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
     return [stac / "collection.json", stac / "items.json"], kept
 
@@ -482,24 +620,35 @@ def pc_item(world: World, scene: Scene, tile: TileSpec) -> dict:
         assets[key] = {
             "href": PC_STORAGE + "/" + scene.path(band).relative_to(world.root).as_posix(),
             "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-            "roles": ["data"], "gsd": res,
+            "roles": ["data"],
+            "gsd": res,
             "proj:shape": [SIZE * 10 // res] * 2,
             "proj:transform": [res, 0, x0, 0, -res, y0],
         }
     return {
-        "type": "Feature", "stac_version": "1.0.0",
-        "stac_extensions": ["https://stac-extensions.github.io/eo/v1.0.0/schema.json",
-                            "https://stac-extensions.github.io/projection/v1.0.0/schema.json"],
-        "id": scene.id, "collection": PC_COLLECTION,
-        "geometry": mapping(footprint), "bbox": list(footprint.bounds),
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [
+            "https://stac-extensions.github.io/eo/v1.0.0/schema.json",
+            "https://stac-extensions.github.io/projection/v1.0.0/schema.json",
+        ],
+        "id": scene.id,
+        "collection": PC_COLLECTION,
+        "geometry": mapping(footprint),
+        "bbox": list(footprint.bounds),
         "properties": {
             "datetime": f"{scene.spec.date}T16:35:51.024000Z",
             "platform": {"S2A": "Sentinel-2A", "S2B": "Sentinel-2B"}[scene.spec.platform],
-            "constellation": "Sentinel 2", "instruments": ["msi"],
+            "constellation": "Sentinel 2",
+            "instruments": ["msi"],
             "eo:cloud_cover": round(float(np.isin(scl[valid], CLOUD_CLASSES).mean() * 100), 4),
-            "sat:orbit_state": "descending", "sat:relative_orbit": scene.spec.orbit,
-            "s2:mgrs_tile": tile.name, "s2:processing_baseline": scene.spec.baseline,
-            "s2:product_type": "S2MSI2A", "proj:epsg": tile.epsg,
+            "sat:orbit_state": "descending",
+            "sat:relative_orbit": scene.spec.orbit,
+            "s2:mgrs_tile": tile.name,
+            "s2:processing_baseline": scene.spec.baseline,
+            "s2:product_type": "S2MSI2A",
+            "proj:epsg": tile.epsg,
         },
-        "assets": assets, "links": [],
+        "assets": assets,
+        "links": [],
     }

@@ -186,7 +186,9 @@ class _RangeHandler(BaseHTTPRequestHandler):
             return None
         return path
 
-    def _fault(self, body: bytes | None = None, status: int = 200, headers: dict | None = None) -> bool:
+    def _fault(
+        self, body: bytes | None = None, status: int = 200, headers: dict | None = None
+    ) -> bool:
         """Act out a drawn fault; True when the request was answered (or broken) by it."""
         kind = self.owner.draw_fault(self.command, self._path())
         if kind is None:
@@ -260,7 +262,7 @@ class _RangeHandler(BaseHTTPRequestHandler):
         if ranges:
             start, end = ranges[0]
             partial = {"Content-Range": f"bytes {start}-{end}/{len(data)}"}
-            if self._fault(data[start:end + 1], 206, partial):
+            if self._fault(data[start : end + 1], 206, partial):
                 return
         elif self._fault(data):
             return
@@ -275,18 +277,24 @@ class _RangeHandler(BaseHTTPRequestHandler):
             self.end_headers()
         elif len(ranges) == 1:
             start, end = ranges[0]
-            self._send(206, data[start:end + 1], {
-                "Content-Type": "image/tiff", "Content-Range": f"bytes {start}-{end}/{size}"})
+            self._send(
+                206,
+                data[start : end + 1],
+                {"Content-Type": "image/tiff", "Content-Range": f"bytes {start}-{end}/{size}"},
+            )
         else:
             boundary = "s2basemap-test-boundary"
             parts = []
             for start, end in ranges:
-                parts.append(f"--{boundary}\r\nContent-Type: image/tiff\r\n"
-                             f"Content-Range: bytes {start}-{end}/{size}\r\n\r\n".encode())
-                parts.append(data[start:end + 1] + b"\r\n")
+                parts.append(
+                    f"--{boundary}\r\nContent-Type: image/tiff\r\n"
+                    f"Content-Range: bytes {start}-{end}/{size}\r\n\r\n".encode()
+                )
+                parts.append(data[start : end + 1] + b"\r\n")
             parts.append(f"--{boundary}--\r\n".encode())
-            self._send(206, b"".join(parts),
-                       {"Content-Type": f"multipart/byteranges; boundary={boundary}"})
+            self._send(
+                206, b"".join(parts), {"Content-Type": f"multipart/byteranges; boundary={boundary}"}
+            )
         self.owner.count(self._path(), self._last_body)
 
     def _send(self, code: int, body: bytes, headers: dict) -> None:
@@ -332,7 +340,10 @@ class StacServer:
         env = {**os.environ, "RUST_LOG": "warn"}
         self.proc = subprocess.Popen(
             [exe, "serve", "--addr", f"127.0.0.1:{self.port}", *map(str, files)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env)
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> StacServer:
         deadline = time.monotonic() + timeout
@@ -421,8 +432,10 @@ class TokenServer:
                 index = len(server.paths) - 1
                 uses = server.uses_per_token[index] if index < len(server.uses_per_token) else None
                 signature = server.storage.issue_token(uses)
-                token = (f"st=2022-01-01T00%3A00%3A00Z&se=2099-01-01T00%3A00%3A00Z&sp=rl&sv=2021-06-08"
-                         f"&sr=c&skoid=test&sig={signature}")
+                token = (
+                    f"st=2022-01-01T00%3A00%3A00Z&se=2099-01-01T00%3A00%3A00Z&sp=rl&sv=2021-06-08"
+                    f"&sr=c&skoid=test&sig={signature}"
+                )
                 body = json.dumps({"msft:expiry": "2099-01-01T00:00:00Z", "token": token}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -42,11 +42,14 @@ def smooth_field(rng, height: int, width: int, low: int, high: int) -> np.ndarra
     return np.clip(noisy, 1, 65535).astype(np.uint16)
 
 
-def write_scene(root: Path, name: str, epsg: int, transform: Affine, height: int, width: int,
-                rng) -> SceneInput:
+def write_scene(
+    root: Path, name: str, epsg: int, transform: Affine, height: int, width: int, rng
+) -> SceneInput:
     """One scene raster (blue, green, red, nir, scl) and its mask (0 valid, bits invalid)."""
-    bands = np.stack([smooth_field(rng, height, width, 300, 3000 + 800 * b) for b in range(4)]
-                     + [np.full((height, width), 4, dtype=np.uint16)])
+    bands = np.stack(
+        [smooth_field(rng, height, width, 300, 3000 + 800 * b) for b in range(4)]
+        + [np.full((height, width), 4, dtype=np.uint16)]
+    )
     rows, cols = np.mgrid[0:height, 0:width]
     edge = rng.uniform(0.1, 0.4)
     swath = rows * rng.uniform(0.2, 1.0) + cols < edge * width  # a diagonal swath edge
@@ -55,7 +58,7 @@ def write_scene(root: Path, name: str, epsg: int, transform: Affine, height: int
     mask = np.zeros((height, width), dtype=np.uint8)
     for _ in range(6):  # cloud blobs
         cy, cx, radius = rng.integers(0, height), rng.integers(0, width), rng.integers(20, 200)
-        mask[(rows - cy) ** 2 + (cols - cx) ** 2 < radius ** 2] |= 4
+        mask[(rows - cy) ** 2 + (cols - cx) ** 2 < radius**2] |= 4
     mask[swath] |= 1
     grid = SimpleNamespace(crs=f"EPSG:{epsg}", window_transform=lambda window: transform)
     profile = scene_profile(grid, SimpleNamespace(width=width, height=height))
@@ -67,9 +70,16 @@ def write_scene(root: Path, name: str, epsg: int, transform: Affine, height: int
     return SceneInput(name, str(tif), str(mask_tif))
 
 
-def write_tile_scenes(root: Path, tile_bounds, tile_crs: str, per_zone: int,
-                      zones=(32615, 32616), seed: int = 0, margin: int = 24,
-                      phases=(0.0,)) -> list[SceneInput]:
+def write_tile_scenes(
+    root: Path,
+    tile_bounds,
+    tile_crs: str,
+    per_zone: int,
+    zones=(32615, 32616),
+    seed: int = 0,
+    margin: int = 24,
+    phases=(0.0,),
+) -> list[SceneInput]:
     """`per_zone` scenes in each UTM zone covering the tile, at varied whole-pixel origins.
 
     `phases` (metres) puts scenes on further lattices of the same zone.
@@ -84,5 +94,7 @@ def write_tile_scenes(root: Path, tile_bounds, tile_crs: str, per_zone: int,
             shift_rows, shift_cols = (int(v) for v in rng.integers(-margin // 2, margin // 2, 2))
             transform = transform * Affine.translation(shift_cols, shift_rows)
             height += int(rng.integers(-margin // 2, margin // 2))
-            scenes.append(write_scene(root, f"S2_{epsg}_{k:02d}", epsg, transform, height, width, rng))
+            scenes.append(
+                write_scene(root, f"S2_{epsg}_{k:02d}", epsg, transform, height, width, rng)
+            )
     return scenes

@@ -30,7 +30,9 @@ def fabricate_weights(directory: Path, kind: str, version: float = 4.0) -> Path:
         encoders = {r["file_name"]: r["timm_model_name"] for r in csv.DictReader(handle)}
     torch.manual_seed(0)
     for name in weight_files(version):
-        model = smp.Unet(encoder_name=encoders[name], encoder_weights=None, in_channels=3, classes=4)
+        model = smp.Unet(
+            encoder_name=encoders[name], encoder_weights=None, in_channels=3, classes=4
+        )
         state = {k: v.contiguous().clone() for k, v in model.state_dict().items()}
         if kind in CLASS_OF:
             state["segmentation_head.0.weight"].zero_()

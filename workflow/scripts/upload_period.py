@@ -8,4 +8,6 @@ with logging_to(snakemake.log[0]):
         period=snakemake.wildcards.period,
         settings=snakemake.params.settings,
     )
-    atomic_write_json(snakemake.output[0], {"period": snakemake.wildcards.period, "objects": receipts})
+    atomic_write_json(
+        snakemake.output[0], {"period": snakemake.wildcards.period, "objects": receipts}
+    )
