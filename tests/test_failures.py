@@ -18,6 +18,7 @@ from s2basemap.failures import (
     vet_month,
     waiting_months,
 )
+from s2basemap.layout import Layout
 
 # GDAL's own words, as rasterio raised them against the loopback server
 MESSAGES = {
@@ -96,7 +97,9 @@ def month(tmp_path, statuses: dict[str, str]) -> list:
 
 def test_a_month_within_the_threshold_is_published_with_its_failures(tmp_path):
     paths = month(tmp_path, {"a": "ok", "b": "failed", "c": "ok", "d": "no_overlap", "e": "ok"})
-    failed = vet_month("2022-02", paths, max_fraction=0.2)  # 1 of 5 is not more than 20 %
+    failed = vet_month(
+        Layout(str(tmp_path), "results", "s2"), "2022-02", paths, max_fraction=0.2
+    )  # 1 of 5 is not more than 20 %
     assert [e["id"] for e in failed] == ["b"]
     assert all((tmp_path / "2022-02/scenes" / f"{i}.json").exists() for i in "abcde")
 
@@ -106,7 +109,7 @@ def test_a_month_over_the_threshold_fails_and_its_failed_scenes_are_fetched_agai
         tmp_path, {"a": "ok", "b": "failed", "c": "failed", "d": "ok", "e": "ok", "f": "ok"}
     )
     with pytest.raises(MonthNotPublished) as caught:
-        vet_month("2022-02", paths, max_fraction=0.1)
+        vet_month(Layout(str(tmp_path), "results", "s2"), "2022-02", paths, max_fraction=0.1)
     message = str(caught.value)
     assert message.startswith(
         "2022-02 not published: 2 of 6 scenes could not be read (33% of the month, "
@@ -119,11 +122,16 @@ def test_a_month_over_the_threshold_fails_and_its_failed_scenes_are_fetched_agai
     # the records are gone (so the fetch jobs rerun) and the reasons kept in the ledger
     scenes = tmp_path / "2022-02/scenes"
     assert sorted(p.stem for p in scenes.glob("*.json")) == ["a", "d", "e", "f"]
-    assert [e["id"] for e in ledger(tmp_path / "2022-02", "abcdef")] == ["b", "c"]
-    [verdict] = waiting_months(tmp_path, ["2022-02"], published=lambda period: False)
+    assert [
+        e["id"] for e in ledger(Layout(str(tmp_path), "results", "s2"), "2022-02", "abcdef")
+    ] == ["b", "c"]
+    [verdict] = waiting_months(Layout(str(tmp_path), str(tmp_path / "results"), "s2"), ["2022-02"])
     assert verdict.total == 6 and [e["id"] for e in verdict.failed] == ["b", "c"]
     assert "the files themselves" in verdict.line()
-    assert waiting_months(tmp_path, ["2022-02"], published=lambda period: True) == []
+    published = tmp_path / "results" / "2022-02" / "metadata.json"  # a published month waits not
+    published.parent.mkdir(parents=True)
+    published.write_text("{}")
+    assert waiting_months(Layout(str(tmp_path), str(tmp_path / "results"), "s2"), ["2022-02"]) == []
 
 
 def test_a_waiting_month_says_what_to_run(tmp_path):
@@ -141,7 +149,7 @@ def test_a_waiting_month_says_what_to_run(tmp_path):
             )
         )
     (failed / "gone.json").write_text(json.dumps({"id": "gone", "kind": TRANSIENT, "reason": "x"}))
-    [verdict] = waiting_months(tmp_path, ["2022-02"], published=lambda period: False)
+    [verdict] = waiting_months(Layout(str(tmp_path), str(tmp_path / "results"), "s2"), ["2022-02"])
     resume = resume_command(["/usr/bin/snakemake", "--profile", "vast", "--cores", "all"])
     assert verdict.line(resume) == (
         "2022-02 not published: 2 of 3 scenes could not be read (2 for network reasons, e.g. "

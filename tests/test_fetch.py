@@ -249,6 +249,7 @@ def test_a_fetch_job_notes_a_transient_failure_and_clears_it_once_fetched(
         read_aoi(world.aoi_gpkg),
         tmp_path / "s.tif",
         record,
+        ledger,
         FAST,
         tmp_path / "outage.json",
     )

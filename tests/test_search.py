@@ -7,6 +7,7 @@ import json
 import pytest
 
 from s2basemap.aoi import read_aoi
+from s2basemap.periods import Period
 from s2basemap.search import SearchError, deduplicate, run_search
 from testworld.build import C1_COLLECTION
 
@@ -28,9 +29,8 @@ def search(world, tmp_path, month="2022-01", aoi=None, **stac):
     } | stac
     start, end = MONTHS[month]
     path = tmp_path / f"{month}.json"
-    manifest = run_search(
-        read_aoi(aoi or world.aoi_gpkg), month, {"start": start, "end": end}, settings, path
-    )
+    period = Period.from_bounds(month, {"start": start, "end": end})
+    manifest = run_search(read_aoi(aoi or world.aoi_gpkg), period, settings, path)
     assert json.loads(path.read_text()) == manifest  # what was written is what was returned
     return manifest
 

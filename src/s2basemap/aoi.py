@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +15,8 @@ from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from s2basemap.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 WGS84 = CRS.from_epsg(4326)
 
@@ -116,6 +119,20 @@ def reproject_geometry(geom: BaseGeometry, src: CRS, dst: CRS) -> BaseGeometry:
 
 def write_aoi(aoi: AOI, path: str | Path) -> None:
     atomic_write_text(path, aoi.to_json())
+
+
+def prepare_aoi(source: str | Path, path: str | Path) -> AOI:
+    """The run's AOI: the user's file read, checked and merged, written as JSON."""
+    aoi = read_aoi(source)
+    write_aoi(aoi, path)
+    log.info(
+        "AOI %s: %s in %s, bounds %s",
+        source,
+        aoi.geometry.geom_type,
+        aoi.crs.to_string(),
+        aoi.geometry.bounds,
+    )
+    return aoi
 
 
 def load_aoi(path: str | Path) -> AOI:

@@ -49,7 +49,7 @@ class SceneInput:
     mask: str
 
 
-def usable_scenes(scene_tifs, mask_tifs) -> list[SceneInput]:
+def usable_scenes(scene_tifs, mask_tifs, stats_jsons) -> list[SceneInput]:
     """The tile's scenes that were fetched, in input order, per the statistics JSON
     that each mask job writes beside its mask.
 
@@ -58,8 +58,8 @@ def usable_scenes(scene_tifs, mask_tifs) -> list[SceneInput]:
     DAG's edges (a state-sized year has 4,600 tiles of about 30 scenes).
     """
     usable = []
-    for tif, mask in zip(scene_tifs, mask_tifs, strict=True):
-        stats = json.loads(Path(mask).with_suffix(".json").read_text())
+    for tif, mask, stats_json in zip(scene_tifs, mask_tifs, stats_jsons, strict=True):
+        stats = json.loads(Path(stats_json).read_text())
         if stats["status"] == "ok":
             usable.append(SceneInput(stats["id"], str(tif), str(mask)))
     return usable
@@ -369,3 +369,30 @@ def composite_column(
             stats.append(_tile_stats(tile_id, tile_inputs, percentile, used, count))
         _describe_bands(dst)
     return stats
+
+
+def composite_column_job(
+    tile_scenes: dict[str, list[str]],
+    scene_tifs,
+    mask_tifs,
+    stats_jsons,
+    grid: OutputGrid,
+    aoi: AOI,
+    percentile: float,
+    resampling: str,
+    out_path,
+    backend: str,
+    threads: int,
+) -> list[dict]:
+    """A composite job: the column of its usable scenes, the CPU kernel on `threads` threads.
+
+    The inputs are in `column_scene_ids(tile_scenes)` order, one scene raster, mask and
+    mask statistics per scene.
+    """
+    import numba
+
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    scenes = usable_scenes(scene_tifs, mask_tifs, stats_jsons)
+    return composite_column(
+        scenes, tile_scenes, grid, aoi, percentile, resampling, out_path, backend, threads
+    )

@@ -209,6 +209,14 @@ def target_crs(config: dict) -> CRS:
     return crs
 
 
+def lookup(config: dict, keys) -> object:
+    """The value at a path of keys, e.g. ("fetch", "max_left_out_fraction")."""
+    value = config
+    for key in keys:
+        value = value[key]
+    return value
+
+
 def resolution(config: dict) -> tuple[float, float]:
     value = config["target"]["resolution"]
     return (

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2basemap.atomic import atomic_write_json
+from s2basemap.layout import Layout
 
 TRANSIENT = "transient"
 PERMANENT = "permanent"
@@ -144,25 +145,19 @@ def reset_outage(path) -> None:
 # --- the failure ledger: why a month is waiting --------------------------------
 
 
-def ledger_path(record_path) -> Path:
-    """Where a scene's failure is noted: `<period>/failed/<scene>.json` beside `<period>/scenes/`."""
-    record_path = Path(record_path)
-    return record_path.parent.parent / "failed" / record_path.name
+def note_failure(ledger_path, entry: dict) -> None:
+    atomic_write_json(ledger_path, entry)
 
 
-def note_failure(record_path, entry: dict) -> None:
-    atomic_write_json(ledger_path(record_path), entry)
+def clear_failure(ledger_path) -> None:
+    Path(ledger_path).unlink(missing_ok=True)
 
 
-def clear_failure(record_path) -> None:
-    ledger_path(record_path).unlink(missing_ok=True)
-
-
-def ledger(period_dir, scene_ids) -> list[dict]:
+def ledger(layout: Layout, period: str, scene_ids) -> list[dict]:
     """The noted failures of a period's current scenes, by scene id."""
     wanted = set(scene_ids)
     entries = []
-    for path in sorted(Path(period_dir, "failed").glob("*.json")):
+    for path in sorted(Path(layout.failed_dir(period)).glob("*.json")):
         entry = json.loads(path.read_text())
         if entry.get("id") in wanted:
             entries.append(entry)
@@ -205,7 +200,7 @@ class Verdict:
         return "\n".join(lines)
 
 
-def vet_month(period: str, record_paths, max_fraction: float) -> list[dict]:
+def vet_month(layout: Layout, period: str, record_paths, max_fraction: float) -> list[dict]:
     """The month's scenes left out for good; MonthNotPublished (listing them) when they are
     more than `max_fraction` of its scenes, and then the next run fetches them again."""
     records = [json.loads(Path(p).read_text()) for p in record_paths]
@@ -215,7 +210,8 @@ def vet_month(period: str, record_paths, max_fraction: float) -> list[dict]:
         if r["status"] == "failed"
     ]
     if failed and len(failed) > max_fraction * len(records):
-        retry_next_run(record_paths, failed)
+        record_of = {r["id"]: path for r, path in zip(records, record_paths, strict=True)}
+        retry_next_run(layout, period, record_of, failed)
         verdict = Verdict(period, len(records), tuple(failed), max_fraction)
         raise MonthNotPublished(
             verdict.line() + " They are fetched again on the next run; to publish the month "
@@ -225,25 +221,23 @@ def vet_month(period: str, record_paths, max_fraction: float) -> list[dict]:
     return failed
 
 
-def retry_next_run(record_paths, failed: list[dict]) -> None:
-    """Make the next run fetch these scenes again: their records move to the ledger,
-    and a missing record is what reruns a fetch job."""
-    by_id = {Path(p).stem: Path(p) for p in record_paths}
+def retry_next_run(layout: Layout, period: str, record_of: dict, failed: list[dict]) -> None:
+    """Make the next run fetch these scenes again: their records (`record_of`, by scene
+    id) move to the ledger, and a missing record is what reruns a fetch job."""
     for entry in failed:
-        record = by_id[entry["id"]]
-        note_failure(record, entry)
-        record.unlink(missing_ok=True)
+        note_failure(layout.failed_record(period, entry["id"]), entry)
+        Path(record_of[entry["id"]]).unlink(missing_ok=True)
 
 
-def waiting_months(work_dir, periods, published) -> list[Verdict]:
+def waiting_months(layout: Layout, periods) -> list[Verdict]:
     """Each unpublished period with noted failures, for the run's closing lines."""
     verdicts = []
     for period in periods:
-        manifest = Path(work_dir, period, "manifest.json")
-        if published(period) or not manifest.exists():
+        manifest = Path(layout.manifest(period))
+        if layout.published(period) or not manifest.exists():
             continue
         ids = [s["id"] for s in json.loads(manifest.read_text())["scenes"]]
-        failed = ledger(Path(work_dir, period), ids)
+        failed = ledger(layout, period, ids)
         if failed:
             verdicts.append(Verdict(period, len(ids), tuple(failed)))
     return verdicts

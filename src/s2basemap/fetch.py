@@ -86,6 +86,7 @@ def fetch_scene_job(
     aoi: AOI,
     tif_path,
     record_path,
+    ledger_path,
     options: FetchOptions,
     outage_path,
     signer: Signer | None = None,
@@ -96,9 +97,9 @@ def fetch_scene_job(
     try:
         record = fetch_scene(spec, aoi, tif_path, options, outage, signer)
     except SceneUnavailable as exc:
-        failures.note_failure(record_path, exc.entry)
+        failures.note_failure(ledger_path, exc.entry)
         raise
-    failures.clear_failure(record_path)
+    failures.clear_failure(ledger_path)
     atomic_write_json(record_path, record)
 
 

@@ -37,6 +37,12 @@ def scene_ids(manifest: dict) -> list[str]:
     return [scene["id"] for scene in manifest["scenes"]]
 
 
+def column_scene_ids(tile_scenes: dict[str, list[str]]) -> list[str]:
+    """The scenes of a column's tiles (tile id -> scene ids), each once, tiles in order:
+    the order of a composite job's scene and mask inputs."""
+    return list(dict.fromkeys(s for tile in sorted(tile_scenes) for s in tile_scenes[tile]))
+
+
 def scenes_by_tile(manifest: dict, tile_footprints: dict) -> dict[str, list[str]]:
     """For each output tile (id -> WGS84 footprint), the ids of the manifest's scenes
     whose bounding box touches it, in manifest order.
@@ -93,3 +99,8 @@ def summarise_period(manifest_path, record_paths, stats_paths) -> dict:
         "scenes": usable,
         "left_out": sorted(left_out, key=lambda e: e["id"]),
     }
+
+
+def write_period_summary(manifest_path, record_paths, stats_paths, path) -> None:
+    """The period's `summarise_period`, written for its metadata."""
+    atomic_write_json(path, summarise_period(manifest_path, record_paths, stats_paths))

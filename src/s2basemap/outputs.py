@@ -4,7 +4,6 @@ a STAC Item and a quicklook PNG.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +16,11 @@ from pyproj import CRS
 from shapely.geometry import mapping
 
 from s2basemap.aoi import AOI
-from s2basemap.atomic import atomic_path, atomic_write_json
+from s2basemap.atomic import atomic_path, atomic_write_json, atomic_write_text
 from s2basemap.composite import PRODUCT_BANDS
 from s2basemap.grid import OutputGrid
+from s2basemap.layout import TIMED_STAGES, Layout
+from s2basemap.manifest import load_json, scene_ids
 from s2basemap.periods import Period
 from s2basemap.provenance import software_versions
 
@@ -29,11 +30,6 @@ REFLECTANCE_SCALE = 0.0001
 QUICKLOOK_EDGE = 1024
 COLOR_INTERP = {"Red": "Red", "Green": "Green", "Blue": "Blue"}
 ITEM_SIMPLIFY_DEGREES = 1e-5  # ~1 m: the Item's outline, not the clip, so keep it small
-
-
-def product_name(base: str, period: Period) -> str:
-    """`{base}_{YYYY_MM_DD}_to_{YYYY_MM_DD}`, the reference system's naming."""
-    return f"{base}_{period.filename_dates}"
 
 
 Window = tuple[int, int, int, int]  # (row_off, col_off, height, width) in the output grid
@@ -131,6 +127,27 @@ def assemble(
         compress,
         "nearest",
     )
+
+
+def write_products(
+    grid: OutputGrid,
+    column_paths: dict[str, str],
+    columns: dict,
+    products: dict,
+    compress: str,
+    period_label: str,
+) -> None:
+    """A period's mosaic and count COGs from its column composites, and the quicklook."""
+    assemble(
+        grid=grid,
+        pieces=column_pieces(grid, columns, column_paths),
+        mosaic_path=products["mosaic"],
+        count_path=products["counts"],
+        compress=compress,
+        tags={"PERIOD": period_label},
+    )
+    quicklook(products["mosaic"], products["quicklook"])
+    log.info("wrote %s", products["mosaic"])
 
 
 def coverage(mosaic_path, aoi: AOI) -> float:
@@ -322,12 +339,12 @@ def stac_item(metadata: dict, aoi: AOI, period: Period, files: dict) -> dict:
     }
 
 
-def processing_seconds(benchmarks_dir, period_label: str) -> dict:
+def processing_seconds(layout: Layout, period_label: str) -> dict:
     """Wall seconds per stage from the jobs' Snakemake benchmark files."""
     totals = {}
-    for stage in ("fetch", "mask", "composite"):
+    for stage in TIMED_STAGES:
         seconds = 0.0
-        for path in sorted(Path(benchmarks_dir, stage, period_label).glob("*.tsv")):
+        for path in sorted(Path(layout.stage_benchmarks(stage, period_label)).glob("*.tsv")):
             rows = path.read_text().splitlines()
             if len(rows) > 1:
                 seconds += float(rows[-1].split("\t")[0])
@@ -336,44 +353,40 @@ def processing_seconds(benchmarks_dir, period_label: str) -> dict:
 
 
 def describe_period(
-    period: Period,
-    grid: OutputGrid,
-    aoi: AOI,
-    manifest: dict,
-    summary: dict,
-    record_paths,
-    stats_paths,
-    settings: dict,
-    mosaic_files: dict | None,
-    benchmarks_dir,
-    metadata_path,
-    item_path,
+    period: Period, layout: Layout, grid: OutputGrid, aoi: AOI, settings: dict
 ) -> dict:
-    """Write metadata.json and the STAC Item of one period (with or without a mosaic)."""
-    records = {r["id"]: r for r in (json.loads(Path(p).read_text()) for p in record_paths)}
-    stats = {s["id"]: s for s in (json.loads(Path(p).read_text()) for p in stats_paths)}
+    """Write metadata.json, the STAC Item and the statistics table of one period (with
+    or without a mosaic), from the period's files where the layout puts them."""
+    label = period.label
+    manifest = load_json(layout.manifest(label))
+    ids = scene_ids(manifest)
+    records = {i: load_json(layout.scene_record(label, i)) for i in ids}
+    stats = {i: load_json(layout.mask_stats(label, i)) for i in ids}
+    metadata_path, item_path = layout.metadata(label), layout.item(label)
     files = {"metadata": Path(metadata_path).name, "stac_item": Path(item_path).name}
     valid_coverage = None
-    if mosaic_files:
-        files |= {key: Path(path).name for key, path in mosaic_files.items()}
-        valid_coverage = round(coverage(mosaic_files["mosaic"], aoi), 6)
+    if ids:
+        products = layout.products(label, period.filename_dates)
+        files |= {key: Path(path).name for key, path in products.items()}
+        valid_coverage = round(coverage(products["mosaic"], aoi), 6)
     metadata = build_metadata(
         period,
         grid,
         manifest,
-        summary,
+        load_json(layout.scene_summary(label)),
         records,
         stats,
         settings,
         files,
         valid_coverage,
-        processing_seconds(benchmarks_dir, period.label),
+        processing_seconds(layout, label),
     )
     atomic_write_json(metadata_path, metadata)
     atomic_write_json(item_path, stac_item(metadata, aoi, period, files))
+    write_statistics(metadata, layout.statistics(label))
     log.info(
         "period %s: %s, %d scenes, coverage %s",
-        period.label,
+        label,
         metadata["status"],
         len(metadata["scenes"]),
         valid_coverage,
@@ -397,6 +410,4 @@ def write_statistics(metadata: dict, path) -> None:
         ("processing (s)", f"{sum(metadata['processing_seconds'].values()):.1f}"),
     ]
     text = "statistic\tvalue\n" + "".join(f"{k}\t{v}\n" for k, v in rows)
-    from s2basemap.atomic import atomic_write_text
-
     atomic_write_text(path, text)

@@ -25,6 +25,15 @@ class Period:
     def date_range(cls, start: date, end: date) -> Period:
         return cls(start, end, f"{start.isoformat()}_{end.isoformat()}")
 
+    @classmethod
+    def from_bounds(cls, label: str, bounds: dict) -> Period:
+        """The inverse of `bounds()`: how a job gets its period back from its params."""
+        return cls(date.fromisoformat(bounds["start"]), date.fromisoformat(bounds["end"]), label)
+
+    def bounds(self) -> dict:
+        """Start and end as ISO dates, as a rule hands them to its job."""
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
+
     @property
     def stac_datetime(self) -> str:
         """The STAC datetime interval covering every instant of both end days."""

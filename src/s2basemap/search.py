@@ -182,17 +182,10 @@ def exclusion_reason(
     return None
 
 
-def run_search(aoi, period_label: str, period_bounds: dict, stac: dict, manifest_path) -> dict:
+def run_search(aoi, period: Period, stac: dict, manifest_path) -> dict:
     """Search one period and write its manifest; zero scenes is an outcome, not an error."""
-    from datetime import date
-
     from s2basemap.manifest import write_manifest
 
-    period = Period(
-        date.fromisoformat(period_bounds["start"]),
-        date.fromisoformat(period_bounds["end"]),
-        period_label,
-    )
     aoi_4326 = aoi.geometry_4326
     items = search_items(stac["url"], stac["collection"], aoi_4326, period, stac["timeout_seconds"])
     adapter = source_of(stac)

@@ -24,8 +24,10 @@ from pyproj import CRS
 from shapely.geometry import box
 
 from s2basemap.aoi import AOI, WGS84, reproject_geometry
+from s2basemap.atomic import atomic_write_json, atomic_write_text
 from s2basemap.failures import TRANSIENT, http_kind
 from s2basemap.grid import OutputGrid
+from s2basemap.layout import Layout
 from s2basemap.signing import Signer
 from s2basemap.timeplan import Machine, format_time_plan, period_time, time_plan
 
@@ -135,6 +137,11 @@ def size_scenes(manifest: dict, aoi: AOI, signer: Signer | None = None) -> dict:
             "window_pixels": pixels,
         }
     return {"period": manifest["period"], "scenes": scenes}
+
+
+def write_scene_sizes(manifest: dict, aoi: AOI, signer: Signer | None, path) -> None:
+    """The period's `size_scenes`, written for the plan."""
+    atomic_write_json(path, size_scenes(manifest, aoi, signer))
 
 
 def estimate_period(
@@ -533,14 +540,10 @@ def plan_run(
     storage: dict,
     machine: Machine,
     uses_ocm: bool,
-    work_dir,
-    results_dir,
-    plan_path,
-    report_path,
+    layout: Layout,
     products_kept: bool = True,
 ) -> str:
     """Write plan.json and plan.txt (disk, then time); return the human-readable report."""
-    from s2basemap.atomic import atomic_write_json, atomic_write_text
     from s2basemap.grid import scene_columns
     from s2basemap.manifest import read_manifest, scenes_by_tile
 
@@ -557,15 +560,15 @@ def plan_run(
     plan = build_plan(
         dict(sorted(periods.items())),
         storage["keep_scene_rasters"],
-        work_dir,
-        results_dir,
+        layout.work_dir,
+        layout.results_dir,
         storage["free_disk_limit_gb"],
         storage["months_in_flight"],
         products_kept,
     )
     plan["time"] = time_plan(plan["periods"], machine, uses_ocm)
     report = format_plan(plan) + "\n\n" + format_time_plan(plan["time"])
-    atomic_write_json(plan_path, plan)
-    atomic_write_text(report_path, report + "\n")
+    atomic_write_json(layout.plan(), plan)
+    atomic_write_text(layout.plan_report(), report + "\n")
     log.info("storage plan:\n%s", report)
     return report

@@ -13,6 +13,8 @@ import logging
 import mimetypes
 from pathlib import Path
 
+from s2basemap.atomic import atomic_write_json
+
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024 * 1024  # multipart threshold and part size; the ETag depends on it
@@ -59,8 +61,8 @@ def destination(settings: dict, period: str) -> str:
     return f"s3://{settings['bucket']}/{object_key(settings.get('prefix', ''), period, Path(''))}/"
 
 
-def upload_period(files: list[str], period: str, settings: dict, s3=None) -> list[dict]:
-    """Upload (or skip) each file; return one receipt per file."""
+def upload_period(files: list[str], period: str, settings: dict, receipt_path, s3=None) -> None:
+    """Upload (or skip) each file; write the period's receipt, one entry per file."""
     from boto3.s3.transfer import TransferConfig
     from botocore.exceptions import ClientError
 
@@ -103,7 +105,7 @@ def upload_period(files: list[str], period: str, settings: dict, s3=None) -> lis
         receipts.append(
             {"key": key, "sha256": sha, "bytes": path.stat().st_size, "action": "uploaded"}
         )
-    return receipts
+    atomic_write_json(receipt_path, {"period": period, "objects": receipts})
 
 
 def verify(s3, bucket: str, key: str, path: Path, sha: str, etag: str) -> None:

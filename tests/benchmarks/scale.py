@@ -90,8 +90,8 @@ def simulation_copy(root: Path) -> Path:
     snakefile = flow / "Snakefile"
     snakefile.write_text(
         snakefile.read_text().replace(
-            'include: "rules/common.smk"',
-            'include: "rules/common.smk"\ninclude: "rules/simulate.smk"',
+            'include: "rules/inputs.smk"',
+            'include: "rules/inputs.smk"\ninclude: "rules/simulate.smk"',
         )
     )
     return snakefile

@@ -2,9 +2,9 @@ rule prepare_aoi:
     input:
         config["aoi"],
     output:
-        f"{WORK}/aoi.json",
+        paths.aoi(),
     log:
-        f"{LOGS}/prepare_aoi.log",
+        paths.log("prepare_aoi"),
     conda:
         "../../envs/geo.yaml"
     script:

@@ -4,11 +4,11 @@ rule composite_column:
     input:
         unpack(column_inputs),
     output:
-        intermediate(column_file("{period}", "{column}")),
+        intermediate(paths.column()),
     log:
-        f"{LOGS}/composite/{{period}}/{{column}}.log",
+        paths.log("composite", "{period}", "{column}"),
     benchmark:
-        f"{BENCHMARKS}/composite/{{period}}/{{column}}.tsv"
+        paths.benchmark("composite", key="{column}")
     priority: COMPOSITE_PRIORITY
     conda:
         "../../envs/composite.yaml"
@@ -23,9 +23,8 @@ rule composite_column:
         tile_scenes=column_tile_scenes,
         percentile=composite_setting("percentile"),
         resampling=composite_setting("resampling"),
-        backend=config["composite"]["backend"],
+        backend=config_provider("composite", "backend"),
         code=CODE["composite"],
-        numba_cache=f"{WORK}/.cache/numba",
     script:
         "../scripts/composite_column.py"
 
@@ -36,9 +35,9 @@ rule period_composited:
     input:
         period_column_files,
     output:
-        touch(f"{WORK}/{{period}}/tiles.done"),
+        touch(paths.composited()),
     log:
-        f"{LOGS}/composited/{{period}}.log",
+        paths.log("composited", "{period}"),
     conda:
         "../../envs/geo.yaml"
     shell:

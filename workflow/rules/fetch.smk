@@ -3,24 +3,25 @@ rule fetch_scene:
         aoi=rules.prepare_aoi.output[0],
         # ancient: once a period's fetches were let through, a later change to
         # the gate (an earlier month rerun, a month added before) refetches nothing
-        gate=ancient(f"{WORK}/{{period}}/fetch.gate"),
+        gate=ancient(paths.fetch_gate()),
     output:
-        tif=intermediate(f"{WORK}/{{period}}/scenes/{{scene}}.tif"),
-        record=f"{WORK}/{{period}}/scenes/{{scene}}.json",
+        tif=intermediate(paths.scene_raster()),
+        record=paths.scene_record(),
     log:
-        f"{LOGS}/fetch/{{period}}/{{scene}}.log",
+        paths.log("fetch", "{period}", "{scene}"),
     benchmark:
-        f"{BENCHMARKS}/fetch/{{period}}/{{scene}}.tsv"
+        paths.benchmark("fetch")
     priority: sweep_priority(FETCH_PRIORITY)
     conda:
         "../../envs/geo.yaml"
     resources:
         network=1,
+    # fetch.* (retries, timeouts, outage_after) and stac.source's signing are read
+    # by the job from the config, not params: changing them refetches nothing
     params:
         scene=scene_fetch_spec,
-        # the one fetch setting that decides pixels; retries and timeouts do not
-        offset_check=config["fetch"]["offset_check_threshold"],
-        outage=OUTAGE_FILE,
+        # the one fetch setting that decides pixels
+        offset_check=config_provider("fetch", "offset_check_threshold"),
         code=CODE["fetch"],
     script:
         "../scripts/fetch_scene.py"
@@ -33,9 +34,9 @@ rule fetch_gate:
     input:
         earlier_period_composited,
     output:
-        touch(f"{WORK}/{{period}}/fetch.gate"),
+        touch(paths.fetch_gate()),
     log:
-        f"{LOGS}/fetch_gate/{{period}}.log",
+        paths.log("fetch_gate", "{period}"),
     conda:
         "../../envs/geo.yaml"
     shell:

@@ -2,29 +2,29 @@ rule ocm_weights:
     output:
         OCM_WEIGHTS,
     log:
-        f"{LOGS}/ocm_weights.log",
+        paths.log("ocm_weights"),
     priority: WEIGHTS_PRIORITY
     conda:
         "../../envs/mask.yaml"
     params:
         weights_dir=lambda wildcards, output: Path(output[0]).parent,
-        version=config["mask"]["ocm"]["model_version"],
+        version=config_provider("mask", "ocm", "model_version"),
     script:
         "../scripts/download_weights.py"
 
 
 rule mask_scene:
     input:
-        scene=f"{WORK}/{{period}}/scenes/{{scene}}.tif",
-        record=f"{WORK}/{{period}}/scenes/{{scene}}.json",
+        scene=paths.scene_raster(),
+        record=paths.scene_record(),
         weights=OCM_WEIGHTS if MASK_USES_OCM else [],
     output:
-        mask=intermediate(f"{WORK}/{{period}}/masks/{{scene}}.tif"),
-        stats=f"{WORK}/{{period}}/masks/{{scene}}.json",
+        mask=intermediate(paths.mask()),
+        stats=paths.mask_stats(),
     log:
-        f"{LOGS}/mask/{{period}}/{{scene}}.log",
+        paths.log("mask", "{period}", "{scene}"),
     benchmark:
-        f"{BENCHMARKS}/mask/{{period}}/{{scene}}.tsv"
+        paths.benchmark("mask")
     priority: sweep_priority(MASK_PRIORITY)
     conda:
         "../../envs/mask.yaml"
@@ -35,26 +35,25 @@ rule mask_scene:
     resources:
         gpu_slots=1 if MASK_USES_OCM else 0,
     params:
-        options=config["mask"],
+        options=config_provider("mask"),
         code=CODE["mask"],
         shared_process=MASK_USES_OCM and config["mask"]["ocm"]["server"],
-        server_log=f"{LOGS}/mask_server.log",
     script:
         "../scripts/mask_scene.py"
 
 
 rule scene_summary:
     input:
-        manifest=lambda wildcards: manifest_path(wildcards.period),
-        records=lambda wildcards: period_files(wildcards, "scenes/{scene}.json"),
-        stats=lambda wildcards: period_files(wildcards, "masks/{scene}.json"),
+        manifest=paths.manifest(),
+        records=scene_records,
+        stats=mask_stats,
     output:
-        f"{WORK}/{{period}}/scenes.json",
+        paths.scene_summary(),
     log:
-        f"{LOGS}/scene_summary/{{period}}.log",
+        paths.log("scene_summary", "{period}"),
     conda:
         "../../envs/geo.yaml"
     params:
-        max_left_out_fraction=config["fetch"]["max_left_out_fraction"],
+        max_left_out_fraction=config_provider("fetch", "max_left_out_fraction"),
     script:
         "../scripts/scene_summary.py"

@@ -1,28 +1,28 @@
 rule assemble_mosaic:
     input:
-        columns=[column_file("{period}", column) for column in COLUMNS],
+        columns=[paths.column("{period}", column) for column in COLUMNS],
         # the month's verdict: too many unreadable scenes and nothing is published
-        summary=f"{WORK}/{{period}}/scenes.json",
+        summary=paths.scene_summary(),
     output:
-        mosaic=uploaded(f"{RESULTS}/{{period}}/{BASE}_{{dates}}.tif"),
-        counts=uploaded(f"{RESULTS}/{{period}}/{BASE}_{{dates}}_count.tif"),
+        mosaic=uploaded(paths.products()["mosaic"]),
+        counts=uploaded(paths.products()["counts"]),
         quicklook=report(
-            f"{RESULTS}/{{period}}/{BASE}_{{dates}}_quicklook.png",
+            paths.products()["quicklook"],
             caption="../report/quicklook.rst",
             category="Mosaics",
             labels={"period": "{period}", "figure": "quicklook"},
         ),
     log:
-        f"{LOGS}/assemble/{{period}}_{{dates}}.log",
+        paths.log("assemble", "{period}", "{dates}"),
     benchmark:
-        f"{BENCHMARKS}/assemble/{{period}}_{{dates}}.tsv"
+        paths.benchmark("assemble", key="{dates}")
     priority: OUTPUTS_PRIORITY
     conda:
         "../../envs/geo.yaml"
     params:
         grid=asdict(GRID),
         columns=COLUMNS,
-        compress=config["output"]["compress"],
+        compress=config_provider("output", "compress"),
         code=CODE["assemble"],
     script:
         "../scripts/assemble_mosaic.py"
@@ -32,16 +32,16 @@ rule period_metadata:
     input:
         unpack(metadata_inputs),
     output:
-        metadata=f"{RESULTS}/{{period}}/metadata.json",
-        item=f"{RESULTS}/{{period}}/item.json",
+        metadata=paths.metadata(),
+        item=paths.item(),
         statistics=report(
-            f"{WORK}/{{period}}/statistics.tsv",
+            paths.statistics(),
             caption="../report/statistics.rst",
             category="Mosaics",
             labels={"period": "{period}", "figure": "statistics"},
         ),
     log:
-        f"{LOGS}/metadata/{{period}}.log",
+        paths.log("metadata", "{period}"),
     priority: OUTPUTS_PRIORITY
     conda:
         "../../envs/geo.yaml"
@@ -51,8 +51,7 @@ rule period_metadata:
         settings=lambda wildcards: cfg.composite_settings(config, wildcards.period)
         | {"mask": config["mask"]},
         code=CODE["metadata"],
-        benchmarks=BENCHMARKS,
-        webhook_env=config["notify"]["webhook_env"],
-        destination=lambda wildcards: upload_destination(wildcards.period),
+        webhook_env=config_provider("notify", "webhook_env"),
+        destination=upload_destination,
     script:
         "../scripts/period_metadata.py"

@@ -2,13 +2,13 @@ checkpoint search:
     input:
         aoi=rules.prepare_aoi.output[0],
     output:
-        manifest=f"{WORK}/{{period}}/manifest.json",
+        manifest=paths.manifest(),
     log:
-        f"{LOGS}/search/{{period}}.log",
+        paths.log("search", "{period}"),
     conda:
         "../../envs/geo.yaml"
     params:
-        stac=config["stac"],
+        stac=config_provider("stac"),
         period=period_bounds,
         code=CODE["search"],
     script:
@@ -20,9 +20,9 @@ rule scene_sizes:
         manifest=rules.search.output.manifest,
         aoi=rules.prepare_aoi.output[0],
     output:
-        f"{WORK}/{{period}}/sizes.json",
+        paths.sizes(),
     log:
-        f"{LOGS}/sizes/{{period}}.log",
+        paths.log("sizes", "{period}"),
     conda:
         "../../envs/geo.yaml"
     resources:
@@ -34,22 +34,20 @@ rule scene_sizes:
 checkpoint plan:
     input:
         aoi=rules.prepare_aoi.output[0],
-        sizes=expand(f"{WORK}/{{period}}/sizes.json", period=PERIODS),
-        manifests=[manifest_path(period) for period in PERIODS],
+        sizes=[paths.sizes(period) for period in PERIODS],
+        manifests=[paths.manifest(period) for period in PERIODS],
     output:
-        plan=f"{WORK}/plan.json",
-        report=f"{WORK}/plan.txt",
+        plan=paths.plan(),
+        report=paths.plan_report(),
     log:
-        f"{LOGS}/plan.log",
+        paths.log("plan"),
     conda:
         "../../envs/geo.yaml"
     params:
         grid=asdict(GRID),
-        storage=config["storage"],
-        machine=config["machine"],
+        storage=config_provider("storage"),
+        machine=config_provider("machine"),
         uses_ocm=MASK_USES_OCM,
-        work_dir=lambda wildcards, output: str(Path(output.plan).parent),
-        results_dir=RESULTS,
-        products_kept=PRODUCTS_KEPT,
+        products_kept=config_provider("upload", "keep_local"),
     script:
         "../scripts/plan.py"

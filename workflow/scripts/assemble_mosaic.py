@@ -1,20 +1,12 @@
-from s2basemap.grid import OutputGrid
-from s2basemap.logs import logging_to
-from s2basemap.outputs import assemble, column_pieces, quicklook
+from s2basemap.job import job
+from s2basemap.outputs import write_products
 
-with logging_to(snakemake.log[0]) as log:
-    grid = OutputGrid(**snakemake.params.grid)
-    assemble(
-        grid=grid,
-        pieces=column_pieces(
-            grid,
-            snakemake.params.columns,
-            dict(zip(snakemake.params.columns, snakemake.input.columns)),
-        ),
-        mosaic_path=snakemake.output.mosaic,
-        count_path=snakemake.output.counts,
-        compress=snakemake.params.compress,
-        tags={"PERIOD": snakemake.wildcards.period},
+with job(snakemake) as j:
+    write_products(
+        grid=j.grid,
+        column_paths=dict(zip(j.params.columns, j.input.columns, strict=True)),
+        columns=j.params.columns,
+        products={key: j.output[key] for key in ("mosaic", "counts", "quicklook")},
+        compress=j.params.compress,
+        period_label=j.period_label,
     )
-    quicklook(snakemake.output.mosaic, snakemake.output.quicklook)
-    log.info("wrote %s", snakemake.output.mosaic)

@@ -1,25 +1,23 @@
-import os
+from s2basemap.job import job
+from s2basemap.manifest import column_scene_ids
 
-# numba's compile cache goes under work_dir, not into the installed package
-os.environ.setdefault("NUMBA_CACHE_DIR", snakemake.params.numba_cache)
+with job(snakemake) as j:
+    # imported after the adapter set numba's cache folder, which numba reads as the kernels load
+    from s2basemap.composite import composite_column_job
 
-import numba
-
-from s2basemap.aoi import load_aoi
-from s2basemap.composite import composite_column, usable_scenes
-from s2basemap.grid import OutputGrid
-from s2basemap.logs import logging_to
-
-with logging_to(snakemake.log[0]):
-    numba.set_num_threads(snakemake.threads)
-    composite_column(
-        scenes=usable_scenes(snakemake.input.scenes, snakemake.input.masks),
-        tile_scenes=snakemake.params.tile_scenes,
-        grid=OutputGrid(**snakemake.params.grid),
-        aoi=load_aoi(snakemake.input.aoi),
-        percentile=snakemake.params.percentile,
-        resampling=snakemake.params.resampling,
-        out_path=snakemake.output[0],
-        backend=snakemake.params.backend,
-        threads=snakemake.threads,
+    composite_column_job(
+        tile_scenes=j.params.tile_scenes,
+        scene_tifs=j.input.scenes,
+        mask_tifs=j.input.masks,
+        stats_jsons=[
+            j.layout.mask_stats(j.period_label, scene)
+            for scene in column_scene_ids(j.params.tile_scenes)
+        ],
+        grid=j.grid,
+        aoi=j.aoi,
+        percentile=j.params.percentile,
+        resampling=j.params.resampling,
+        out_path=j.output[0],
+        backend=j.params.backend,
+        threads=j.threads,
     )

@@ -1,18 +1,16 @@
-from s2basemap.aoi import load_aoi
 from s2basemap.fetch import FetchOptions, fetch_scene_job
-from s2basemap.logs import logging_to
-from s2basemap.signing import signer_for
-from s2basemap.sources import source_of
+from s2basemap.job import job
 
-with logging_to(snakemake.log[0]):
+with job(snakemake) as j:
     fetch_scene_job(
-        spec=snakemake.params.scene,
-        aoi=load_aoi(snakemake.input.aoi),
-        tif_path=snakemake.output.tif,
-        record_path=snakemake.output.record,
+        spec=j.params.scene,
+        aoi=j.aoi,
+        tif_path=j.output.tif,
+        record_path=j.output.record,
+        ledger_path=j.layout.failed_record(j.period_label, j.scene_id),
         # how hard to try is read from the config, not from params: changing it
         # must not refetch scenes already fetched
-        options=FetchOptions.from_config(snakemake.config["fetch"]),
-        outage_path=snakemake.params.outage,
-        signer=signer_for(source_of(snakemake.config["stac"]).signed),
+        options=FetchOptions.from_config(j.config["fetch"]),
+        outage_path=j.layout.outage(),
+        signer=j.signer,
     )

@@ -1,15 +1,15 @@
-from s2basemap.logs import logging_to
+from s2basemap.job import job
 from s2basemap.maskserver import run_mask_job
 
-with logging_to(snakemake.log[0]):
+with job(snakemake) as j:
     run_mask_job(
-        scene_tif=snakemake.input.scene,
-        record_json=snakemake.input.record,
-        mask_tif=snakemake.output.mask,
-        stats_json=snakemake.output.stats,
-        options=snakemake.params.options,
-        shared=snakemake.params.shared_process,
-        digest=snakemake.params.code,
-        threads=snakemake.threads,
-        server_log=snakemake.params.server_log,
+        scene_tif=j.input.scene,
+        record_json=j.input.record,
+        mask_tif=j.output.mask,
+        stats_json=j.output.stats,
+        options=j.params.options,
+        shared=j.params.shared_process,
+        digest=j.params.code,
+        threads=j.threads,
+        server_log=j.layout.log("mask_server"),
     )
