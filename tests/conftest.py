@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import string
 import subprocess
 import sys
 from pathlib import Path
@@ -44,25 +45,27 @@ def weights(tmp_path_factory):
     return {kind: fabricate_weights(root / kind, kind) for kind in ("cloud", "clear", "random")}
 
 
-def world_config(world, weights_dir=None, **overrides) -> dict:
-    """A workflow config for the test world; `overrides` replace top-level keys.
+CONFIGS = REPO / "tests" / "configs"
+
+
+def named_config(name: str, **values) -> dict:
+    """tests/configs/<name>.yaml with its ${placeholders} filled from `values`."""
+    text = string.Template((CONFIGS / f"{name}.yaml").read_text())
+    return yaml.safe_load(text.substitute({key: str(value) for key, value in values.items()}))
+
+
+def world_config(world, weights_dir=None, scenario=None, values=None, **overrides) -> dict:
+    """A workflow config for the test world: tests/configs/world.yaml, then the named
+    `scenario` over it, then `overrides`; each replaces top-level keys. `values` fill
+    the scenario's placeholders.
 
     Without `weights_dir` the masks come from SCL alone (no model)."""
-    mask = {"mode": "scl"}
+    values = {"aoi": world.aoi_gpkg, "stac_url": world.stac_url} | (values or {})
+    config = named_config("world", **values)
     if weights_dir is not None:
-        # a short idle time: the shared model process ends soon after each test
-        mask = {
-            "mode": "ocm+scl",
-            "ocm": {"weights_dir": str(weights_dir), "server_idle_seconds": 5},
-        }
-    config = {
-        "mask": mask,
-        "aoi": str(world.aoi_gpkg),
-        "months": ["2022-01", "2022-02"],
-        "stac": {"url": world.stac_url},
-        "fetch": {"retries": 1, "backoff_seconds": 0.1, "timeout_seconds": 10},
-        "target": {"crs": "EPSG:5070", "resolution": 10, "tile_size": 256},
-    }
+        config.update(named_config("ocm", weights_dir=weights_dir))
+    if scenario is not None:
+        config.update(named_config(scenario, **values))
     config.update(overrides)
     return config
 

@@ -40,9 +40,10 @@ def faulty(tmp_path_factory):
 
 
 def config_for(world, fetch=None, **overrides):
-    """Generous timeouts: only injected stalls ever reach them. `fetch` adds fetch settings."""
-    fetch = {"retries": 3, "backoff_seconds": 0.1, "timeout_seconds": 20} | (fetch or {})
-    return world_config(world, months=MONTHS, fetch=fetch, **overrides)
+    """The faults scenario (tests/configs/faults.yaml); `fetch` adds fetch settings."""
+    config = world_config(world, scenario="faults", months=MONTHS, **overrides)
+    config["fetch"] |= fetch or {}
+    return config
 
 
 def fault_schedule(world) -> dict[tuple[str, int], str]:

@@ -14,7 +14,6 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from conftest import REPO, run_snakemake, world_config
-from s2basemap.notify import Notifier, failed_jobs
 from testworld.servers import WebhookReceiver, free_port
 
 BUCKET = "mosaics"
@@ -62,15 +61,7 @@ def operated_run(world, s3_server, tmp_path_factory):
     webhook_url = f"{hook.url}/services/{WEBHOOK_SECRET}"
     env = s3_env | {"S2B_TEST_WEBHOOK": webhook_url}
     config = world_config(
-        world,
-        months=MONTHS,
-        notify={"webhook_env": "S2B_TEST_WEBHOOK"},
-        upload={
-            "enabled": True,
-            "endpoint_url": url,
-            "bucket": BUCKET,
-            "prefix": "arkansas/monthly",
-        },
+        world, scenario="operated", values={"s3_url": url, "bucket": BUCKET}, months=MONTHS
     )
     first = run_snakemake(workdir, config, env=env)
     first_messages = list(hook.texts)
@@ -240,30 +231,6 @@ def test_a_broken_webhook_never_fails_the_run(world, tmp_path):
     assert result.returncode == 0
     assert "Slack message not sent" in result.stdout + result.stderr
     assert "127.0.0.1:9/hook" not in result.stdout + result.stderr  # redacted
-
-
-def test_unset_webhook_sends_nothing(monkeypatch):
-    monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
-    notifier = Notifier()
-    assert not notifier.enabled and notifier.send("hello") is False
-
-
-def test_failed_jobs_are_read_from_snakemakes_log():
-    log = (
-        "rule fetch_scene:\n    input: work/aoi.json\n    jobid: 7\n"
-        "    wildcards: period=2022-01, scene=x\n    resources: tmpdir=/tmp\n\n"
-        "Error in rule fetch_scene:\n    message: None\n    jobid: 7\n"
-        "    input: work/aoi.json\n    output: work/2022-01/scenes/x.tif\n"
-        "    log: work/logs/fetch/2022-01/x.log (check log file(s) for error details)\n"
-        "\nShutting down\n"
-    )
-    assert failed_jobs(log) == [
-        {
-            "rule": "fetch_scene",
-            "wildcards": "period=2022-01, scene=x",
-            "logs": ["work/logs/fetch/2022-01/x.log"],
-        }
-    ]
 
 
 def test_vast_profile_resolves_from_the_repository_root():

@@ -118,9 +118,10 @@ def test_a_planetary_computer_month_equals_the_numpy_reference(pc, tmp_path):
     world, _, stac, tokens, kept, env = pc
     config = world_config(
         world,
+        scenario="planetary-computer",
+        values={"stac_url": stac.url},
         months=["2022-02"],
         composite={"percentile": PERCENTILE},
-        stac={"source": "planetary-computer", "url": stac.url},
     )
     run_snakemake(tmp_path, config, env=env)
     manifest = json.loads((tmp_path / "work/2022-02/manifest.json").read_text())

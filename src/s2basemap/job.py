@@ -81,7 +81,7 @@ class Job:
 
     @cached_property
     def signer(self):
-        """Signs the source's hrefs at read time (Planetary Computer); None for open sources."""
+        """Signs the source's hrefs at read time (Planetary Computer); a no-op for open ones."""
         from s2basemap.signing import signer_for
         from s2basemap.sources import source_of
 

@@ -1,26 +1,8 @@
-# Operations: the upload, and what the run says (console and Slack) as it starts,
-# succeeds or fails.
+# Operations: what the run says (console and Slack) as it starts, succeeds or fails,
+# and the refusal of a report before any month is finished.
 import time
 
 from s2basemap import failures, notify
-
-
-rule upload_period:
-    input:
-        unpack(upload_inputs),
-    output:
-        paths.upload_receipt(),
-    log:
-        paths.log("upload", "{period}"),
-    priority: OUTPUTS_PRIORITY
-    conda:
-        "../../envs/ops.yaml"
-    resources:
-        network=1,
-    params:
-        settings=config_provider("upload"),
-    script:
-        "../scripts/upload_period.py"
 
 
 def report_requested(argv):
