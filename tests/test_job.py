@@ -71,3 +71,37 @@ def test_a_failing_job_says_one_line_and_logs_the_traceback(tmp_path, world, cap
     assert capsys.readouterr().err.strip().splitlines()[-1] == line
     log = (tmp_path / "job.log").read_text()
     assert "reading the manifest" in log and "Traceback" in log and "KeyError" in log
+
+
+def test_each_built_object_names_the_modules_it_comes_from():
+    """What s2basemap.provenance counts for a script using `j.<name>` is what builds it."""
+    import ast
+    import inspect
+
+    import s2basemap.job as job_module
+    from s2basemap.job import BUILT_FROM
+
+    tree = ast.parse(inspect.getsource(job_module))
+    top_level = {  # names imported at the top of job.py -> their module
+        alias.asname or alias.name: node.module.split(".")[1]
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("s2basemap.")
+        for alias in node.names
+    }
+    [job_class] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Job"]
+    built = {}
+    for function in job_class.body:
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        modules = {
+            node.module.split(".")[1]
+            for node in ast.walk(function)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("s2basemap.")
+        } | {
+            top_level[node.id]
+            for node in ast.walk(function)
+            if isinstance(node, ast.Name) and node.id in top_level and node.id != "logging_to"
+        }
+        if modules:
+            built[function.name] = tuple(sorted(modules))
+    assert built == {name: tuple(sorted(modules)) for name, modules in BUILT_FROM.items()}

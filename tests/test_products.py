@@ -14,8 +14,10 @@ left out of the exact comparison; they are a handful in tens of thousands.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
+from datetime import date
 
 import geopandas
 import numpy as np
@@ -85,8 +87,9 @@ def near_edge(geometry, x, y, crs_is_geographic):
     return shapely.distance(geometry.boundary, shapely.points(x, y)) < tolerance
 
 
-def reference_mosaic(world, month, crs, transform, shape, scenes=None):
-    """(4, H, W) R, G, B, NIR, the (H, W) count and the (H, W) tie pixels, from the source files."""
+def reference_stack(world, month, crs, transform, shape, scenes=None):
+    """The scenes' (N, 4, H, W) R, G, B, NIR on the output grid, their (N, H, W) validity
+    and the (H, W) tie pixels, from the source files."""
     aoi = geopandas.read_file(world.aoi_gpkg)
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
     x, y = transform * (cols + 0.5, rows + 0.5)
@@ -94,7 +97,7 @@ def reference_mosaic(world, month, crs, transform, shape, scenes=None):
     inside_target = shapely.contains_xy(target_aoi, x, y)
     ties = near_edge(target_aoi, x, y, crs.is_geographic)
     layers, valid_layers = [], []
-    for scene in scenes if scenes is not None else world.newest(month):
+    for scene in scenes:
         with rasterio.open(scene.path("red")) as src:
             src_transform, size = src.transform, src.width
         sx, sy = Transformer.from_crs(crs, scene.epsg, always_xy=True).transform(x, y)
@@ -120,10 +123,16 @@ def reference_mosaic(world, month, crs, transform, shape, scenes=None):
         valid = (
             on_tile & inside_target & (dn > 0).all(axis=0) & (scl != 0) & ~np.isin(scl, SCL_INVALID)
         )
-        layers.append(value.astype(np.float64))
+        layers.append(value)
         valid_layers.append(valid)
-    stack = np.stack(layers)  # (N, 4, H, W)
-    valid = np.stack(valid_layers)
+    return np.stack(layers), np.stack(valid_layers), ties
+
+
+def reference_mosaic(world, month, crs, transform, shape, scenes=None):
+    """(4, H, W) R, G, B, NIR, the (H, W) count and the (H, W) tie pixels, from the source files."""
+    scenes = scenes if scenes is not None else world.newest(month)
+    layers, valid, ties = reference_stack(world, month, crs, transform, shape, scenes)
+    stack = layers.astype(np.float64)  # (N, 4, H, W)
     stack[~np.broadcast_to(valid[:, None], stack.shape)] = np.nan
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning, match="All-NaN"):
         mosaic = np.nanpercentile(stack, PERCENTILE, axis=0)
@@ -236,3 +245,96 @@ def test_month_without_scenes_gets_an_explicit_outcome(world, tmp_path):
     assert metadata["status"] == "no_scenes" and metadata["scenes"] == []
     assert "mosaic" not in metadata["files"]
     assert not list((tmp_path / "results" / "2022-03").glob("*.tif"))
+
+
+def nearest_rank_pick(layers, valid, percentile):
+    """Per pixel, the index of the valid observation at the nearest rank of brightness
+    (red + green + blue; ties to the lower index, the earlier acquisition), -1 where none."""
+    brightness = layers[:, :3].sum(axis=1).astype(np.float64)
+    brightness[~valid] = np.inf
+    order = np.broadcast_to(np.arange(len(layers))[:, None, None], brightness.shape)
+    ranked = np.lexsort((order, brightness), axis=0)
+    n = valid.sum(axis=0)
+    k = np.minimum(np.maximum(np.ceil(percentile / 100 * n), 1), np.maximum(n, 1)) - 1
+    chosen = np.take_along_axis(ranked, k.astype(np.int64)[None], axis=0)[0]
+    return np.where(n > 0, chosen, -1)
+
+
+def medoid_index(layers, valid):
+    """Per pixel, the index of the valid observation with the least sum of Euclidean
+    distances to the others (sums in observation order; ties to the lower index)."""
+    costs = np.full(valid.shape, np.inf)
+    for i in range(len(layers)):
+        total = np.zeros(valid.shape[1:])
+        for j in range(len(layers)):
+            d2 = ((layers[i] - layers[j]) ** 2).sum(axis=0)
+            total = total + np.where(valid[j], np.sqrt(d2.astype(np.float64)), 0.0)
+        costs[i] = np.where(valid[i], total, np.inf)
+    return np.where(valid.any(axis=0), np.argmin(costs, axis=0), -1)
+
+
+def reference_dated(world, month, crs, transform, shape, method):
+    """The mosaic, count, day band and tie pixels a dated method must give."""
+    scenes = sorted(world.newest(month), key=lambda s: (s.datetime, s.id))
+    layers, valid, ties = reference_stack(world, month, crs, transform, shape, scenes)
+    if method == "pick":
+        chosen = nearest_rank_pick(layers, valid, PERCENTILE)
+    else:
+        chosen = medoid_index(layers, valid)
+    rows, cols = np.indices(chosen.shape)
+    mosaic = np.moveaxis(layers[np.maximum(chosen, 0), :, rows, cols], -1, 0)
+    mosaic[:, chosen < 0] = 0
+    start = date.fromisoformat(f"{month}-01")
+    day = np.array([(date.fromisoformat(s.datetime[:10]) - start).days for s in scenes])
+    days = np.where(chosen >= 0, day[np.maximum(chosen, 0)], 255)
+    return mosaic.astype(np.uint16), valid.sum(axis=0), days.astype(np.uint8), ties
+
+
+def test_pick_and_medoid_months_equal_references_built_from_the_source_cogs(world, tmp_path):
+    config = world_config(
+        world,
+        composite={"method": "pick", "percentile": PERCENTILE},
+        overrides={"2022-02": {"composite": {"method": "medoid"}}},
+    )
+    run_snakemake(tmp_path, config)
+    run_snakemake(tmp_path, config, "--report", str(tmp_path / "report.html"))
+    report = (tmp_path / "report.html").read_text()
+    for month, method, last in (("2022-01", "pick", "31"), ("2022-02", "medoid", "28")):
+        stem = (
+            tmp_path
+            / "results"
+            / month
+            / f"S2_RGBNIR_{month.replace('-', '_')}_01_to_{month.replace('-', '_')}_{last}"
+        )
+        with rasterio.open(f"{stem}.tif") as src:
+            mosaic, crs, transform = src.read(), src.crs, src.transform
+        with rasterio.open(f"{stem}_count.tif") as src:
+            count = src.read(1)
+        with rasterio.open(f"{stem}_date.tif") as src:
+            days = src.read(1)
+            assert src.dtypes[0] == "uint8" and src.nodata == 255
+            assert src.descriptions == (f"acquisition day (days since {month}-01)",)
+        expected, expected_count, expected_days, ties = reference_dated(
+            world, month, crs, transform, mosaic.shape[1:], method
+        )
+        print(f"{method} {month}: {int(ties.sum())} tie pixels of {ties.size} left out")
+        assert ties.sum() < 0.005 * ties.size
+        np.testing.assert_array_equal(count[~ties], expected_count[~ties])
+        np.testing.assert_array_equal(mosaic[:, ~ties], expected[:, ~ties])
+        np.testing.assert_array_equal(days[~ties], expected_days[~ties])
+        assert (count >= 2).any() and len(np.unique(days[count > 0])) >= 2
+        for path in (f"{stem}.tif", f"{stem}_count.tif", f"{stem}_date.tif"):
+            assert cog_validate(path, quiet=True)[0], path
+        metadata = json.loads((tmp_path / "results" / month / "metadata.json").read_text())
+        assert metadata["composite"]["method"] == method
+        assert metadata["date_band"]["nodata"] == 255
+        assert metadata["date_band"]["day_zero"] == f"{month}-01"
+        assert metadata["files"]["date"] == f"{stem.name}_date.tif"
+        item = json.loads((tmp_path / "results" / month / "item.json").read_text())
+        [band] = item["assets"]["date"]["bands"]
+        assert band["nodata"] == 255 and band["data_type"] == "uint8"
+        assert item["assets"]["date_picture"]["href"] == f"./{stem.name}_date.svg"
+        svg = (stem.parent / f"{stem.name}_date.svg").read_bytes()
+        assert b"data:image/png;base64," in svg and f">{last} ".encode() in svg
+        assert base64.b64encode(svg)[:200].decode() in report  # the picture, in the report
+    assert metadata["composite"].get("pick_index") is None  # medoid ranks by nothing

@@ -122,14 +122,19 @@ CODE_OF = {
     "failures": {FETCH},
     "fetch": {FETCH},
     "grid": {COMPOSITE, ASSEMBLE, METADATA},
-    "manifest": {SEARCH, FETCH, MASK, METADATA},  # fetch reads the search's scene records
+    # where every file is: the jobs that find files by it (fetch's failure ledger, a
+    # composite's mask statistics, the model process's log, the metadata's inputs)
+    "layout": {FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA},
+    # fetch reads the search's scene records, a composite the column's scene order
+    "manifest": {SEARCH, FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA},
     "masks": {MASK},
+    "methods": {COMPOSITE, ASSEMBLE, METADATA},  # the pick and medoid kernels
     "maskserver": {MASK},
     "notify": {METADATA},  # the metadata job also sends the month's message
     "ocm": {MASK},
     "outputs": {ASSEMBLE, METADATA},
     "percentile": {COMPOSITE, ASSEMBLE, METADATA},
-    "periods": {SEARCH, FETCH, ASSEMBLE, METADATA},
+    "periods": {SEARCH, FETCH, COMPOSITE, ASSEMBLE, METADATA},  # the date band's days
     "provenance": {ASSEMBLE, METADATA},
     "radiometry": {SEARCH, FETCH},
     "search": {SEARCH, FETCH},
@@ -139,6 +144,7 @@ CODE_OF = {
     # the parse-time side, logging, planning, upload: nothing finished reruns
     "__init__": set(),
     "config": set(),
+    "job": set(),  # the adapter: what a job uses of it counts as the modules behind it
     "logs": set(),
     "storage": set(),
     "timeplan": set(),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from s2basemap.aoi import AOI
 from s2basemap.atomic import atomic_path
 from s2basemap.grid import OutputGrid
 from s2basemap.percentile import percentile_composite, resolve_backend
+from s2basemap.periods import DAY_NODATA, Period
 from s2basemap.warp import (
     EXACT,
     IndexMap,
@@ -47,6 +48,34 @@ class SceneInput:
     id: str
     tif: str
     mask: str
+    acquired: str = ""  # ISO datetime: pick and medoid stack scenes in time order
+    day: int = DAY_NODATA  # days since the period's start: the date band's value
+
+
+@dataclass(frozen=True)
+class Method:
+    """How a pixel's valid observations become one value (composite.method)."""
+
+    name: str = "percentile"
+    percentile: float = 25
+    pick_index: str = "brightness"
+
+    @property
+    def dated(self) -> bool:
+        """Whether every pixel comes whole from one observation, with its date."""
+        return self.name != "percentile"
+
+    def describe(self) -> str:
+        if self.name == "pick":
+            return f"pick by {self.pick_index} at the {self.percentile:g}th percentile rank"
+        if self.name == "medoid":
+            return "medoid"
+        return f"percentile {self.percentile:g}"
+
+
+# The column file's bands: the product's four, the count, and for dated methods
+# the day + 1 (0, the file's nodata, where no observation is valid)
+COLUMN_BANDS = (*PRODUCT_BANDS, "count", "day + 1")
 
 
 def usable_scenes(scene_tifs, mask_tifs, stats_jsons) -> list[SceneInput]:
@@ -248,24 +277,36 @@ def _composite(
     grid: OutputGrid,
     tile_id: str,
     aoi: AOI,
-    percentile: float,
+    method: Method,
     resampling: str,
     xp,
     threads: int,
 ):
-    """The tile's (4, H, W) composite in scene band order and its (H, W) count."""
+    """The tile's (4, H, W) composite in product band order, its (H, W) count and, for
+    dated methods, its (H, W) day + 1 (0 where none), else None."""
     # a Device per tile: its index-map cache is keyed by the maps' ids, which later
     # tiles' maps may reuse once these are freed
     device = None if xp is None else Device(xp)
     values, valid = stack_tile(scenes, grid, tile_id, aoi, Resampling[resampling], threads, device)
-    return percentile_composite(values, valid, percentile)
+    if not method.dated:
+        composite, count = percentile_composite(values, valid, method.percentile)
+        return composite[SCENE_TO_PRODUCT], count, None
+    from s2basemap.methods import method_composite
+
+    composite, count, chosen = method_composite(
+        method.name, values[:, SCENE_TO_PRODUCT], valid, method.percentile, method.pick_index
+    )
+    day_plus_one = np.array([0] + [scene.day + 1 for scene in scenes], dtype=np.uint16)
+    return composite, count, day_plus_one[chosen.astype(np.int64) + 1]
 
 
-def _tile_profile(grid: OutputGrid, row_off: int, col_off: int, height: int, width: int) -> dict:
+def _tile_profile(
+    grid: OutputGrid, row_off: int, col_off: int, height: int, width: int, count: int = 5
+) -> dict:
     return {
         "driver": "GTiff",
         "dtype": "uint16",
-        "count": 5,
+        "count": count,
         "width": width,
         "height": height,
         "crs": grid.crs,
@@ -280,24 +321,30 @@ def _tile_profile(grid: OutputGrid, row_off: int, col_off: int, height: int, wid
 
 
 def _describe_bands(dst) -> None:
-    for i, name in enumerate((*PRODUCT_BANDS, "count"), start=1):
-        dst.set_band_description(i, name)
+    for i in range(dst.count):
+        dst.set_band_description(i + 1, COLUMN_BANDS[i])
 
 
-def _write(dst, composite, count, window: Window | None = None) -> None:
-    dst.write(composite[SCENE_TO_PRODUCT], [1, 2, 3, 4], window=window)
+def _write(dst, composite, count, days, window: Window | None = None) -> None:
+    dst.write(composite, [1, 2, 3, 4], window=window)
     dst.write(count, 5, window=window)
+    if days is not None:
+        dst.write(days, 6, window=window)
 
 
-def _tile_stats(
-    tile_id: str, scenes: list[SceneInput], percentile: float, used: str, count
-) -> dict:
+def _in_time_order(scenes: list[SceneInput], method: Method) -> list[SceneInput]:
+    """Dated methods break ties by the earlier acquisition, then the scene id: the
+    kernels take the lower stack index, so the stack goes in that order."""
+    return sorted(scenes, key=lambda s: (s.acquired, s.id)) if method.dated else scenes
+
+
+def _tile_stats(tile_id: str, scenes: list[SceneInput], method: Method, used: str, count) -> dict:
     covered = int((count > 0).sum())
     log.info(
-        "tile %s: %d scenes, percentile %g on %s, %d of %d pixels covered",
+        "tile %s: %d scenes, %s on %s, %d of %d pixels covered",
         tile_id,
         len(scenes),
-        percentile,
+        method.describe(),
         used,
         covered,
         count.size,
@@ -315,17 +362,22 @@ def composite_tile(
     out_path,
     backend: str = "auto",
     threads: int = 1,
+    method: Method | None = None,
 ) -> dict:
-    """Write the tile's composite (Red, Green, Blue, NIR, count) and return its statistics."""
+    """Write the tile's composite (Red, Green, Blue, NIR, count, and for dated methods
+    day + 1) and return its statistics."""
+    method = method or Method("percentile", percentile)
     used, xp = _array_module(backend)
-    composite, count = _composite(scenes, grid, tile_id, aoi, percentile, resampling, xp, threads)
+    scenes = _in_time_order(scenes, method)
+    composite, count, days = _composite(scenes, grid, tile_id, aoi, method, resampling, xp, threads)
+    bands = 6 if method.dated else 5
     with (
         atomic_path(out_path) as tmp,
-        rasterio.open(tmp, "w", **_tile_profile(grid, *grid.tile_window(tile_id))) as dst,
+        rasterio.open(tmp, "w", **_tile_profile(grid, *grid.tile_window(tile_id), bands)) as dst,
     ):
-        _write(dst, composite, count)
+        _write(dst, composite, count, days)
         _describe_bands(dst)
-    return _tile_stats(tile_id, scenes, percentile, used, count)
+    return _tile_stats(tile_id, scenes, method, used, count)
 
 
 def composite_column(
@@ -338,35 +390,39 @@ def composite_column(
     out_path,
     backend: str = "auto",
     threads: int = 1,
+    method: Method | None = None,
 ) -> list[dict]:
     """Write a column of tiles as one strip, each tile composited from its own scenes
-    (`tile_scenes`: tile id -> scene ids, in stacking order) exactly as `composite_tile`
-    would; return the tiles' statistics.
+    (`tile_scenes`: tile id -> scene ids) exactly as `composite_tile` would; return
+    the tiles' statistics. `method` defaults to the per-band `percentile`.
 
     A tile at a time bounds the memory; one job per column instead of per tile
     keeps the DAG of a state-sized year small (Snakemake's DAG build grows with
     the jobs and their input files, and a scene touches ~30 tiles but ~6 columns).
     """
+    method = method or Method("percentile", percentile)
     used, xp = _array_module(backend)
     by_id = {scene.id: scene for scene in scenes}
     row_off, col_off, height, width = grid.column_window(list(tile_scenes))
+    bands = 6 if method.dated else 5
     stats = []
     # rows between the column's tiles that are outside the AOI are never written:
     # sparse, they read as nodata like the tiles missing from the mosaic's VRT
     with (
         atomic_path(out_path) as tmp,
         rasterio.open(
-            tmp, "w", **_tile_profile(grid, row_off, col_off, height, width), sparse_ok=True
+            tmp, "w", **_tile_profile(grid, row_off, col_off, height, width, bands), sparse_ok=True
         ) as dst,
     ):
         for tile_id in sorted(tile_scenes):
             tile_inputs = [by_id[s] for s in tile_scenes[tile_id] if s in by_id]
-            composite, count = _composite(
-                tile_inputs, grid, tile_id, aoi, percentile, resampling, xp, threads
+            tile_inputs = _in_time_order(tile_inputs, method)
+            composite, count, days = _composite(
+                tile_inputs, grid, tile_id, aoi, method, resampling, xp, threads
             )
             tile_row, _, tile_height, _ = grid.tile_window(tile_id)
-            _write(dst, composite, count, Window(0, tile_row - row_off, width, tile_height))
-            stats.append(_tile_stats(tile_id, tile_inputs, percentile, used, count))
+            _write(dst, composite, count, days, Window(0, tile_row - row_off, width, tile_height))
+            stats.append(_tile_stats(tile_id, tile_inputs, method, used, count))
         _describe_bands(dst)
     return stats
 
@@ -378,21 +434,37 @@ def composite_column_job(
     stats_jsons,
     grid: OutputGrid,
     aoi: AOI,
-    percentile: float,
+    method: Method,
     resampling: str,
     out_path,
     backend: str,
     threads: int,
+    period: Period,
+    scene_times: dict[str, str],
 ) -> list[dict]:
     """A composite job: the column of its usable scenes, the CPU kernel on `threads` threads.
 
     The inputs are in `column_scene_ids(tile_scenes)` order, one scene raster, mask and
-    mask statistics per scene.
+    mask statistics per scene; `scene_times` gives each scene's acquisition datetime.
     """
     import numba
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     scenes = usable_scenes(scene_tifs, mask_tifs, stats_jsons)
+    if method.dated:
+        scenes = [
+            replace(s, acquired=scene_times[s.id], day=period.day_of(scene_times[s.id]))
+            for s in scenes
+        ]
     return composite_column(
-        scenes, tile_scenes, grid, aoi, percentile, resampling, out_path, backend, threads
+        scenes,
+        tile_scenes,
+        grid,
+        aoi,
+        method.percentile,
+        resampling,
+        out_path,
+        backend,
+        threads,
+        method,
     )

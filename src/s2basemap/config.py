@@ -15,7 +15,7 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from s2basemap.aoi import AOIError, read_aoi
-from s2basemap.periods import Period
+from s2basemap.periods import DAY_NODATA, Period
 from s2basemap.sources import SourceError, resolve_stac
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -119,6 +119,7 @@ def check_semantics(config: dict) -> None:
     target_crs(config)
     check_resolution(config)
     check_overrides(config)
+    check_methods(config)
     if config["upload"]["enabled"] and not config["upload"]["bucket"]:
         raise ConfigError("upload.bucket", "is required when upload.enabled is true")
     if not config["upload"]["keep_local"] and not config["upload"]["enabled"]:
@@ -160,6 +161,36 @@ def check_overrides(config: dict) -> None:
                 f"overrides.{label}",
                 f"is not a configured period; configured: {', '.join(sorted(labels))}",
             )
+
+
+def check_methods(config: dict) -> None:
+    """pick and medoid record each pixel's day in a byte: their periods fit in 255 days."""
+    for period in periods(config):
+        method = composite_settings(config, period.label)["method"]
+        if method != "percentile" and period.days > DAY_NODATA:
+            key = (
+                f"overrides.{period.label}.composite.method"
+                if "method"
+                in config.get("overrides", {}).get(period.label, {}).get("composite", {})
+                else "composite.method"
+            )
+            raise ConfigError(
+                key,
+                f"{method} records each pixel's acquisition day as 0-{DAY_NODATA - 1}, but "
+                f"period {period.label} has {period.days} days; use shorter date ranges",
+            )
+
+
+def method_settings(config: dict, period_label: str) -> dict:
+    """The period's composite method with only the settings it uses: changing another
+    method's settings reruns nothing. The keys of `s2basemap.composite.Method`."""
+    settings = composite_settings(config, period_label)
+    method = {"name": settings["method"]}
+    if settings["method"] != "medoid":
+        method["percentile"] = settings["percentile"]
+    if settings["method"] == "pick":
+        method["pick_index"] = settings["pick_index"]
+    return method
 
 
 def composite_settings(config: dict, period_label: str) -> dict:

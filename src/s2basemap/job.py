@@ -20,6 +20,18 @@ from typing import Any
 from s2basemap.layout import Layout
 from s2basemap.logs import logging_to
 
+# The package modules behind each object the adapter builds. A script's code digest
+# (s2basemap.provenance) counts those behind the objects it uses, not the adapter's
+# every import: a search job must not rerun when the composite method's code changes.
+BUILT_FROM = {
+    "layout": ("layout",),
+    "period": ("periods",),
+    "method": ("composite",),
+    "grid": ("grid",),
+    "aoi": ("aoi",),
+    "signer": ("signing", "sources"),
+}
+
 
 @dataclass
 class Job:
@@ -72,6 +84,13 @@ class Job:
         from s2basemap.grid import OutputGrid
 
         return OutputGrid(**self.params.grid)
+
+    @cached_property
+    def method(self):
+        """The composite `Method`, from the `method` param (`config.method_settings`)."""
+        from s2basemap.composite import Method
+
+        return Method(**self.params.method)
 
     @cached_property
     def aoi(self):

@@ -117,12 +117,20 @@ class Layout:
     def products(self, period: str = PERIOD, dates: str = DATES) -> dict[str, str]:
         """The mosaic, count and quicklook files, named `{base}_{YYYY_MM_DD}_to_{YYYY_MM_DD}`
         like the reference system's; `dates` is `Period.filename_dates`."""
-        stem = f"{self.results_dir}/{period}/{self.filename_base}_{dates}"
+        stem = self._stem(period, dates)
         return {
             "mosaic": f"{stem}.tif",
             "counts": f"{stem}_count.tif",
             "quicklook": f"{stem}_quicklook.png",
         }
+
+    def date_products(self, period: str = PERIOD, dates: str = DATES) -> dict[str, str]:
+        """pick and medoid: the acquisition-date COG and its picture with a legend."""
+        stem = self._stem(period, dates)
+        return {"date": f"{stem}_date.tif", "date_picture": f"{stem}_date.svg"}
+
+    def _stem(self, period: str, dates: str) -> str:
+        return f"{self.results_dir}/{period}/{self.filename_base}_{dates}"
 
     def published(self, period: str) -> bool:
         """Whether a period's results are written (its metadata is the last of them)."""

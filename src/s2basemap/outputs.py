@@ -5,7 +5,7 @@ a STAC Item and a quicklook PNG.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -21,7 +21,7 @@ from s2basemap.composite import PRODUCT_BANDS
 from s2basemap.grid import OutputGrid
 from s2basemap.layout import TIMED_STAGES, Layout
 from s2basemap.manifest import load_json, scene_ids
-from s2basemap.periods import Period
+from s2basemap.periods import DAY_NODATA, Period
 from s2basemap.provenance import software_versions
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,14 @@ def mosaic_vrt(
     nodata: int | None,
     scale: float | None,
     tags: dict,
+    data_type: str = "UInt16",
+    shift: int | None = None,
 ) -> str:
     """A VRT placing each composite GeoTIFF (path -> its window) in the output grid.
 
     Descriptions, scale and tags live in the VRT so that the COG driver copies
-    them: editing a COG afterwards would break its layout.
+    them: editing a COG afterwards would break its layout. With `shift`, source
+    value 0 is left out (the band's nodata shows) and the others are shifted by it.
     """
     lines = [
         f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">',
@@ -58,22 +61,28 @@ def mosaic_vrt(
         "  </Metadata>",
     ]
     for out_band, (band, description) in enumerate(zip(bands, descriptions), start=1):
-        lines.append(f'  <VRTRasterBand dataType="UInt16" band="{out_band}">')
+        lines.append(f'  <VRTRasterBand dataType="{data_type}" band="{out_band}">')
         lines.append(f"    <Description>{escape(description)}</Description>")
         lines.append(f"    <ColorInterp>{COLOR_INTERP.get(description, 'Undefined')}</ColorInterp>")
         if nodata is not None:
             lines.append(f"    <NoDataValue>{nodata}</NoDataValue>")
         if scale is not None:
             lines.append(f"    <Offset>0</Offset><Scale>{scale!r}</Scale>")
+        source = "SimpleSource" if shift is None else "ComplexSource"
         for path, (row_off, col_off, height, width) in sorted(pieces.items(), key=lambda p: p[1]):
             lines += [
-                "    <SimpleSource>",
+                f"    <{source}>",
                 f'      <SourceFilename relativeToVRT="0">{escape(str(Path(path).resolve()))}</SourceFilename>',
                 f"      <SourceBand>{band}</SourceBand>",
                 f'      <SrcRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>',
                 f'      <DstRect xOff="{col_off}" yOff="{row_off}" xSize="{width}" ySize="{height}"/>',
-                "    </SimpleSource>",
             ]
+            if shift is not None:
+                lines += [
+                    "      <NODATA>0</NODATA>",
+                    f"      <ScaleOffset>{shift}</ScaleOffset><ScaleRatio>1</ScaleRatio>",
+                ]
+            lines.append(f"    </{source}>")
         lines.append("  </VRTRasterBand>")
     lines.append("</VRTDataset>")
     return "\n".join(lines)
@@ -148,6 +157,102 @@ def write_products(
     )
     quicklook(products["mosaic"], products["quicklook"])
     log.info("wrote %s", products["mosaic"])
+
+
+def write_date_products(
+    grid: OutputGrid,
+    column_paths: dict[str, str],
+    columns: dict,
+    products: dict,
+    compress: str,
+    period: Period,
+) -> None:
+    """pick and medoid: the acquisition-day COG (days since the period's start, a byte,
+    nodata 255) from the columns' day + 1 band, and its picture with a legend."""
+    description = f"acquisition day (days since {period.start.isoformat()})"
+    write_cog(
+        mosaic_vrt(
+            grid,
+            column_pieces(grid, columns, column_paths),
+            [6],
+            [description],
+            DAY_NODATA,
+            None,
+            {"PERIOD": period.label, "DAY_ZERO": period.start.isoformat()},
+            data_type="Byte",
+            shift=-1,
+        ),
+        products["date"],
+        compress,
+        "nearest",
+    )
+    date_picture(products["date"], products["date_picture"], period)
+    log.info("wrote %s", products["date"])
+
+
+# The date picture's ramp, from the period's first day to its last (viridis' ends and middle)
+DATE_RAMP = np.array([[68, 1, 84], [33, 145, 140], [253, 231, 37]], dtype=np.float64)
+
+
+def day_colours(days: np.ndarray, n_days: int) -> np.ndarray:
+    """(..., 3) uint8 colours of days 0..n_days-1 along DATE_RAMP."""
+    position = days.astype(np.float64) / max(n_days - 1, 1) * (len(DATE_RAMP) - 1)
+    low = np.clip(np.floor(position).astype(int), 0, len(DATE_RAMP) - 2)
+    weight = (position - low)[..., None]
+    return np.rint(DATE_RAMP[low] * (1 - weight) + DATE_RAMP[low + 1] * weight).astype(np.uint8)
+
+
+def date_picture(date_path, svg_path, period: Period, edge: int = QUICKLOOK_EDGE) -> None:
+    """An SVG of the date band (a PNG inside, nodata transparent) with a legend of dates."""
+    import base64
+
+    from rasterio.io import MemoryFile
+
+    with rasterio.open(date_path) as src:
+        factor = max(1, int(np.ceil(max(src.width, src.height) / edge)))
+        shape = (max(1, src.height // factor), max(1, src.width // factor))
+        days = src.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.nearest)
+    valid = days != DAY_NODATA
+    rgba = np.zeros((4, *shape), dtype=np.uint8)
+    rgba[:3] = np.moveaxis(day_colours(np.where(valid, days, 0), period.days), -1, 0)
+    rgba[:3, ~valid] = 0
+    rgba[3] = np.where(valid, 255, 0)
+    with MemoryFile() as memory:
+        with memory.open(
+            driver="PNG", width=shape[1], height=shape[0], count=4, dtype="uint8"
+        ) as dst:
+            dst.write(rgba)
+        png = base64.b64encode(memory.read()).decode()
+    height, width = shape
+    ticks = sorted({0, (period.days - 1) // 2, period.days - 1})
+    bar = [
+        f'<rect x="{10 + i * 3}" y="{height + 12}" width="3" height="14" '
+        f'fill="rgb{tuple(int(c) for c in day_colours(np.array(day), period.days))}"/>'
+        for i, day in enumerate(np.linspace(0, period.days - 1, 100))
+    ]
+    labels = [
+        f'<text x="{10 + 300 * t / max(period.days - 1, 1):.0f}" y="{height + 40}" '
+        f'font-size="11" text-anchor="middle" font-family="sans-serif">'
+        f"{period.start + timedelta(days=t):%d %b}</text>"
+        for t in ticks
+    ]
+    svg = "\n".join(
+        [
+            (
+                f'<svg xmlns="http://www.w3.org/2000/svg" width="{max(width, 330)}" '
+                f'height="{height + 60}">'
+            ),
+            f'<image width="{width}" height="{height}" href="data:image/png;base64,{png}"/>',
+            *bar,
+            *labels,
+            (
+                f'<text x="10" y="{height + 56}" font-size="11" font-family="sans-serif">'
+                f"acquisition date of each pixel, {period.label} (transparent: none)</text>"
+            ),
+            "</svg>",
+        ]
+    )
+    atomic_write_text(svg_path, svg + "\n")
 
 
 def coverage(mosaic_path, aoi: AOI) -> float:
@@ -234,6 +339,7 @@ def build_metadata(
 ) -> dict:
     crs = CRS.from_user_input(grid.crs)
     scenes = scene_entries(manifest, records, stats)
+    method = settings.get("method", "percentile")
     status = "ok" if scenes else ("no_scenes" if not manifest["scenes"] else "no_usable_scenes")
     return {
         "product": files.get("mosaic", "").removesuffix(".tif") or None,
@@ -252,8 +358,10 @@ def build_metadata(
         "bands": list(PRODUCT_BANDS),
         "nodata": 0,
         "reflectance_scale": REFLECTANCE_SCALE,
-        "percentile": settings["percentile"],
-        "composite": {"resampling": settings["resampling"], "tile_size": grid.tile_size},
+        "percentile": None if method == "medoid" else settings["percentile"],
+        "composite": {"method": method, "resampling": settings["resampling"]}
+        | ({"pick_index": settings["pick_index"]} if method == "pick" else {})
+        | {"tile_size": grid.tile_size},
         "mask": settings["mask"],
         "source": manifest["source"],
         "scenes": scenes,
@@ -262,6 +370,22 @@ def build_metadata(
         "software": software_versions(),
         "processing_seconds": processing_seconds,
         "attribution": attribution([s["datetime"] for s in scenes], period.start.year),
+    } | (date_band(period) if method != "percentile" else {})
+
+
+def date_band(period: Period) -> dict:
+    """What the date COG's one band means (pick and medoid)."""
+    return {
+        "date_band": {
+            "name": "acquisition_day",
+            "description": (
+                f"days since {period.start.isoformat()} (the period's first day) to the "
+                "acquisition of the observation each pixel comes from"
+            ),
+            "day_zero": period.start.isoformat(),
+            "data_type": "uint8",
+            "nodata": DAY_NODATA,
+        }
     }
 
 
@@ -301,7 +425,7 @@ def stac_item(metadata: dict, aoi: AOI, period: Period, files: dict) -> dict:
                 "roles": ["data"],
                 "bands": bands,
                 "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                "title": f"{metadata['percentile']}th percentile cloud-free mosaic",
+                "title": f"Cloud-free mosaic: {mosaic_method(metadata)}",
             },
             "count": {
                 "href": f"./{files['counts']}",
@@ -315,6 +439,23 @@ def stac_item(metadata: dict, aoi: AOI, period: Period, files: dict) -> dict:
                 "type": "image/png",
                 "roles": ["thumbnail", "overview"],
                 "title": "Quicklook",
+            },
+        }
+    if "date" in files:
+        band = metadata["date_band"]
+        assets |= {
+            "date": {
+                "href": f"./{files['date']}",
+                "roles": ["data"],
+                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                "title": "Acquisition day of each pixel",
+                "bands": [{k: band[k] for k in ("name", "description", "nodata", "data_type")}],
+            },
+            "date_picture": {
+                "href": f"./{files['date_picture']}",
+                "type": "image/svg+xml",
+                "roles": ["overview"],
+                "title": "Acquisition date of each pixel, with a legend",
             },
         }
     return {
@@ -337,6 +478,19 @@ def stac_item(metadata: dict, aoi: AOI, period: Period, files: dict) -> dict:
         "links": links,
         "assets": assets,
     }
+
+
+def mosaic_method(metadata: dict) -> str:
+    """How the mosaic's pixels were chosen, in words."""
+    composite = metadata["composite"]
+    if composite["method"] == "pick":
+        return (
+            f"per pixel, the observation at the {metadata['percentile']}th percentile "
+            f"rank of {composite['pick_index']}"
+        )
+    if composite["method"] == "medoid":
+        return "per pixel, the medoid observation"
+    return f"{metadata['percentile']}th percentile of each band"
 
 
 def processing_seconds(layout: Layout, period_label: str) -> dict:
@@ -367,6 +521,8 @@ def describe_period(
     valid_coverage = None
     if ids:
         products = layout.products(label, period.filename_dates)
+        if settings.get("method", "percentile") != "percentile":
+            products |= layout.date_products(label, period.filename_dates)
         files |= {key: Path(path).name for key, path in products.items()}
         valid_coverage = round(coverage(products["mosaic"], aoi), 6)
     metadata = build_metadata(
@@ -406,7 +562,7 @@ def write_statistics(metadata: dict, path) -> None:
         ("scenes left out", len(metadata["left_out"])),
         ("valid coverage (%)", f"{coverage * 100:.2f}" if coverage is not None else "-"),
         ("mean cloud fraction (%)", f"{100 * sum(clouds) / len(clouds):.2f}" if clouds else "-"),
-        ("percentile", metadata["percentile"]),
+        ("method", mosaic_method(metadata)),
         ("processing (s)", f"{sum(metadata['processing_seconds'].values()):.1f}"),
     ]
     text = "statistic\tvalue\n" + "".join(f"{k}\t{v}\n" for k, v in rows)

@@ -6,6 +6,9 @@ import calendar
 from dataclasses import dataclass
 from datetime import date
 
+# The acquisition-date band (pick and medoid): days since the period's start, a byte
+DAY_NODATA = 255
+
 
 @dataclass(frozen=True, order=True)
 class Period:
@@ -44,6 +47,14 @@ class Period:
         """`YYYY_MM_DD_to_YYYY_MM_DD`, as the reference system names its mosaics."""
         fmt = "%Y_%m_%d"
         return f"{self.start.strftime(fmt)}_to_{self.end.strftime(fmt)}"
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def day_of(self, when: str) -> int:
+        """Days from the period's start to an ISO datetime's (UTC) date."""
+        return (date.fromisoformat(when[:10]) - self.start).days
 
     def overlaps(self, other: Period) -> bool:
         return self.start <= other.end and other.start <= self.end

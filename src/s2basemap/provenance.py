@@ -8,9 +8,11 @@ import importlib.util
 import platform
 from pathlib import Path
 
-# Modules that decide only where a job's log lines go, never what the job writes:
-# editing them must not rerun finished work.
-NOT_RESULT_CODE = frozenset({"logs"})
+# Modules that decide only where a job's log lines go, or carry Snakemake's values
+# to the package (the job adapter, whose lazy imports would otherwise make every
+# rule depend on every module it can rebuild), never what a job writes: editing
+# them must not rerun finished work.
+NOT_RESULT_CODE = frozenset({"logs", "job"})
 
 
 def code_digest(script: str | Path) -> str:
@@ -27,9 +29,11 @@ def code_digest(script: str | Path) -> str:
 
 
 def package_modules_behind(script: Path) -> set[str]:
-    """The s2basemap modules (short names) that `script` imports, transitively."""
+    """The s2basemap modules (short names) that `script` imports, transitively, with
+    those behind each object it asks the job adapter for (`j.aoi`: aoi, ...)."""
     found: set[str] = set()
-    todo = list(_imported_modules(script.read_text()))
+    text = script.read_text()
+    todo = list(_imported_modules(text) | _adapter_modules(text))
     while todo:
         name = todo.pop()
         if name in found or name in NOT_RESULT_CODE:
@@ -37,6 +41,18 @@ def package_modules_behind(script: Path) -> set[str]:
         found.add(name)
         todo += _imported_modules(_module_path(name).read_text())
     return found
+
+
+def _adapter_modules(source: str) -> set[str]:
+    """The modules behind the job adapter's objects that `source` uses (`<job>.grid`)."""
+    from s2basemap.job import BUILT_FROM
+
+    used = {
+        node.attr
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+    }
+    return {module for name in used & set(BUILT_FROM) for module in BUILT_FROM[name]}
 
 
 def _imported_modules(source: str) -> set[str]:

@@ -102,6 +102,12 @@ class Scene:
     def month(self) -> str:
         return self.spec.date[:7]
 
+    @property
+    def datetime(self) -> str:
+        """The acquisition time its STAC item says."""
+        spec = self.spec
+        return f"{spec.date}T16:54:{12 + spec.copy:02d}.{spec.orbit:03d}000Z"
+
 
 @dataclass
 class World:
@@ -345,7 +351,7 @@ def stac_item(world: World, scene: Scene, tile: TileSpec, bounds, scl: np.ndarra
             else [reflectance_band],
         }
     props = {
-        "datetime": f"{spec.date}T16:54:{12 + spec.copy:02d}.{spec.orbit:03d}000Z",
+        "datetime": scene.datetime,
         "created": "2022-02-28T00:00:00Z",
         "updated": spec.updated,
         "platform": {"S2A": "sentinel-2a", "S2B": "sentinel-2b"}[spec.platform],

@@ -21,7 +21,10 @@ rule composite_column:
     params:
         grid=asdict(GRID),
         tile_scenes=column_tile_scenes,
-        percentile=composite_setting("percentile"),
+        method=lambda wildcards: cfg.method_settings(config, wildcards.period),
+        period=period_bounds,
+        # pick and medoid: each scene's acquisition time orders ties and dates pixels
+        scene_times=column_scene_times,
         resampling=composite_setting("resampling"),
         backend=config_provider("composite", "backend"),
         code=CODE["composite"],

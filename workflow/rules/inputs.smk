@@ -98,6 +98,15 @@ def column_tile_scenes(wildcards):
     return scenes_by_column(wildcards.period)[0][wildcards.column]
 
 
+def column_scene_times(wildcards):
+    """Acquisition datetime of each scene of the column, for pick and medoid only."""
+    if cfg.method_settings(config, wildcards.period)["name"] == "percentile":
+        return {}
+    manifest = read_manifest(paths.manifest(wildcards.period))
+    wanted = set(column_scene_ids(column_tile_scenes(wildcards)))
+    return {s["id"]: s["datetime"] for s in manifest["scenes"] if s["id"] in wanted}
+
+
 def column_inputs(wildcards):
     """The AOI and the scene rasters and masks of the period's scenes that touch the column."""
     planned(wildcards.period)
@@ -143,6 +152,10 @@ def metadata_inputs(wildcards):
     }
     if period_manifest(wildcards)["scenes"]:
         inputs |= period_products(wildcards.period)
+        if cfg.method_settings(config, wildcards.period)["name"] != "percentile":
+            inputs |= paths.date_products(
+                wildcards.period, PERIODS[wildcards.period].filename_dates
+            )
     return inputs
 
 
@@ -156,7 +169,11 @@ def upload_destination(wildcards):
 def upload_inputs(wildcards):
     """A period's products (when it has any), metadata and STAC Item."""
     inputs = metadata_inputs(wildcards)
-    products = {k: inputs[k] for k in ("mosaic", "counts", "quicklook") if k in inputs}
+    products = {
+        k: inputs[k]
+        for k in ("mosaic", "counts", "quicklook", "date", "date_picture")
+        if k in inputs
+    }
     return products | {
         "metadata": paths.metadata(wildcards.period),
         "item": paths.item(wildcards.period),

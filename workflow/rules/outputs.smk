@@ -28,6 +28,34 @@ rule assemble_mosaic:
         "../scripts/assemble_mosaic.py"
 
 
+# pick and medoid: the acquisition day of each pixel, and its picture for the report
+rule assemble_dates:
+    input:
+        columns=[paths.column("{period}", column) for column in COLUMNS],
+        summary=paths.scene_summary(),
+    output:
+        date=uploaded(paths.date_products()["date"]),
+        date_picture=report(
+            paths.date_products()["date_picture"],
+            caption="../report/date.rst",
+            category="Mosaics",
+            labels={"period": "{period}", "figure": "acquisition date"},
+        ),
+    log:
+        paths.log("assemble_dates", "{period}", "{dates}"),
+    priority: OUTPUTS_PRIORITY
+    conda:
+        "../../envs/geo.yaml"
+    params:
+        grid=asdict(GRID),
+        columns=COLUMNS,
+        period=period_bounds,
+        compress=config_provider("output", "compress"),
+        code=CODE["dates"],
+    script:
+        "../scripts/assemble_dates.py"
+
+
 rule period_metadata:
     input:
         unpack(metadata_inputs),

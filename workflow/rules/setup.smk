@@ -62,6 +62,7 @@ CODE = {
         "mask": "mask_scene",
         "composite": "composite_column",
         "assemble": "assemble_mosaic",
+        "dates": "assemble_dates",
         "metadata": "period_metadata",
     }.items()
 }

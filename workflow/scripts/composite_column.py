@@ -15,9 +15,11 @@ with job(snakemake) as j:
         ],
         grid=j.grid,
         aoi=j.aoi,
-        percentile=j.params.percentile,
+        method=j.method,
         resampling=j.params.resampling,
         out_path=j.output[0],
         backend=j.params.backend,
         threads=j.threads,
+        period=j.period,
+        scene_times=j.params.scene_times,
     )
