@@ -177,6 +177,24 @@ def test_defaults_fill_what_the_user_omits(good):
             "storage.months_in_flight",
             "less than the minimum",
         ),
+        (lambda c: c["composite"].update(method="mean"), "composite.method", "medoid"),
+        (lambda c: c["composite"].update(pick_index="ndwi"), "composite.pick_index", "brightness"),
+        (
+            lambda c: c.update(
+                date_ranges=[{"start": "2022-03-01", "end": "2022-11-11"}],
+                composite={"method": "pick"},
+            ),
+            "composite.method",
+            "has 256 days",
+        ),
+        (
+            lambda c: c.update(
+                date_ranges=[{"start": "2022-03-01", "end": "2023-03-01"}],
+                overrides={"2022-03-01_2023-03-01": {"composite": {"method": "medoid"}}},
+            ),
+            "overrides.2022-03-01_2023-03-01.composite.method",
+            "medoid records each pixel's acquisition day as 0-254",
+        ),
         (lambda c: c.pop("aoi"), "aoi", "required"),
     ],
 )
@@ -269,3 +287,35 @@ def test_the_config_readme_documents_every_schema_key_with_its_default():
             continue  # "(required)", "the source's": said in words
         shown, default = yaml.safe_load(text.strip("`")), keys[key]["default"]
         assert shown == default or text.strip("`") == str(default), (key, text, default)
+
+
+def test_a_period_of_255_days_fits_the_date_band(good):
+    config = good | {
+        "months": [],
+        "date_ranges": [{"start": "2022-03-01", "end": "2022-11-10"}],
+        "composite": {"method": "medoid"},
+    }
+    assert validate_config(config)["composite"]["method"] == "medoid"
+
+
+def test_a_jobs_method_holds_only_the_settings_it_uses(good):
+    from s2basemap.config import method_settings
+
+    config = validate_config(
+        good
+        | {
+            "months": ["2022-01", "2022-02", "2022-03"],
+            "composite": {"percentile": 40, "pick_index": "nir"},
+            "overrides": {
+                "2022-02": {"composite": {"method": "pick"}},
+                "2022-03": {"composite": {"method": "medoid"}},
+            },
+        }
+    )
+    assert method_settings(config, "2022-01") == {"name": "percentile", "percentile": 40}
+    assert method_settings(config, "2022-02") == {
+        "name": "pick",
+        "percentile": 40,
+        "pick_index": "nir",
+    }
+    assert method_settings(config, "2022-03") == {"name": "medoid"}

@@ -21,6 +21,10 @@ maskjobs  the mask stage over 20 scenes of 1024 x 1024 px as real Snakemake jobs
           (stage wall - Snakemake's own start-up - 20 x the warm inference time
           measured in this run) / 20. Laid out for this 2-core machine.
 workflow  the whole workflow on the test world: wall time and peak memory
+methods   the pixel-consistent composites (s2basemap.methods) on one stack of
+          2048 x 2048 px, N = 40, 4 bands, ~40 % invalid: pick (brightness, 25)
+          and medoid on the CPU vs the percentile kernel at 25 in the same run
+          (best of 3 after a warm-up call); with a GPU also the CUDA kernels
 Not part of the test run.
 """
 
@@ -44,7 +48,7 @@ from s2basemap.ocm import OCMOptions, choose_device, predict
 from s2basemap.percentile import gpu_available, percentile_cpu
 
 PERCENTILE = 25
-SECTIONS = ["kernel", "masking", "composite", "maskjobs", "workflow"]
+SECTIONS = ["kernel", "masking", "composite", "maskjobs", "workflow", "methods"]
 
 
 def stack(n_obs: int, edge: int, invalid: float = 0.4, seed: int = 0):
@@ -155,6 +159,80 @@ def bench_gpu() -> None:
         f"2048 x 2048 px, 40 observations, 4 bands ({size / 1e6:.0f} Mvalues): kernel "
         f"{fast_ms:.3f} ms = {size / fast_ms / 1e3:.0f} Mvalues/s | sort-based {sort_ms:.1f} ms | "
         f"ratio {sort_ms / fast_ms:.0f}x | identical to the CPU kernel: {same}"
+    )
+
+
+def bench_methods(edge: int = 2048, n_obs: int = 40, repeats: int = 3) -> None:
+    from s2basemap.methods import medoid_cpu, pick_cpu
+
+    print("== pixel-consistent methods (CPU, numba) vs the percentile kernel ==")
+    print(
+        f"{edge} x {edge} px, N = {n_obs}, 4 bands, ~40 % invalid; "
+        f"best of {repeats} after a warm-up call"
+    )
+    values, valid = stack(n_obs, edge)
+    warm = stack(n_obs, 8)  # compiles the same (C-ordered) signatures
+    percentile_cpu(*warm, PERCENTILE)
+    pick_cpu(*warm, PERCENTILE)
+    medoid_cpu(*warm)
+    base = best_of(repeats, percentile_cpu, values, valid, PERCENTILE)
+    label = f"percentile_cpu({PERCENTILE}) (baseline)"
+    print(f"{label:29s} {base:7.3f} s")
+    for index in ("brightness", "ndvi-inverse"):
+        seconds = best_of(repeats, pick_cpu, values, valid, PERCENTILE, index)
+        label = f"pick_cpu({index}, {PERCENTILE})"
+        print(f"{label:29s} {seconds:7.3f} s = {seconds / base:5.2f} x percentile")
+    seconds = best_of(repeats, medoid_cpu, values, valid)
+    print(
+        f"{'medoid_cpu':29s} {seconds:7.3f} s = {seconds / base:5.2f} x percentile "
+        f"({n_obs * (n_obs - 1) // 2} distances per pixel)"
+    )
+    if gpu_available():
+        bench_methods_gpu(values, valid)
+    else:
+        print("GPU: no cupy/CUDA device here; GPU kernels not measured")
+
+
+def bench_methods_gpu(values, valid) -> None:
+    import cupy
+
+    from s2basemap.methods import medoid_cpu, medoid_on_device, pick_cpu, pick_on_device
+    from s2basemap.percentile import percentile_on_device
+
+    d_values, d_valid = cupy.asarray(values), cupy.asarray(valid)
+
+    def timed(func, repeats=10):
+        func()
+        cupy.cuda.Device().synchronize()
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        times = []
+        for _ in range(repeats):
+            start.record()
+            func()
+            end.record()
+            end.synchronize()
+            times.append(cupy.cuda.get_elapsed_time(start, end))
+        return float(np.median(times))
+
+    base = timed(lambda: percentile_on_device(d_values, d_valid, PERCENTILE))
+    pick = timed(lambda: pick_on_device(d_values, d_valid, PERCENTILE, "brightness"))
+    medoid = timed(lambda: medoid_on_device(d_values, d_valid), repeats=3)
+    same_pick = all(
+        np.array_equal(a.get(), b)
+        for a, b in zip(
+            pick_on_device(d_values, d_valid, PERCENTILE),
+            pick_cpu(values, valid, PERCENTILE),
+            strict=True,
+        )
+    )
+    same_medoid = all(
+        np.array_equal(a.get(), b)
+        for a, b in zip(medoid_on_device(d_values, d_valid), medoid_cpu(values, valid), strict=True)
+    )
+    print(
+        f"GPU (median of the on-device kernels): percentile {base:.3f} ms | pick {pick:.3f} ms "
+        f"= {pick / base:.2f} x | medoid {medoid:.3f} ms = {medoid / base:.2f} x | identical "
+        f"to the CPU kernels: pick {same_pick}, medoid {same_medoid}"
     )
 
 
@@ -564,6 +642,8 @@ def main() -> None:
         bench_mask_jobs()
     if "workflow" in args.sections:
         bench_workflow()
+    if "methods" in args.sections:
+        bench_methods()
 
 
 if __name__ == "__main__":
