@@ -43,7 +43,7 @@ def cluster(tmp_path_factory):
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1500,  # apt's own steps time out after 600 s each
         check=False,
     )
     if started.returncode == 3:

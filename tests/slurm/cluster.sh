@@ -46,15 +46,15 @@ wait_for() { # wait_for SECONDS WHAT CMD...
 install() {
     local missing=()
     for cmd in slurmctld slurmd sbatch srun squeue sinfo scontrol; do
-        command -v "$cmd" >/dev/null || { missing=(slurmctld slurmd slurm-client); break; }
+        command -v "$cmd" >/dev/null || { missing=(slurm-wlm); break; }
     done
     command -v munged >/dev/null || missing+=(munge)
     ((${#missing[@]})) || return 0
     [[ $(id -u) == 0 ]] || cannot "${missing[*]} missing, and installing needs root"
     command -v apt-get >/dev/null || cannot "${missing[*]} missing, and there is no apt-get"
     log "apt-get install ${missing[*]}"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends "${missing[@]}"; } >"$LOG/apt.log" 2>&1 ||
+    { timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        timeout 600 apt-get install -y -qq "${missing[@]}"; } >"$LOG/apt.log" 2>&1 ||
         cannot "apt-get install ${missing[*]} failed: $(tail -1 "$LOG/apt.log")"
     for cmd in slurmctld slurmd srun munged; do
         command -v "$cmd" >/dev/null || cannot "$cmd is still missing after apt-get install"
