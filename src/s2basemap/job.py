@@ -3,7 +3,7 @@
 Every workflow script reads `with job(snakemake) as j: <package function>(j.<...>)`.
 The adapter sends the job's logging to the rule's log (one clear line on failure,
 see `s2basemap.logs`) and rebuilds what Snakemake hands over flattened: the period,
-the output grid, the AOI, the layout, the source's signer. The convention for
+the output grid, the AOI, the layout, the composite method, the source's signer. The convention for
 outputs is the same in every rule: the package function is given its output paths
 and writes them atomically; scripts never write files themselves.
 """

@@ -57,7 +57,7 @@ from functools import lru_cache
 import numba
 import numpy as np
 
-from s2basemap.percentile import DEVICE_MEMORY_SHARE, launch_grid
+from s2basemap.percentile import by_row_bands, launch_grid
 
 log = logging.getLogger(__name__)
 
@@ -472,24 +472,8 @@ def medoid_on_device(d_values, d_valid):
 def in_row_bands(values: np.ndarray, valid: np.ndarray, free_bytes: int, run):
     """`run(values, valid) -> (out, count, chosen)` over bands of whole rows, each
     C-ordered and small enough that it and its outputs fit in DEVICE_MEMORY_SHARE
-    of `free_bytes` (like percentile.in_row_bands, with the third output)."""
-    n_obs, n_bands, height, width = values.shape
-    row_bytes = width * (n_obs * n_bands * 2 + n_obs + n_bands * 2 + 2 + 2)
-    rows = max(1, min(height, int(free_bytes * DEVICE_MEMORY_SHARE) // max(row_bytes, 1)))
-    if rows < height:
-        log.info(
-            "stack of %.1f GB in bands of %d rows (%.1f GB free on the device)",
-            row_bytes * height / 1e9,
-            rows,
-            free_bytes / 1e9,
-        )
-    out, count, chosen = _outputs(np, values.shape)
-    for top in range(0, height, rows):
-        band = slice(top, min(top + rows, height))
-        out[:, band], count[band], chosen[band] = run(
-            np.ascontiguousarray(values[:, :, band]), np.ascontiguousarray(valid[:, band])
-        )
-    return out, count, chosen
+    of `free_bytes` (percentile.by_row_bands, with the third output)."""
+    return by_row_bands(values, valid, free_bytes, run, _outputs(np, values.shape))
 
 
 def _gpu(method: str, values: np.ndarray, valid: np.ndarray, percentile, index):

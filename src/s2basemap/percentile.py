@@ -318,8 +318,21 @@ def _on_device(values: np.ndarray, valid: np.ndarray, percentile: float):
 def in_row_bands(values: np.ndarray, valid: np.ndarray, percentile: float, free_bytes: int, run):
     """`run(values, valid, percentile)` over bands of whole rows, each C-ordered and
     small enough that it and its outputs fit in DEVICE_MEMORY_SHARE of `free_bytes`."""
+    n_bands, height, width = values.shape[1:]
+    outputs = (
+        np.empty((n_bands, height, width), dtype=np.uint16),
+        np.empty((height, width), dtype=np.uint16),
+    )
+    return by_row_bands(values, valid, free_bytes, lambda v, m: run(v, m, percentile), outputs)
+
+
+def by_row_bands(values: np.ndarray, valid: np.ndarray, free_bytes: int, run, outputs: tuple):
+    """Fill `outputs` (arrays whose last two axes are the stack's rows and columns) with
+    `run(values, valid)` over bands of whole rows, each C-ordered and small enough that
+    it and its outputs fit in DEVICE_MEMORY_SHARE of `free_bytes`."""
     n_obs, n_bands, height, width = values.shape
-    row_bytes = width * (n_obs * n_bands * 2 + n_obs + n_bands * 2 + 2)
+    output_bytes = sum(o.itemsize * o.size // max(height * width, 1) for o in outputs)
+    row_bytes = width * (n_obs * n_bands * 2 + n_obs + output_bytes)
     rows = max(1, min(height, int(free_bytes * DEVICE_MEMORY_SHARE) // max(row_bytes, 1)))
     if rows < height:
         log.info(
@@ -328,16 +341,14 @@ def in_row_bands(values: np.ndarray, valid: np.ndarray, percentile: float, free_
             rows,
             free_bytes / 1e9,
         )
-    out = np.empty((n_bands, height, width), dtype=np.uint16)
-    count = np.empty((height, width), dtype=np.uint16)
     for top in range(0, height, rows):
         band = slice(top, min(top + rows, height))
-        out[:, band], count[band] = run(
-            np.ascontiguousarray(values[:, :, band]),
-            np.ascontiguousarray(valid[:, band]),
-            percentile,
+        results = run(
+            np.ascontiguousarray(values[:, :, band]), np.ascontiguousarray(valid[:, band])
         )
-    return out, count
+        for output, result in zip(outputs, results, strict=True):
+            output[..., band, :] = result
+    return outputs
 
 
 def percentile_on_device(d_values, d_valid, percentile: float):

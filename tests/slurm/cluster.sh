@@ -112,7 +112,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
 ReturnToService=2
-MinJobAge=600
+# finished jobs stay listed this long: squeue status checks and the test read them
+MinJobAge=7200
 GresTypes=gpu
 NodeName=$node NodeAddr=127.0.0.1 ${topo[*]} RealMemory=$((realmem * 90 / 100)) Gres=gpu:1 State=UNKNOWN
 PartitionName=compute Nodes=$node Default=YES MaxTime=INFINITE State=UP
