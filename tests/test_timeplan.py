@@ -25,7 +25,7 @@ BOX = Machine(cores=16, gpu=True, network_gbps=1.0)
 
 def test_gpu_box_month_is_the_slower_of_fetch_and_mask_then_composite_and_outputs():
     plan = time_plan({"2025-06": dict(MONTH)}, BOX, uses_ocm=True)
-    c, mpx = CPU_COSTS, 30e3
+    c, mpx = timeplan.costs_for(gpu=True), 30e3
     fetch_cpu = (400 * c["job_start_s"] + mpx * c["fetch_cpu_s_per_mpx"]) / 16
     fetch = max(fetch_cpu, 236e9 * 8 / 1e9)
     mask = max(
@@ -33,7 +33,10 @@ def test_gpu_box_month_is_the_slower_of_fetch_and_mask_then_composite_and_output
         / 16,
         mpx * GPU_OCM_S_PER_MPX,
     )
-    composite = (22 * c["composite_job_start_s"] + mpx * c["composite_cpu_s_per_scene_mpx"]) / 16
+    # 4 column jobs of 4 threads at once on 16 cores, each keeping 3.6 cores busy (the box)
+    composite = (22 * c["composite_job_start_s"] + mpx * c["composite_cpu_s_per_scene_mpx"]) / (
+        4 * 3.6
+    )
     outputs = 3 * c["job_start_s"] + 400 * 2048**2 / 1e6 * c["outputs_wall_s_per_mpx"]
     stages = plan["periods"]["2025-06"]["stages"]
     for name, expected in (
@@ -56,6 +59,26 @@ def test_gpu_box_month_is_the_slower_of_fetch_and_mask_then_composite_and_output
     )
     assert stages["fetch"]["bound_by"] == "network"  # 236 GB at 1 Gbit/s is 31 min
     assert "cost" not in plan
+
+
+def test_the_box_costs_replace_the_vms_only_where_measured_there():
+    box, vm = timeplan.costs_for(gpu=True), timeplan.costs_for(gpu=False)
+    assert vm == timeplan.DEV_VM_COSTS
+    assert set(box) == set(vm)
+    for key in timeplan.BOX_NOT_YET_MEASURED:
+        assert box[key] == vm[key], key
+    assert box["composite_cpu_s_per_scene_mpx"] == pytest.approx(17.4 / 125.8)
+    assert set(timeplan.BOX_COSTS).isdisjoint(timeplan.BOX_NOT_YET_MEASURED)
+    assert set(timeplan.BOX_COSTS) | set(timeplan.BOX_NOT_YET_MEASURED) | {
+        "ocm_cpu_s_per_mpx"  # inference on the CPU: a GPU box runs it on the GPU
+    } == set(vm)
+
+
+def test_composite_cores_follow_jobs_threads_and_the_measured_busy_cores():
+    costs = {"composite_cores_busy_per_job": 3.0}
+    assert timeplan.composite_cores(22, 16, costs) == 12  # 4 jobs of 4 threads, 3 busy each
+    assert timeplan.composite_cores(2, 16, costs) == 6  # only 2 columns to composite
+    assert timeplan.composite_cores(22, 2, costs) == 2  # one job of 2 threads
 
 
 def test_without_a_gpu_inference_runs_on_the_cores_and_bounds_the_month():

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 # Measured on the development machine (2 cores of an x86-64 cloud VM, 2026-12-01)
 # with `python tests/benchmarks/costs.py --edge 4096`; CPU seconds across all threads.
 # Two runs differed by up to 25 % (a shared VM); these are the slower run's.
-CPU_COSTS = {
+DEV_VM_COSTS = {
     # a Snakemake script job: Python start, unpickling the job, importing the package
     "job_start_s": 1.23,
     # a composite job's start, with the percentile kernel loaded from numba's cache
@@ -44,20 +44,58 @@ CPU_COSTS = {
     "ocm_host_cpu_s_per_mpx": 0.018,
     # composite: per megapixel of scene window over a tile (warped reads, gather, percentile)
     "composite_cpu_s_per_scene_mpx": 0.114,
+    # cores one composite job keeps busy at most, whatever its threads (box benchmark,
+    # 2026-12-04, --tiles 1 --dates 4: a job of 2 threads kept 1.24 of 2 cores busy)
+    "composite_cores_busy_per_job": 1.24,
     # mosaic and count COGs with overviews, coverage and quicklook, per output megapixel
     # (wall on 2 cores: this step is one job, GDAL's threads do the rest)
     "outputs_wall_s_per_mpx": 0.26,
 }
+CPU_COSTS = DEV_VM_COSTS  # the plan's costs where nothing better is known
 
-# OmniCloudMask inference on a GPU. Measured on an NVIDIA H100 80GB HBM3 (2026-11-25,
-# fp16, batch 4, 20 m, fabricated v4 weights): 0.89-0.96 s of inference per full
-# 10980 x 10980 px scene once warm = 0.0077 s per 10 m megapixel. An A100 is taken
-# as 3.2x slower: NVIDIA's datasheets give 989 dense FP16 tensor TFLOPS for the H100
-# SXM against 312 for the A100 (memory bandwidth differs by only 1.6x, so this errs
-# on the slow side).
-H100_OCM_GPU_S_PER_MPX = 0.93 / 120.56
+# Measured on a 16-core box with one NVIDIA H200 (the device machine, 2026-12-04, project
+# at e139862): one 2048 px composite tile from 30 scenes (125.8 scene-megapixels) took
+# 17.4 CPU s in 4.8 s of wall time at 16 threads, 3.6 cores busy. The plan uses these on
+# a machine with a GPU; every other cost there is the development VM's until the box
+# benchmark (tests/benchmarks/box.py, run by tests/benchmarks/device/run.sh) measures it.
+BOX_COSTS = {
+    "composite_cpu_s_per_scene_mpx": 17.4 / 125.8,
+    "composite_cores_busy_per_job": 3.6,
+}
+BOX_NOT_YET_MEASURED = (
+    "job_start_s",
+    "composite_job_start_s",
+    "numba_compile_s",
+    "snakemake_start_s",
+    "fetch_cpu_s_per_mpx",
+    "mask_cpu_s_per_mpx",
+    "ocm_host_cpu_s_per_mpx",
+    "outputs_wall_s_per_mpx",
+)
+
+
+def costs_for(gpu: bool) -> dict:
+    """The per-unit costs for a machine with or without a GPU (the box's where measured)."""
+    return DEV_VM_COSTS | BOX_COSTS if gpu else DEV_VM_COSTS
+
+
+# The mask stage on a GPU, per full 10980 x 10980 px scene (120.56 megapixels):
+# - `s2basemap.ocm.predict` with its host work (block means, patching, back to 10 m)
+#   took 3.5-4.6 s on the H200 box (2026-12-04, 20 m, patch 1000, batch 4, fp16); 4.0 s
+#   is taken, as one scene at a time (the shared process's overlap of host work across
+#   scenes is not yet measured on a GPU);
+# - of that, inference alone is about 0.93 s (an NVIDIA H100 80GB HBM3, 2026-11-25,
+#   fabricated v4 weights), and an A100 is taken as 3.2x slower at it: NVIDIA's
+#   datasheets give 989 dense FP16 tensor TFLOPS for the H100 SXM against 312 for the
+#   A100 (memory bandwidth differs by only 1.6x, so this errs on the slow side).
+# Before 2026-12-04 the plan counted the inference alone (3.0 s a scene on an A100).
+FULL_SCENE_MPX = 10980**2 / 1e6
+H100_OCM_GPU_S_PER_MPX = 0.93 / FULL_SCENE_MPX
+H200_MASK_S_PER_SCENE = 4.0
 A100_SLOWER_THAN_H100 = 3.2
-GPU_OCM_S_PER_MPX = H100_OCM_GPU_S_PER_MPX * A100_SLOWER_THAN_H100
+GPU_OCM_S_PER_MPX = H200_MASK_S_PER_SCENE / FULL_SCENE_MPX + H100_OCM_GPU_S_PER_MPX * (
+    A100_SLOWER_THAN_H100 - 1
+)
 # Snakemake's own work in its main process (DAG, scheduling, bookkeeping), from the
 # no-op execution of the Arkansas fixture under the vast profile in
 # tests/benchmarks/scale.py on the development machine: 33.5 s for 1,204 jobs (one
@@ -67,6 +105,8 @@ GPU_OCM_S_PER_MPX = H100_OCM_GPU_S_PER_MPX * A100_SLOWER_THAN_H100
 SCHEDULER_S_PER_JOB = 0.0245
 SCHEDULER_S_PER_JOB_SQUARED = 2.76e-6
 NETWORK_SLOTS = 16  # concurrent fetches in the vast profile (resources: network)
+GPU_SLOTS = 8  # GPU-tagged jobs at once in the vast profile (resources: gpu_slots)
+COMPOSITE_THREADS = 4  # a composite job's threads (workflow/rules/composite.smk)
 STAGES = ("fetch", "mask", "composite", "outputs")
 OUTPUT_JOBS = 3  # a period's scene summary, mosaic and metadata jobs, one after another
 
@@ -144,10 +184,10 @@ def stage_work(period: dict, uses_ocm: bool, gpu: bool, costs: dict = CPU_COSTS)
     }
 
 
-def stage_seconds(work: dict, machine: Machine, cpu_slots: int) -> tuple[float, str]:
+def stage_seconds(work: dict, machine: Machine, cpu_slots: float) -> tuple[float, str]:
     """Wall seconds of one stage alone on the machine, and the resource that bounds it."""
     candidates = {
-        "CPU": work.get("cpu_s", 0.0) / max(min(machine.cores, cpu_slots), 1),
+        "CPU": work.get("cpu_s", 0.0) / max(min(machine.cores, cpu_slots), 1e-3),
         "network": work.get("network_bytes", 0) * 8 / (machine.network_gbps * 1e9),
         "GPU": work.get("gpu_s", 0.0),
         "serial": work.get("serial_s", 0.0),
@@ -156,12 +196,26 @@ def stage_seconds(work: dict, machine: Machine, cpu_slots: int) -> tuple[float, 
     return candidates[resource], resource
 
 
-def period_time(period: dict, machine: Machine, uses_ocm: bool, costs: dict = CPU_COSTS) -> dict:
+def composite_cores(jobs: int, cores: int, costs: dict = CPU_COSTS) -> float:
+    """Cores the composite stage keeps busy: as many column jobs as the cores (at their
+    threads) and GPU slots allow, each busy up to its measured figure."""
+    threads = min(COMPOSITE_THREADS, cores)
+    at_once = max(1, min(GPU_SLOTS, jobs, cores // threads))
+    return min(cores, at_once * min(threads, costs["composite_cores_busy_per_job"]))
+
+
+def period_time(period: dict, machine: Machine, uses_ocm: bool, costs: dict | None = None) -> dict:
+    costs = costs or costs_for(machine.gpu)
     work = stage_work(period, uses_ocm, machine.gpu, costs)
+    slots = {
+        "fetch": NETWORK_SLOTS,
+        "mask": machine.cores,
+        "composite": composite_cores(period["composite_jobs"], machine.cores, costs),
+        "outputs": machine.cores,
+    }
     stages = {}
     for stage in STAGES:
-        slots = NETWORK_SLOTS if stage == "fetch" else machine.cores
-        seconds, resource = stage_seconds(work[stage], machine, slots)
+        seconds, resource = stage_seconds(work[stage], machine, slots[stage])
         stages[stage] = {"seconds": round(seconds, 1), "bound_by": resource}
     overlapped = max(stages["fetch"]["seconds"], stages["mask"]["seconds"])
     total = overlapped + stages["composite"]["seconds"] + stages["outputs"]["seconds"]
@@ -174,10 +228,11 @@ def job_count(period: dict) -> int:
 
 
 def time_plan(
-    periods: dict[str, dict], machine: Machine, uses_ocm: bool, costs: dict = CPU_COSTS
+    periods: dict[str, dict], machine: Machine, uses_ocm: bool, costs: dict | None = None
 ) -> dict:
     """Per period and for the run: stage seconds, the run's own overhead, the total,
-    the bounding stage and the cost."""
+    the bounding stage and the cost; `costs` default to the machine's (`costs_for`)."""
+    costs = costs or costs_for(machine.gpu)
     per_period = {label: period_time(p, machine, uses_ocm, costs) for label, p in periods.items()}
     stage_totals = {
         stage: round(sum(p["stages"][stage]["seconds"] for p in per_period.values()), 1)

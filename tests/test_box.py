@@ -1,0 +1,88 @@
+"""The box benchmark (tests/benchmarks/box.py) stays runnable: a small month through every
+stage, its figures checked against the world's own files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import box
+import boxworld
+
+SCL_INVALID = [1, 3, 8, 9, 10, 11]
+SLOW_GBPS = 0.05
+
+
+@pytest.fixture(scope="module")
+def small_month(tmp_path_factory):
+    work = tmp_path_factory.mktemp("box")
+    argv = ["--tiles", "2", "--dates", "2", "--edge", "1098", "--work", str(work)]
+    results = box.main([*argv, "--gbps", "0", str(SLOW_GBPS), "--refetch", "2", "--keep"])
+    return work, results
+
+
+def test_every_stage_runs_and_is_measured_and_predicted(small_month):
+    _, results = small_month
+    full, refetch = results["runs"]
+    assert list(full["stages"]) == ["fetch", "mask", "composite", "products"]
+    for name, figures in full["stages"].items():
+        assert figures["wall_s"] > 0 and figures["cpu_s"] > 0, name
+        assert full["plan"][box.PLAN_STAGE[name]]["seconds"] > 0, name
+    assert full["stages"]["fetch"]["jobs"] == 4 and full["stages"]["mask"]["jobs"] == 4
+    assert full["stages"]["mask"]["inference_s"] > 0  # through the shared model process
+    assert list(refetch["stages"]) == ["fetch"] and refetch["stages"]["fetch"]["jobs"] == 2
+
+
+def test_fetch_reads_every_full_resolution_tile_and_little_else(small_month):
+    work, results = small_month
+    world = work / "world"
+    needed = sum(
+        boxworld.full_resolution_bytes(world / tile[0] / f"{band}.tif")
+        for tile in boxworld.TILES[:2]
+        for band in boxworld.BANDS
+    ) * 2 + sum(  # two dates share the reflectance files
+        boxworld.full_resolution_bytes(path) for path in world.glob("*/scl_*.tif")
+    )
+    total = sum(p.stat().st_size for p in world.glob("*/*.tif"))
+    read = results["runs"][0]["stages"]["fetch"]["bytes_read"]
+    assert needed <= read <= 2 * total
+
+
+def test_the_cap_holds_the_fetch_to_its_bandwidth(small_month):
+    _, results = small_month
+    fetch = results["runs"][1]["stages"]["fetch"]
+    # the pacer sends no faster than the cap: a lower bound, whatever the machine's load
+    assert fetch["wall_s"] >= 0.99 * fetch["bytes_read"] * 8 / (SLOW_GBPS * 1e9) - 0.1
+
+
+def test_masks_carry_each_dates_own_clouds(small_month):
+    work, _ = small_month
+    masks = work / "run-0gbps" / "masks"
+    tile = boxworld.TILES[0][0]
+    bits = []
+    for date in range(2):
+        with rasterio.open(work / "world" / tile / f"scl_{date:02d}.tif") as src:
+            scl = src.read(1)
+        (mask_path,) = masks.glob(f"*T{tile}_*{1 + date * 14:02d}T*.tif")
+        with rasterio.open(mask_path) as src:
+            mask = src.read(1)
+        # SCL at 20 m, the mask at 10 m: every SCL pixel is 2 x 2 mask pixels
+        expected = np.isin(scl, SCL_INVALID).repeat(2, axis=0).repeat(2, axis=1)
+        np.testing.assert_array_equal((mask & 2) > 0, expected)
+        assert 0.3 < expected.mean() < 0.5  # clouds and shadows: about 40 % of the pixels
+        bits.append(expected)
+    assert not np.array_equal(*bits)
+
+
+def test_concurrency_follows_the_profile():
+    assert box.concurrency(16, 1, box.NETWORK_SLOTS) == (16, 1)
+    assert box.concurrency(16, box.MASK_THREADS, box.GPU_SLOTS) == (8, 2)
+    assert box.concurrency(16, box.COMPOSITE_THREADS, box.GPU_SLOTS) == (4, 4)
+    assert box.concurrency(2, box.COMPOSITE_THREADS, box.GPU_SLOTS) == (1, 2)
