@@ -12,7 +12,13 @@ import shapely
 
 from s2basemap.aoi import read_aoi
 from s2basemap.failures import OutageWatch, SceneUnavailable, reset_outage
-from s2basemap.fetch import MARGIN_PIXELS, FetchOptions, fetch_scene, fetch_scene_job
+from s2basemap.fetch import (
+    MARGIN_PIXELS,
+    FetchOptions,
+    aoi_pixels_of,
+    fetch_scene,
+    fetch_scene_job,
+)
 from s2basemap.search import BANDS
 from testworld.servers import free_port
 
@@ -68,7 +74,9 @@ def test_fetched_pixels_equal_the_source_inside_the_aoi(
     with rasterio.open(tif) as out:
         fetched = out.read()
         assert out.crs.to_epsg() == scene.epsg and out.nodata == 0
-        assert out.dtypes == ("uint16",) * 5 and out.compression is not None
+        assert out.dtypes == ("uint16",) * 5 and out.nodata == 0
+        # scratch files: zstd at level 1, band by band (see fetch.scene_profile)
+        assert out.compression.name == "zstd" and out.interleaving.name == "band"
         assert [out.descriptions[i] for i in range(5)] == list(BANDS)
         col = (out.transform.c - src_transform.c) / 10
         row = (src_transform.f - out.transform.f) / 10
@@ -82,6 +90,28 @@ def test_fetched_pixels_equal_the_source_inside_the_aoi(
     # dark water carries DN <= 1000 in offset scenes: clamped to 1, never wrapped to ~65k
     if offset_dn:
         assert fetched[:4].max() < 10000 and (fetched[3][fetched[4] == 6] == 1).any()
+
+
+def test_only_strips_crossing_the_aoi_border_are_rasterised():
+    from affine import Affine
+    from rasterio.features import geometry_mask
+    from rasterio.windows import Window
+
+    grid = rasterio.io.MemoryFile().open(
+        driver="GTiff", width=400, height=300, count=1, dtype="uint8", crs="EPSG:32615",
+        transform=Affine(10, 0, 500_000, 0, -10, 4_000_000),
+    )  # fmt: skip
+    strip = Window(0, 100, 400, 100)
+    whole = shapely.box(499_000, 3_990_000, 505_000, 4_001_000)
+    assert aoi_pixels_of(whole, grid, strip) is None
+    # a border through the strip: the pixels whose centres are inside, as rasterio counts them
+    part = shapely.Polygon([(500_000, 4_000_000), (503_000, 4_000_000), (501_000, 3_997_000)])
+    inside = aoi_pixels_of(part, grid, strip)
+    expected = geometry_mask(
+        [part], out_shape=(100, 400), transform=grid.window_transform(strip), invert=True
+    )
+    np.testing.assert_array_equal(inside, expected)
+    assert 0 < inside.sum() < inside.size
 
 
 def test_partial_scene_reads_less_than_half_of_its_files(world, http_server, tmp_path):

@@ -14,11 +14,15 @@ from s2basemap.aoi import read_aoi
 from s2basemap.fetch import FetchOptions, fetch_scene
 from s2basemap.masks import (
     DILATED,
+    MODES,
     NODATA,
     OCM_CLOUD,
+    SCL_CLOUD_AND_SHADOW,
     SCL_INVALID,
     MaskOptions,
     combine,
+    combine_counted,
+    dilate,
     mask_scene,
 )
 from s2basemap.ocm import (
@@ -160,6 +164,99 @@ def test_inference_grid_averages_valid_pixels_and_never_upsamples():
     classes = np.arange(6, dtype=np.uint8).reshape(2, 3)
     back = to_scene_grid(classes, 2, (3, 5))
     assert back.tolist() == [[0, 0, 1, 1, 2], [0, 0, 1, 1, 2], [3, 3, 4, 4, 5]]
+
+
+def numpy_combine(bands, scl, ocm, opts, pixel_size):
+    """The mask as whole-array numpy passes (the kernel's reference; `ocm` on the 10 m grid)."""
+    mask = np.zeros(scl.shape, dtype=np.uint8)
+    mask[(bands == 0).any(axis=0) | (scl == 0)] |= NODATA
+    cloud = np.zeros(scl.shape, dtype=bool)
+    if opts.uses_scl:
+        mask[np.isin(scl, opts.scl_invalid)] |= SCL_INVALID
+        cloud |= np.isin(scl, [c for c in SCL_CLOUD_AND_SHADOW if c in opts.scl_invalid])
+    if opts.uses_ocm:
+        mask[ocm > 0] |= OCM_CLOUD
+        cloud |= ocm > 0
+    if opts.dilation_metres > 0 and cloud.any():
+        mask[dilate(cloud, opts.dilation_metres, pixel_size) & ~cloud] |= DILATED
+    counted = np.zeros(scl.shape, dtype=bool)
+    if opts.uses_scl:
+        counted |= np.isin(scl, SCL_CLOUD_AND_SHADOW)
+    if opts.uses_ocm:
+        counted |= ocm > 0
+    data = (mask & NODATA) == 0
+    counts = {"data": data.sum(), "valid": (mask == 0).sum(), "cloud": (counted & data).sum()}
+    return mask, counts
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("factor", "dilation"), [(1, 0.0), (2, 0.0), (3, 30.0), (5, 0.0)])
+def test_combine_kernel_equals_the_numpy_passes(mode, factor, dilation):
+    rng = np.random.default_rng(factor)
+    height, width = 67, 83  # not whole blocks of the coarse grid
+    bands = rng.integers(1, 4000, (4, height, width)).astype(np.uint16)
+    bands[rng.random(bands.shape) < 0.03] = 0
+    # mostly clear land, every class somewhere; a coarse grid larger than needed, as padded
+    scl = np.where(rng.random((height, width)) < 0.9, 4, rng.integers(0, 12, (height, width)))
+    scl = scl.astype(np.uint16)
+    shape = (-(-height // factor) + 1, -(-width // factor) + 2)
+    coarse = np.where(rng.random(shape) < 0.9, 0, rng.integers(1, 4, shape)).astype(np.uint8)
+    opts = options(mode=mode, dilation=dilation)
+    mask, counts = combine_counted(bands, scl, coarse, opts, 10.0, factor)
+    expected, expected_counts = numpy_combine(
+        bands, scl, to_scene_grid(coarse, factor, scl.shape), opts, 10.0
+    )
+    np.testing.assert_array_equal(mask, expected)
+    assert counts == {k: int(v) for k, v in expected_counts.items()}
+    assert 0 < counts["valid"] < counts["data"] < scl.size
+
+
+def test_kernels_run_from_several_threads_at_once():
+    # the shared model process runs several scenes' host work in threads of its own
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    stacks = [rng.integers(0, 3000, (5, 300, 280)).astype(np.uint16) for _ in range(6)]
+
+    def host_work(stack):
+        low = to_inference_grid(stack, 2, channels=(2, 1, 3))
+        classes = (low[0] > 1500).astype(np.uint8)
+        return low, combine_counted(stack[:4], stack[4], classes, options(), 10.0, 2)
+
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(host_work, stacks))
+    for stack, (low, (mask, counts)) in zip(stacks, together, strict=True):
+        alone_low, (alone_mask, alone_counts) = host_work(stack)
+        assert low.tobytes() == alone_low.tobytes()
+        np.testing.assert_array_equal(mask, alone_mask)
+        assert counts == alone_counts
+
+
+def numpy_block_means(bands, factor):
+    """Block means ignoring zeros as factor^2 strided float32 sums (the kernel's reference)."""
+    _, height, width = bands.shape
+    rows, cols = max(-(-height // factor), 32), max(-(-width // factor), 32)
+    padded = np.zeros((bands.shape[0], rows * factor, cols * factor), dtype=bands.dtype)
+    padded[:, :height, :width] = bands
+    total = np.zeros((bands.shape[0], rows, cols), dtype=np.float32)
+    valid = np.zeros_like(total)
+    for i in range(factor):
+        for j in range(factor):
+            view = padded[:, i::factor, j::factor]
+            total += view
+            valid += view > 0
+    return np.divide(total, valid, out=np.zeros_like(total), where=valid > 0)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 5])
+def test_block_means_equal_numpys_bit_for_bit(factor):
+    rng = np.random.default_rng(factor)
+    stack = rng.integers(0, 65535, (5, 171, 203)).astype(np.uint16)
+    stack[:, rng.random((171, 203)) < 0.2] = 0
+    low = to_inference_grid(stack, factor, channels=(2, 1, 3))
+    expected = numpy_block_means(stack[[2, 1, 3]], factor)
+    assert low.dtype == np.float32 and low.shape == expected.shape
+    assert low.tobytes() == expected.tobytes()
 
 
 @pytest.mark.parametrize(

@@ -315,8 +315,12 @@ def _tile_profile(
         "tiled": True,
         "blockxsize": 512,
         "blockysize": 512,
+        # scratch, read once by the products: cheap to write (GDAL's default level 9 was
+        # about a second per tile, on one core), and band by band, so the count COG
+        # decodes only its band
         "compress": "zstd",
-        "predictor": 2,
+        "zstd_level": 1,
+        "interleave": "band",
     }
 
 

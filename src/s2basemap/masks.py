@@ -14,7 +14,7 @@ import rasterio
 from scipy.ndimage import distance_transform_edt
 
 from s2basemap.atomic import atomic_path
-from s2basemap.ocm import OCMOptions, predict
+from s2basemap.ocm import OCMOptions, predict_coarse
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ OCM_CLOUD = 4  # OmniCloudMask: thick cloud, thin cloud or shadow
 DILATED = 8  # within mask.dilation_metres of cloud or shadow
 SCL_CLOUD_AND_SHADOW = (3, 8, 9, 10)  # the SCL classes that dilation grows
 MODES = ("ocm+scl", "scl", "ocm")
+RED_GREEN_NIR = (2, 1, 3)  # the model's input bands in a scene raster (blue, green, red, nir, scl)
 
 
 @dataclass(frozen=True)
@@ -57,20 +58,35 @@ def combine(
     ocm_classes: np.ndarray | None,
     options: MaskOptions,
     pixel_size: float,
+    ocm_factor: int = 1,
 ) -> np.ndarray:
-    """The bit mask of one scene; `ocm_classes` is None in `scl` mode."""
-    mask = np.zeros(scl.shape, dtype=np.uint8)
-    mask[(bands == 0).any(axis=0) | (scl == 0)] |= NODATA
-    cloud = np.zeros(scl.shape, dtype=bool)
+    """The bit mask of one scene; `ocm_classes` is None in `scl` mode, and on a grid
+    `ocm_factor` times coarser than the scene's."""
+    return combine_counted(bands, scl, ocm_classes, options, pixel_size, ocm_factor)[0]
+
+
+def combine_counted(bands, scl, ocm_classes, options: MaskOptions, pixel_size, ocm_factor=1):
+    """The bit mask, and the pixel counts its statistics need: data (not nodata), valid
+    (mask 0) and cloud among the data (SCL's cloud and shadow classes in a mode with
+    SCL, whatever `scl_invalid` says, and OmniCloudMask's cloud and shadow)."""
+    from s2basemap.maskkernels import combine_rows
+
+    lookup = np.zeros(max(int(scl.max(initial=0)) + 1, 256), dtype=np.bool_)
+    invalid, cloudy, counted = lookup.copy(), lookup.copy(), lookup.copy()
     if options.uses_scl:
-        mask[np.isin(scl, options.scl_invalid)] |= SCL_INVALID
-        cloud |= np.isin(scl, [c for c in SCL_CLOUD_AND_SHADOW if c in options.scl_invalid])
-    if options.uses_ocm:
-        mask[ocm_classes > 0] |= OCM_CLOUD
-        cloud |= ocm_classes > 0
-    if options.dilation_metres > 0 and cloud.any():
+        invalid[list(options.scl_invalid)] = True
+        cloudy[[c for c in SCL_CLOUD_AND_SHADOW if c in options.scl_invalid]] = True
+        counted[list(SCL_CLOUD_AND_SHADOW)] = True
+    use_ocm = options.uses_ocm
+    ocm = ocm_classes if use_ocm else np.zeros((1, 1), dtype=np.uint8)
+    mask = np.empty(scl.shape, dtype=np.uint8)
+    cloud = np.empty(scl.shape, dtype=np.bool_)
+    rows = combine_rows(bands, scl, ocm, ocm_factor, use_ocm, invalid, cloudy, counted, mask, cloud)
+    data, valid, cloud_in_data = (int(n) for n in rows.sum(axis=0))
+    if options.dilation_metres > 0 and data and cloud.any():
         mask[dilate(cloud, options.dilation_metres, pixel_size) & ~cloud] |= DILATED
-    return mask
+        valid = int(np.count_nonzero(mask == 0))
+    return mask, {"data": data, "valid": valid, "cloud": cloud_in_data}
 
 
 def dilate(region: np.ndarray, metres: float, pixel_size: float) -> np.ndarray:
@@ -94,11 +110,10 @@ def mask_scene(
         profile = mask_profile(src.profile)
         pixel_size = abs(src.transform.a)
     bands, scl = stack[:4], stack[4]
-    ocm_classes, run = None, None
+    ocm_classes, factor, run = None, 1, None
     if options.uses_ocm:
-        red_green_nir = stack[[2, 1, 3]]
-        ocm_classes, run = predict(
-            red_green_nir, options.ocm, models=models, device_lock=device_lock
+        ocm_classes, factor, run = predict_coarse(
+            stack, options.ocm, models=models, device_lock=device_lock, channels=RED_GREEN_NIR
         )
         log.info(
             "%s: OmniCloudMask at %d m on %s (%s, batch %d) in %.1f s",
@@ -109,26 +124,19 @@ def mask_scene(
             run.batch_size,
             run.seconds,
         )
-    mask = combine(bands, scl, ocm_classes, options, pixel_size)
+    mask, counts = combine_counted(bands, scl, ocm_classes, options, pixel_size, factor)
     with atomic_path(mask_tif) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(mask, 1)
         dst.update_tags(
             BITS="1 nodata, 2 SCL invalid class, 4 OmniCloudMask cloud/shadow, 8 dilation; 0 valid",
             MODE=options.mode,
         )
-    return statistics(fetch_record, mask, scl, ocm_classes, options, run)
+    return statistics(fetch_record, mask.size, counts, options, run)
 
 
-def statistics(fetch_record, mask, scl, ocm_classes, options: MaskOptions, run) -> dict:
-    data = (mask & NODATA) == 0
-    cloud = np.zeros(mask.shape, dtype=bool)
-    if options.uses_scl:
-        cloud |= np.isin(scl, SCL_CLOUD_AND_SHADOW)
-    if options.uses_ocm:
-        cloud |= ocm_classes > 0
-    valid = int((mask == 0).sum())
-    aoi_pixels = int(fetch_record.get("aoi_pixels") or mask.size)
-    data_pixels = int(data.sum())
+def statistics(fetch_record, pixels: int, counts: dict, options: MaskOptions, run) -> dict:
+    aoi_pixels = int(fetch_record.get("aoi_pixels") or pixels)
+    data_pixels, valid = counts["data"], counts["valid"]
     stats = {
         "id": fetch_record["id"],
         "status": "ok",
@@ -137,7 +145,7 @@ def statistics(fetch_record, mask, scl, ocm_classes, options: MaskOptions, run) 
         "data_pixels": data_pixels,
         "valid_pixels": valid,
         "valid_fraction": round(valid / aoi_pixels, 6) if aoi_pixels else 0.0,
-        "cloud_fraction": round(int((cloud & data).sum()) / data_pixels, 6) if data_pixels else 0.0,
+        "cloud_fraction": round(counts["cloud"] / data_pixels, 6) if data_pixels else 0.0,
         "scl_invalid": list(options.scl_invalid),
         "dilation_metres": options.dilation_metres,
     }

@@ -173,27 +173,21 @@ def choose_device(requested: str):
     return device, (torch.float16 if device.type == "cuda" else torch.float32)
 
 
-def to_inference_grid(bands: np.ndarray, factor: int) -> np.ndarray:
+def to_inference_grid(bands: np.ndarray, factor: int, channels=None) -> np.ndarray:
     """Block means over `factor` x `factor` pixels, ignoring nodata (0); never upsamples.
 
-    The edge is padded with nodata to whole blocks, and the result to at least
-    the model's minimum size.
+    `channels` picks bands of `bands` (all by default) without copying them. The
+    edge is padded with nodata to whole blocks, and the result to at least the
+    model's minimum size.
     """
+    channels = np.arange(bands.shape[0]) if channels is None else np.asarray(channels)
     _, height, width = bands.shape
-    rows, cols = max(-(-height // factor), MIN_EDGE), max(-(-width // factor), MIN_EDGE)
-    padded = np.zeros((bands.shape[0], rows * factor, cols * factor), dtype=bands.dtype)
-    padded[:, :height, :width] = bands
-    # One strided view per offset in the block: summing a reshaped 5-D view over
-    # axes (2, 4) took 14 s for a full scene, these factor^2 passes about 1 s.
-    # The sums are of integers below 2^24, so exact and independent of order.
-    total = np.zeros((bands.shape[0], rows, cols), dtype=np.float32)
-    valid = np.zeros_like(total)
-    for i in range(factor):
-        for j in range(factor):
-            view = padded[:, i::factor, j::factor]
-            total += view
-            valid += view > 0
-    return np.divide(total, valid, out=np.zeros_like(total), where=valid > 0)
+    rows, cols = -(-height // factor), -(-width // factor)
+    out = np.zeros((len(channels), max(rows, MIN_EDGE), max(cols, MIN_EDGE)), dtype=np.float32)
+    from s2basemap.maskkernels import block_means
+
+    block_means(bands, channels, factor, rows, cols, out)
+    return out
 
 
 def to_scene_grid(classes: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
@@ -220,13 +214,23 @@ def fitted_patch_size(shape: tuple[int, ...], patch: int, overlap: int) -> int:
 def predict(
     red_green_nir: np.ndarray, options: OCMOptions, models=None, device_lock=None
 ) -> tuple[np.ndarray, RunInfo]:
-    """OmniCloudMask classes (0 clear, 1 thick, 2 thin, 3 shadow) on the 10 m grid.
+    """OmniCloudMask classes (0 clear, 1 thick, 2 thin, 3 shadow) on the 10 m grid."""
+    classes, factor, info = predict_coarse(red_green_nir, options, models, device_lock)
+    return to_scene_grid(classes, factor, red_green_nir.shape[1:]), info
+
+
+def predict_coarse(
+    bands: np.ndarray, options: OCMOptions, models=None, device_lock=None, channels=None
+) -> tuple[np.ndarray, int, RunInfo]:
+    """OmniCloudMask classes on the inference grid, and its factor to the 10 m grid: pixel
+    (r, c) of the scene has class [r // factor, c // factor]. `channels` picks red, green
+    and NIR out of `bands` (by default its three bands).
 
     `device_lock` (a shared model process's) is held for the inference only, so
     other scenes' reading and resampling overlap it.
     """
     factor = options.inference_resolution // NATIVE_RESOLUTION
-    low = to_inference_grid(red_green_nir, factor)
+    low = to_inference_grid(bands, factor, channels)
     if models is None:
         check_weights(options.weights_dir, options.model_version)
     device, dtype = choose_device(options.device)
@@ -234,7 +238,7 @@ def predict(
         started = time.perf_counter()
         classes, info = _predict_with_fallback(low, options, device, dtype, models)
         info.seconds = round(time.perf_counter() - started, 3)
-    return to_scene_grid(classes, factor, red_green_nir.shape[1:]), info
+    return classes, factor, info
 
 
 def _predict_with_fallback(array, options: OCMOptions, device, dtype, models):

@@ -99,13 +99,27 @@ def check_offset_against_pixels(
     return {**decision, "check": check}
 
 
-def harmonise(dn: np.ndarray, offset_dn: int) -> np.ndarray:
-    """Add the offset to non-zero DNs, clamping to 1 so no valid pixel wraps or becomes nodata."""
+def harmonise(dn: np.ndarray, offset_dn: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Add the offset to non-zero DNs, clamping to 1 so no valid pixel wraps or becomes nodata.
+
+    Into `out` (which may be `dn` itself: the fetch harmonises its strips in place) or a
+    new array; in uint16 throughout, three passes over the pixels and no int32 copy.
+    """
     if offset_dn == 0:
-        return dn
+        if out is None:
+            return dn
+        np.copyto(out, dn)
+        return out
     if dn.dtype != np.uint16:
         raise TypeError(f"expected uint16 DNs, got {dn.dtype}")
-    shifted = dn.astype(np.int32) + offset_dn
-    out = np.clip(shifted, 1, np.iinfo(np.uint16).max).astype(np.uint16)
-    out[dn == 0] = 0
+    nodata = dn == 0
+    out = np.empty_like(dn) if out is None else out
+    if offset_dn < 0:
+        # max(dn, 1 - offset) + offset == max(dn + offset, 1), without leaving uint16
+        np.maximum(dn, 1 - offset_dn, out=out)
+        out -= np.uint16(-offset_dn)
+    else:
+        np.minimum(dn, np.iinfo(np.uint16).max - offset_dn, out=out)
+        out += np.uint16(offset_dn)
+    out[nodata] = 0
     return out

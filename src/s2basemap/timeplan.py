@@ -80,22 +80,22 @@ def costs_for(gpu: bool) -> dict:
 
 
 # The mask stage on a GPU, per full 10980 x 10980 px scene (120.56 megapixels):
-# - `s2basemap.ocm.predict` with its host work (block means, patching, back to 10 m)
-#   took 3.5-4.6 s on the H200 box (2026-12-04, 20 m, patch 1000, batch 4, fp16); 4.0 s
-#   is taken, as one scene at a time (the shared process's overlap of host work across
-#   scenes is not yet measured on a GPU);
-# - of that, inference alone is about 0.93 s (an NVIDIA H100 80GB HBM3, 2026-11-25,
-#   fabricated v4 weights), and an A100 is taken as 3.2x slower at it: NVIDIA's
+# - inference is about 0.93 s (an NVIDIA H100 80GB HBM3, 2026-11-25, 20 m, batch 4,
+#   fp16, fabricated v4 weights), and an A100 is taken as 3.2x slower at it: NVIDIA's
 #   datasheets give 989 dense FP16 tensor TFLOPS for the H100 SXM against 312 for the
-#   A100 (memory bandwidth differs by only 1.6x, so this errs on the slow side).
-# Before 2026-12-04 the plan counted the inference alone (3.0 s a scene on an A100).
+#   A100 (memory bandwidth differs by only 1.6x, so this errs on the slow side);
+# - `s2basemap.ocm.predict` with its host work took 3.5-4.6 s on the H200 box
+#   (2026-12-04, project at e139862): about 3 s of numpy around 0.9 s of inference;
+# - that host work is now two numba kernels, about 1.2 CPU s a scene on the VM
+#   (maskkernels; ocm_host_cpu_s_per_mpx and mask_cpu_s_per_mpx count it on the cores),
+#   and the shared model process runs it in a thread per scene outside the device lock,
+#   so the device's own time is the inference. box.py's mask row checks this on a GPU
+#   (stage wall against the sum of the scenes' inference seconds): not yet run there.
 FULL_SCENE_MPX = 10980**2 / 1e6
 H100_OCM_GPU_S_PER_MPX = 0.93 / FULL_SCENE_MPX
-H200_MASK_S_PER_SCENE = 4.0
+H200_PREDICT_S_PER_SCENE = 4.0  # with e139862's host work, one scene alone
 A100_SLOWER_THAN_H100 = 3.2
-GPU_OCM_S_PER_MPX = H200_MASK_S_PER_SCENE / FULL_SCENE_MPX + H100_OCM_GPU_S_PER_MPX * (
-    A100_SLOWER_THAN_H100 - 1
-)
+GPU_OCM_S_PER_MPX = H100_OCM_GPU_S_PER_MPX * A100_SLOWER_THAN_H100
 # Snakemake's own work in its main process (DAG, scheduling, bookkeeping), from the
 # no-op execution of the Arkansas fixture under the vast profile in
 # tests/benchmarks/scale.py on the development machine: 33.5 s for 1,204 jobs (one
@@ -162,7 +162,7 @@ def stage_work(period: dict, uses_ocm: bool, gpu: bool, costs: dict = CPU_COSTS)
     gpu_s = 0.0
     if uses_ocm and gpu:
         mask_cpu += mpx * costs["ocm_host_cpu_s_per_mpx"]
-        gpu_s = mpx * GPU_OCM_S_PER_MPX
+        gpu_s = mpx * costs.get("gpu_ocm_s_per_mpx", GPU_OCM_S_PER_MPX)
     elif uses_ocm:
         mask_cpu += mpx * costs["ocm_cpu_s_per_mpx"]
     return {

@@ -21,6 +21,9 @@ maskjobs  the mask stage over 20 scenes of 1024 x 1024 px as real Snakemake jobs
           (stage wall - Snakemake's own start-up - 20 x the warm inference time
           measured in this run) / 20. Laid out for this 2-core machine.
 workflow  the whole workflow on the test world: wall time and peak memory
+products  the mosaic and count COGs and the quicklook of a 16 x 16 grid of 2048 px tiles
+          (--product-tiles) from column composites written as today vs as before
+          (zstd level 9, predictor 2, pixel-interleaved); same pixels, wall and CPU
 methods   the pixel-consistent composites (s2basemap.methods) on one stack of
           2048 x 2048 px, N = 40, 4 bands, ~40 % invalid: pick (brightness, 25)
           and medoid on the CPU vs the percentile kernel at 25 in the same run
@@ -48,7 +51,7 @@ from s2basemap.ocm import OCMOptions, choose_device, predict
 from s2basemap.percentile import gpu_available, percentile_cpu
 
 PERCENTILE = 25
-SECTIONS = ["kernel", "masking", "composite", "maskjobs", "workflow", "methods"]
+SECTIONS = ["kernel", "masking", "composite", "maskjobs", "workflow", "methods", "products"]
 
 
 def stack(n_obs: int, edge: int, invalid: float = 0.4, seed: int = 0):
@@ -621,6 +624,106 @@ def bench_workflow() -> None:
     )
 
 
+# The column composites' GeoTIFF before 2026-12-04 (GDAL's default zstd level 9,
+# predictor 2, pixel-interleaved): the baseline the products section writes beside today's.
+PREVIOUS_COLUMN_PROFILE = {
+    "compress": "zstd",
+    "zstd_level": 9,
+    "predictor": 2,
+    "interleave": "pixel",
+}
+
+
+def bench_products(tiles_per_side: int = 16) -> None:
+    """The mosaic and count COGs and the quicklook from a square grid of 2048 px tiles, from
+    column composites written as today vs as before (same pixels); wall and CPU time."""
+    import rasterio
+    from pyproj import CRS
+    from shapely.geometry import box
+
+    from s2basemap.aoi import AOI
+    from s2basemap.composite import _tile_profile
+    from s2basemap.grid import output_grid
+    from s2basemap.outputs import assemble, quicklook
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from boxworld import reflectance
+
+    edge = 2048 * tiles_per_side
+    print(
+        f"== products: mosaic, count and quicklook of {tiles_per_side} x {tiles_per_side} tiles =="
+    )
+    aoi = AOI(
+        box(505_000, 1_390_000, 505_000 + 10 * edge, 1_390_000 + 10 * edge), CRS.from_epsg(5070)
+    )
+    grid = output_grid(aoi, "EPSG:5070", (10.0, 10.0), tile_size=2048)
+    columns = grid.columns(grid.tile_ids(aoi.geometry))
+    rng = np.random.default_rng(2)
+    # one column of Collection 1-like entropy, linked as every column: realistic bytes to
+    # encode without generating a gigapixel
+    strip = np.stack(
+        [reflectance(rng, edge, 300, 3000 + 500 * b, width=2048) for b in range(4)]
+        + [np.full((edge, 2048), 9, dtype=np.uint16)]
+    )
+    mpx = len(columns) * strip[0].size / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, extra in (("before", PREVIOUS_COLUMN_PROFILE), ("now", {})):
+            root = Path(tmp) / label
+            root.mkdir()
+            first = root / "column.tif"
+            profile = _tile_profile(grid, 0, 0, edge, 2048) | extra
+            _, _, cpu = timed_call(_write_raster, first, profile, strip)
+            pieces = {}
+            for column, tiles in columns.items():
+                path = root / f"{column}.tif"
+                os.link(first, path)
+                pieces[str(path)] = grid.column_window(tiles)
+            mosaic, count = root / "mosaic.tif", root / "count.tif"
+            _, a_wall, a_cpu = timed_call(assemble, grid, pieces, mosaic, count, "deflate", {})
+            _, q_wall, q_cpu = timed_call(quicklook, mosaic, root / "quicklook.png")
+            print(
+                f"{label:>6}: column written in {cpu:.1f} CPU s ({first.stat().st_size / 1e6:.0f} MB);"
+                f" mosaic and count COGs {a_wall:.1f} s wall, {a_cpu:.1f} CPU s; quicklook "
+                f"{q_wall:.1f} s, {q_cpu:.1f} CPU s; products {(a_cpu + q_cpu) / mpx * 1e3:.1f} "
+                f"CPU ms and {(a_wall + q_wall) / mpx * 1e3:.1f} wall ms per output megapixel",
+                flush=True,
+            )
+            with rasterio.open(mosaic) as src:
+                checksum = [src.checksum(b) for b in src.indexes]
+            print(f"        mosaic checksums {checksum}", flush=True)
+        _encoding_floor(Path(tmp) / "now" / "mosaic.tif", edge)
+
+
+def _encoding_floor(mosaic, edge: int) -> None:
+    """GDAL's own cost to encode the mosaic's and the count's first tile column (deflate,
+    predictor 2, 512 px blocks, as the COGs) from memory, a third more for the overviews."""
+    import rasterio
+    from rasterio.windows import Window
+
+    wall = cpu = 0.0
+    for product in (mosaic, mosaic.with_name("count.tif")):
+        with rasterio.open(product) as src:
+            data = src.read(window=Window(0, 0, 2048, edge))
+            profile = src.profile | {"driver": "GTiff", "width": 2048, "height": edge}
+        profile |= {"tiled": True, "blockxsize": 512, "blockysize": 512, "num_threads": "all_cpus"}
+        with tempfile.TemporaryDirectory() as tmp:
+            _, w, c = timed_call(_write_raster, Path(tmp) / "floor.tif", profile, data)
+        wall, cpu = wall + w, cpu + c
+    mpx = data[0].size / 1e6
+    print(
+        f" floor: deflate alone, overviews counted, {cpu / mpx * 4 / 3 * 1e3:.1f} CPU ms and "
+        f"{wall / mpx * 4 / 3 * 1e3:.1f} wall ms per output megapixel",
+        flush=True,
+    )
+
+
+def _write_raster(path, profile, data) -> None:
+    import rasterio
+
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="s2basemap benchmarks")
     parser.add_argument("sections", nargs="*", default=SECTIONS, choices=SECTIONS)
@@ -631,6 +734,7 @@ def main() -> None:
         help="composite threads (the rule's threads:)",
     )
     parser.add_argument("--mask-edge", type=int, default=2000, help="masking scene edge (10 m px)")
+    parser.add_argument("--product-tiles", type=int, default=16, help="products: tiles a side")
     args = parser.parse_args()
     if "kernel" in args.sections:
         bench_kernel()
@@ -644,6 +748,8 @@ def main() -> None:
         bench_workflow()
     if "methods" in args.sections:
         bench_methods()
+    if "products" in args.sections:
+        bench_products(args.product_tiles)
 
 
 if __name__ == "__main__":

@@ -73,16 +73,19 @@ class WorldSpec:
         return TILES[: self.tiles]
 
 
-def reflectance(rng, edge: int, low: int, high: int, noise: float = NOISE_DN) -> np.ndarray:
-    """A smooth field (bilinear over 256 px cells) plus Gaussian noise, uint16 >= 1."""
+def reflectance(
+    rng, edge: int, low: int, high: int, noise: float = NOISE_DN, width: int | None = None
+) -> np.ndarray:
+    """A smooth field (bilinear over 256 px cells) plus Gaussian noise, uint16 >= 1; `edge`
+    rows and `width` (default `edge`) columns."""
     from scipy.ndimage import zoom
 
-    cells = edge // 256 + 2
-    coarse = rng.random((cells, cells), dtype=np.float32)
-    field = zoom(coarse, 256, order=1)[:edge, :edge]
+    width = width or edge
+    coarse = rng.random((edge // 256 + 2, width // 256 + 2), dtype=np.float32)
+    field = zoom(coarse, 256, order=1)[:edge, :width]
     field *= high - low
     field += low
-    field += rng.standard_normal((edge, edge), dtype=np.float32) * noise
+    field += rng.standard_normal((edge, width), dtype=np.float32) * noise
     return np.clip(field, 1, 65535).astype(np.uint16)
 
 
