@@ -84,5 +84,25 @@ def test_masks_carry_each_dates_own_clouds(small_month):
 def test_concurrency_follows_the_profile():
     assert box.concurrency(16, 1, box.NETWORK_SLOTS) == (16, 1)
     assert box.concurrency(16, box.MASK_THREADS, box.GPU_SLOTS) == (8, 2)
-    assert box.concurrency(16, box.COMPOSITE_THREADS, box.GPU_SLOTS) == (4, 4)
+    assert box.concurrency(16, box.COMPOSITE_THREADS, box.GPU_SLOTS) == (8, 2)
     assert box.concurrency(2, box.COMPOSITE_THREADS, box.GPU_SLOTS) == (1, 2)
+    assert box.concurrency(2, 4, box.GPU_SLOTS) == (1, 2)  # threads capped at the cores
+
+
+def test_the_plan_and_the_benchmark_take_the_rules_threads_and_the_profiles_budgets():
+    import re
+
+    import yaml
+
+    repo = BENCHMARKS.parents[1]
+    rules = (repo / "workflow" / "rules" / "composite.smk").read_text()
+    composite = re.search(r"rule composite_column:.*?threads: (\d+)", rules, re.DOTALL)
+    assert int(composite[1]) == box.COMPOSITE_THREADS
+    mask = re.search(
+        r"rule mask_scene:.*?threads: (\d+)",
+        (repo / "workflow" / "rules" / "mask.smk").read_text(),
+        re.DOTALL,
+    )
+    assert int(mask[1]) == box.MASK_THREADS
+    profile = yaml.safe_load((repo / "profiles" / "vast" / "config.yaml").read_text())
+    assert profile["resources"] == {"gpu_slots": box.GPU_SLOTS, "network": box.NETWORK_SLOTS}

@@ -33,10 +33,8 @@ def test_gpu_box_month_is_the_slower_of_fetch_and_mask_then_composite_and_output
         / 16,
         mpx * GPU_OCM_S_PER_MPX,
     )
-    # 4 column jobs of 4 threads at once on 16 cores, each keeping 3.6 cores busy (the box)
-    composite = (22 * c["composite_job_start_s"] + mpx * c["composite_cpu_s_per_scene_mpx"]) / (
-        4 * 3.6
-    )
+    # 8 column jobs of 2 threads at once on 16 cores (gpu_slots), each keeping both busy
+    composite = (22 * c["composite_job_start_s"] + mpx * c["composite_cpu_s_per_scene_mpx"]) / 16
     outputs = 3 * c["job_start_s"] + 400 * 2048**2 / 1e6 * c["outputs_wall_s_per_mpx"]
     stages = plan["periods"]["2025-06"]["stages"]
     for name, expected in (
@@ -69,23 +67,27 @@ def test_the_box_costs_replace_the_vms_only_where_measured_there():
         assert box[key] == vm[key], key
     assert box["composite_cpu_s_per_scene_mpx"] == pytest.approx(17.4 / 125.8)
     assert set(timeplan.BOX_COSTS).isdisjoint(timeplan.BOX_NOT_YET_MEASURED)
-    assert set(timeplan.BOX_COSTS) | set(timeplan.BOX_NOT_YET_MEASURED) | {
-        "ocm_cpu_s_per_mpx"  # inference on the CPU: a GPU box runs it on the GPU
-    } == set(vm)
+    # inference on the CPU: a GPU box runs it on the GPU
+    on_the_cpu = {"ocm_cpu_s_per_mpx", "ocm_cpu_threads_busy"}
+    assert set(timeplan.BOX_COSTS) | set(timeplan.BOX_NOT_YET_MEASURED) | on_the_cpu == set(vm)
 
 
 def test_composite_cores_follow_jobs_threads_and_the_measured_busy_cores():
     costs = {"composite_cores_busy_per_job": 3.0}
-    assert timeplan.composite_cores(22, 16, costs) == 12  # 4 jobs of 4 threads, 3 busy each
-    assert timeplan.composite_cores(2, 16, costs) == 6  # only 2 columns to composite
-    assert timeplan.composite_cores(22, 2, costs) == 2  # one job of 2 threads
+    assert timeplan.composite_cores(22, 16, costs) == 16  # 8 jobs (gpu_slots) of 2 threads
+    assert timeplan.composite_cores(2, 16, costs) == 4  # only 2 columns to composite
+    assert timeplan.composite_cores(22, 48, costs) == 16  # 8 jobs at most
+    busy = {"composite_cores_busy_per_job": 1.2}
+    assert timeplan.composite_cores(22, 2, busy) == 1.2  # one job of 2 threads
 
 
 def test_without_a_gpu_inference_runs_on_the_cores_and_bounds_the_month():
     cpu_box = Machine(cores=16, gpu=False, network_gbps=1.0)
     plan = time_plan({"2025-06": dict(MONTH)}, cpu_box, uses_ocm=True)
     c = CPU_COSTS
-    mask = (400 * c["job_start_s"] + 30e3 * (c["mask_cpu_s_per_mpx"] + c["ocm_cpu_s_per_mpx"])) / 16
+    mask = (400 * c["job_start_s"] + 30e3 * (c["mask_cpu_s_per_mpx"] + c["ocm_cpu_s_per_mpx"])) / (
+        16 * c["ocm_cpu_threads_busy"]  # inference keeps only a share of its threads busy
+    )
     assert plan["periods"]["2025-06"]["stages"]["mask"]["seconds"] == pytest.approx(mask, abs=0.1)
     assert plan["bound_by"] == {"stage": "mask", "resource": "CPU"}
     # SCL-only masks need no model at all

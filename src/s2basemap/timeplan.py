@@ -20,36 +20,47 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 
-# Measured on the development machine (2 cores of an x86-64 cloud VM, 2026-12-01)
-# with `python tests/benchmarks/costs.py --edge 4096`; CPU seconds across all threads.
-# Two runs differed by up to 25 % (a shared VM); these are the slower run's.
+# Measured on the development machine (2 cores of an x86-64 cloud VM) on 2026-12-04 with
+# `python tests/benchmarks/costs.py --edge 4096`, after the stage work of that day; CPU
+# seconds across all threads. The same VM's runs differ by up to 25 %. The figures of
+# 2026-12-01 (project at e139862) are in tests/benchmarks/plans.py.
 DEV_VM_COSTS = {
     # a Snakemake script job: Python start, unpickling the job, importing the package
-    "job_start_s": 1.23,
+    "job_start_s": 0.69,
     # a composite job's start, with the percentile kernel loaded from numba's cache
-    "composite_job_start_s": 1.80,
+    "composite_job_start_s": 1.07,
     # the first composite job in a new work_dir compiles the kernels into its cache
-    "numba_compile_s": 5.9,
+    "numba_compile_s": 2.7,
     # Snakemake reading this workflow and building a dry run's DAG (once per run)
-    "snakemake_start_s": 2.49,
-    # fetch: 4 bands at 10 m + SCL at 20 m from deflate COGs with 1024 px blocks over
-    # HTTP on loopback, offset check, written as zstd GeoTIFF
-    "fetch_cpu_s_per_mpx": 0.39,
-    # mask: reading the scene, SCL classes, dilation, writing (mode scl; every mode does this)
-    "mask_cpu_s_per_mpx": 0.086,
+    "snakemake_start_s": 2.58,
+    # fetch: 4 bands at 10 m + SCL at 20 m from COGs laid out and compressing as Collection
+    # 1's (deflate level 9, predictor 2, 1024 px blocks) over HTTP on loopback, offset
+    # check, written as the scene raster (6.3 CPU s a full scene; 0.26 before that day's
+    # work, 0.39 on 2026-12-01 with smoother, more compressible fields)
+    "fetch_cpu_s_per_mpx": 0.0525,
+    # mask: reading the scene raster, SCL and nodata bits, writing (mode scl; every mode
+    # does this): 2.3 CPU s a full scene (9.5 before the kernels)
+    "mask_cpu_s_per_mpx": 0.0188,
     # OmniCloudMask inference on the CPU (fp32, 20 m, fabricated v4 weights: the real compute)
-    "ocm_cpu_s_per_mpx": 2.15,
-    # OmniCloudMask's host work around a GPU: 10 m -> 20 m block means (1.1 s per full
-    # 10980 px scene here), patching and back to 10 m (about 1 s per scene on the H100 box)
-    "ocm_host_cpu_s_per_mpx": 0.018,
-    # composite: per megapixel of scene window over a tile (warped reads, gather, percentile)
-    "composite_cpu_s_per_scene_mpx": 0.114,
-    # cores one composite job keeps busy at most, whatever its threads (box benchmark,
-    # 2026-12-04, --tiles 1 --dates 4: a job of 2 threads kept 1.24 of 2 cores busy)
-    "composite_cores_busy_per_job": 1.24,
+    "ocm_cpu_s_per_mpx": 1.68,
+    # the share of its threads that CPU inference keeps busy (box benchmark on this VM,
+    # 2026-12-04: a mask job of 2 threads kept 1.57 cores busy)
+    "ocm_cpu_threads_busy": 0.78,
+    # OmniCloudMask's host work around a GPU's inference: block means to 20 m (0.6 CPU s a
+    # full scene; the classes' combination is in mask_cpu_s_per_mpx)
+    "ocm_host_cpu_s_per_mpx": 0.005,
+    # composite: per megapixel of scene window over a tile (warped reads, gather,
+    # percentile), from the box benchmark's month on this VM (2026-12-04, --tiles 1
+    # --dates 4: 81.3 CPU s for 6 column jobs over 4 full scenes). costs.py's single tile
+    # gives 0.075: its fields are smoother and its 30 scenes each cover the whole tile,
+    # where a month's tiles also hold scenes that cover a part of them.
+    "composite_cpu_s_per_scene_mpx": 0.155,
+    # cores one composite job keeps busy at most, whatever its threads (the same run: a
+    # job of 2 threads kept 1.21 cores busy)
+    "composite_cores_busy_per_job": 1.21,
     # mosaic and count COGs with overviews, coverage and quicklook, per output megapixel
     # (wall on 2 cores: this step is one job, GDAL's threads do the rest)
-    "outputs_wall_s_per_mpx": 0.26,
+    "outputs_wall_s_per_mpx": 0.155,
 }
 CPU_COSTS = DEV_VM_COSTS  # the plan's costs where nothing better is known
 
@@ -106,7 +117,7 @@ SCHEDULER_S_PER_JOB = 0.0245
 SCHEDULER_S_PER_JOB_SQUARED = 2.76e-6
 NETWORK_SLOTS = 16  # concurrent fetches in the vast profile (resources: network)
 GPU_SLOTS = 8  # GPU-tagged jobs at once in the vast profile (resources: gpu_slots)
-COMPOSITE_THREADS = 4  # a composite job's threads (workflow/rules/composite.smk)
+COMPOSITE_THREADS = 2  # a composite job's threads (workflow/rules/composite.smk)
 STAGES = ("fetch", "mask", "composite", "outputs")
 OUTPUT_JOBS = 3  # a period's scene summary, mosaic and metadata jobs, one after another
 
@@ -207,9 +218,10 @@ def composite_cores(jobs: int, cores: int, costs: dict = CPU_COSTS) -> float:
 def period_time(period: dict, machine: Machine, uses_ocm: bool, costs: dict | None = None) -> dict:
     costs = costs or costs_for(machine.gpu)
     work = stage_work(period, uses_ocm, machine.gpu, costs)
+    cpu_inference = uses_ocm and not machine.gpu
     slots = {
         "fetch": NETWORK_SLOTS,
-        "mask": machine.cores,
+        "mask": machine.cores * (costs["ocm_cpu_threads_busy"] if cpu_inference else 1.0),
         "composite": composite_cores(period["composite_jobs"], machine.cores, costs),
         "outputs": machine.cores,
     }

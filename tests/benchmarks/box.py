@@ -8,9 +8,9 @@ The world (tests/benchmarks/boxworld.py) is served over loopback HTTP by a proce
 of its own. Each stage runs the package's own job functions, one fresh process per
 job as Snakemake's `script:` jobs are, at the vast profile's concurrency on this
 machine's cores (fetch: 16 network slots, 1 thread each; mask: 2 threads, through
-the shared model process; composite: a column a job, 4 threads, `gpu_slots`; then
-the mosaic, count COG and quicklook in one job). Snakemake's own cost per job is
-measured by scale.py and costs.py, and is left out here.
+the shared model process; composite: a column a job, 2 threads, `gpu_slots`; then
+the mosaic, count COG, quicklook and the AOI's coverage in one job). Snakemake's own
+cost per job is measured by scale.py and costs.py, and is left out here.
 
 Per stage it prints wall time, CPU seconds (the whole machine's, less the HTTP
 server's), cores busy (mean and 90th percentile of 0.5 s samples), GPU busy
@@ -40,12 +40,13 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from boxworld import Served, WorldSpec, aoi_of, generate, scenes
 
+# the vast profile's budgets and the composite rule's threads, as the time plan has them
+from s2basemap.timeplan import COMPOSITE_THREADS, GPU_SLOTS, NETWORK_SLOTS
+
 PERIOD = "2025-06"
 TILE_SIZE = 2048
 OUTPUT_CRS = "EPSG:5070"
-# the vast profile and the rules' declarations (profiles/vast/config.yaml, workflow/rules)
-NETWORK_SLOTS, GPU_SLOTS = 16, 8
-MASK_THREADS, COMPOSITE_THREADS = 2, 4
+MASK_THREADS = 2  # the mask rule's threads (workflow/rules/mask.smk)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -116,8 +117,8 @@ def composite_job(column: str, tile_scenes: dict, grid, aoi, work: str, threads:
     return {}
 
 
-def products_job(grid, columns: dict, work: str) -> dict:
-    from s2basemap.outputs import write_products
+def products_job(grid, columns: dict, aoi, work: str) -> dict:
+    from s2basemap.outputs import coverage, write_products
 
     w = Path(work)
     write_products(
@@ -132,6 +133,7 @@ def products_job(grid, columns: dict, work: str) -> dict:
         compress="deflate",
         period_label=PERIOD,
     )
+    coverage(w / "products" / "mosaic.tif", aoi)  # the metadata job's pixel work
     return {}
 
 
@@ -353,7 +355,7 @@ def stages(args, records, layout, served, monitor, work: Path, options: dict) ->
     )
     print("products: mosaic, count and quicklook", flush=True)
     figures["products"] = run_stage(
-        "products", [(products_job, (grid, columns, str(work)))], 1, monitor, served
+        "products", [(products_job, (grid, columns, aoi, str(work)))], 1, monitor, served
     )
     return figures
 

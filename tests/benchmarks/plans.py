@@ -30,8 +30,8 @@ from s2basemap.timeplan import (
     time_plan,
 )
 
-# s2basemap.timeplan at e139862: the VM's costs, every core busy in the composite, the
-# GPU counting inference alone
+# s2basemap.timeplan at e139862: the VM's costs of 2026-12-01, every core busy in the mask
+# and composite stages, the GPU counting inference alone
 E139862_COSTS = {
     "job_start_s": 1.23,
     "composite_job_start_s": 1.80,
@@ -40,6 +40,7 @@ E139862_COSTS = {
     "fetch_cpu_s_per_mpx": 0.39,
     "mask_cpu_s_per_mpx": 0.086,
     "ocm_cpu_s_per_mpx": 2.15,
+    "ocm_cpu_threads_busy": 1.0,
     "ocm_host_cpu_s_per_mpx": 0.018,
     "composite_cpu_s_per_scene_mpx": 0.114,
     "composite_cores_busy_per_job": 64,
