@@ -291,10 +291,13 @@ SECTIONS = ["job", "scene", "composite", "outputs"]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edge", type=int, default=4096, help="scene edge for fetch and mask")
-    parser.add_argument(
-        "sections", nargs="*", default=SECTIONS, choices=SECTIONS, help="default: all"
-    )
+    # checked here: Python 3.12.1's argparse refuses an empty list against `choices`
+    parser.add_argument("sections", nargs="*", help=f"some of {', '.join(SECTIONS)}; default: all")
     args = parser.parse_args()
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    args.sections = args.sections or SECTIONS
     costs = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -27,6 +27,7 @@ from s2basemap.timeplan import (
     Machine,
     costs_for,
     duration,
+    format_time_plan,
     time_plan,
 )
 
@@ -94,6 +95,8 @@ def main() -> None:
     for gbps in (1.0, 10.0):
         print(line("Arkansas, one month", arkansas, Machine(16, True, gbps), True))
     print(line("Arkansas, one month", arkansas, Machine(16, False, 1.0), True))
+    # the README's table: today's plan for the rented box at a typical price
+    print(format_time_plan(time_plan(arkansas, Machine(16, True, 1.0, 1.2), True)))
 
 
 if __name__ == "__main__":
