@@ -179,20 +179,29 @@ class TileReader:
     """Reads rasters onto one tile: one index map per source lattice, shared by every raster on it."""
 
     def __init__(self, paths: list[str], bands: int, tile: TileGrid, pool: ThreadPoolExecutor):
-        """Rasters read through `bands` of their bands each."""
+        """Rasters read through `bands` of their bands each. The index maps are computed in
+        `pool` (GDAL's warper releases the GIL), `ready()` waits for them: a tile's scene
+        and mask maps, each mostly one exact warp of the tile on one core, run side by side.
+        """
         grids = [RasterGrid.of(path) for path in paths]
         self.bands = bands
         self.located: dict[str, tuple[IndexMap, Placement]] = {}
+        self._pending = []
         for all_bands in (True, False):  # see index_map: the two are mapped apart
             chosen = [i for i, grid in enumerate(grids) if (grid.count == bands) == all_bands]
-            groups = group_by_lattice([grids[i] for i in chosen])
-            # GDAL's warper releases the GIL: lattices are mapped in parallel
-            maps = pool.map(lambda group, whole=all_bands: index_map(*group, tile, whole), groups)
-            for imap, (_, members) in zip(maps, groups):
-                for member in members:
-                    self.located[paths[chosen[member.index]]] = (imap, member)
-            if groups:
-                log.info("%d rasters on %d source grid(s)", len(chosen), len(groups))
+            for group in group_by_lattice([grids[i] for i in chosen]):
+                future = pool.submit(index_map, *group, tile, all_bands)
+                self._pending.append(([paths[chosen[m.index]] for m in group[1]], group[1], future))
+
+    def ready(self) -> TileReader:
+        for member_paths, members, future in self._pending:
+            imap = future.result()
+            for path, member in zip(member_paths, members, strict=True):
+                self.located[path] = (imap, member)
+        if self._pending:
+            log.info("%d rasters on %d source grid(s)", len(self.located), len(self._pending))
+        self._pending = []
+        return self
 
     def read(self, path: str) -> Picked:
         imap, placement = self.located[path]
@@ -256,6 +265,7 @@ def stack_tile(
     with ThreadPoolExecutor(max(1, threads)) as pool:
         scene_reader = TileReader([s.tif for s in scenes], 4, tile, pool)
         mask_reader = TileReader([s.mask for s in scenes], 1, tile, pool)
+        scene_reader.ready(), mask_reader.ready()
         for loaded in pool.map(load, range(len(scenes))):
             if loaded is not None:
                 place(*loaded)

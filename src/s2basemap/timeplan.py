@@ -104,7 +104,6 @@ def costs_for(gpu: bool) -> dict:
 #   (stage wall against the sum of the scenes' inference seconds): not yet run there.
 FULL_SCENE_MPX = 10980**2 / 1e6
 H100_OCM_GPU_S_PER_MPX = 0.93 / FULL_SCENE_MPX
-H200_PREDICT_S_PER_SCENE = 4.0  # with e139862's host work, one scene alone
 A100_SLOWER_THAN_H100 = 3.2
 GPU_OCM_S_PER_MPX = H100_OCM_GPU_S_PER_MPX * A100_SLOWER_THAN_H100
 # Snakemake's own work in its main process (DAG, scheduling, bookkeeping), from the
