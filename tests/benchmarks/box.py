@@ -390,6 +390,14 @@ def report(figures: dict, predicted: dict, title: str) -> list[str]:
         )  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [title] + ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    mask = figures.get("mask", {})
+    if mask.get("inference_s"):
+        # the shared process holds the device for the inference alone: on a GPU, a stage
+        # near this sum means the scenes' host work overlapped it
+        lines.append(
+            f"mask: the scenes' inference {mask['inference_s']:.1f} s in all; stage wall / "
+            f"inference = {mask['wall_s'] / mask['inference_s']:.2f}"
+        )
     return lines
 
 
