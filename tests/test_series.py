@@ -127,6 +127,7 @@ CODE_OF = {
     "layout": {FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA},
     # fetch reads the search's scene records, a composite the column's scene order
     "manifest": {SEARCH, FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA},
+    "maskkernels": {MASK},  # the mask's numba kernels, behind ocm and masks
     "masks": {MASK},
     "methods": {COMPOSITE, ASSEMBLE, METADATA},  # the pick and medoid kernels
     "maskserver": {MASK},
