@@ -51,13 +51,13 @@ DEV_VM_COSTS = {
     "ocm_host_cpu_s_per_mpx": 0.005,
     # composite: per megapixel of scene window over a tile (warped reads, gather,
     # percentile), from the box benchmark's month on this VM (2026-12-04, --tiles 1
-    # --dates 4: 81.3 CPU s for 6 column jobs over 4 full scenes). costs.py's single tile
-    # gives 0.075: its fields are smoother and its 30 scenes each cover the whole tile,
-    # where a month's tiles also hold scenes that cover a part of them.
-    "composite_cpu_s_per_scene_mpx": 0.155,
+    # --dates 4: 74.3 CPU s for 6 column jobs over 4 full scenes, less their start).
+    # costs.py's single tile gives 0.075: its fields are smoother and its 30 scenes each
+    # cover the whole tile, where a month's tiles also hold scenes that cover a part.
+    "composite_cpu_s_per_scene_mpx": 0.141,
     # cores one composite job keeps busy at most, whatever its threads (the same run: a
-    # job of 2 threads kept 1.21 cores busy)
-    "composite_cores_busy_per_job": 1.21,
+    # job of 2 threads kept 1.68 cores busy)
+    "composite_cores_busy_per_job": 1.68,
     # mosaic and count COGs with overviews, coverage and quicklook, per output megapixel
     # (wall on 2 cores: this step is one job, GDAL's threads do the rest)
     "outputs_wall_s_per_mpx": 0.155,

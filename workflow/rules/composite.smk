@@ -13,7 +13,7 @@ rule composite_column:
     conda:
         "../../envs/composite.yaml"
     # threads read and decompress scene windows in parallel, but a job keeps
-    # only 1.2 (2 threads, the development VM) to 3.6 (16 threads, a GPU box)
+    # only 1.7 (2 threads, the development VM) to 3.6 (16 threads, a GPU box)
     # cores busy: more jobs of 2 threads fill a box best. On a GPU the gather
     # and percentile take a fraction of a second, so several tiles share the
     # device (gpu_slots, sized by the profile)
