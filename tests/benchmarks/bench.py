@@ -726,7 +726,8 @@ def _write_raster(path, profile, data) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="s2basemap benchmarks")
-    parser.add_argument("sections", nargs="*", default=SECTIONS, choices=SECTIONS)
+    # checked below: Python 3.12.1's argparse refuses an empty list against `choices`
+    parser.add_argument("sections", nargs="*", help=f"some of {', '.join(SECTIONS)}; default: all")
     parser.add_argument(
         "--threads",
         type=int,
@@ -736,6 +737,10 @@ def main() -> None:
     parser.add_argument("--mask-edge", type=int, default=2000, help="masking scene edge (10 m px)")
     parser.add_argument("--product-tiles", type=int, default=16, help="products: tiles a side")
     args = parser.parse_args()
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    args.sections = args.sections or SECTIONS
     if "kernel" in args.sections:
         bench_kernel()
     if "masking" in args.sections:
