@@ -437,7 +437,6 @@ def main(argv=None) -> dict:
         f"on {world['workers']} processes",
         flush=True,
     )
-    options, gpu = None, None
     weights = args.work / "weights"
     if args.mask != "scl" and not weights.exists():
         from testworld.weights import fabricate_weights
