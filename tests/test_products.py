@@ -23,6 +23,7 @@ import geopandas
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 import shapely
 from pyproj import Transformer
 from rio_cogeo.cogeo import cog_validate
@@ -71,6 +72,40 @@ SCENE_FIELDS = {
     "valid_fraction",
     "cloud_fraction",
 }
+
+
+@pytest.mark.parametrize("compress", ["deflate", "zstd"])
+def test_cogs_are_the_bytes_gdals_cog_driver_writes_at_its_defaults(tmp_path, compress):
+    """write_cog's cheaper scratch overviews leave the COG's bytes as GDAL's defaults make
+    them, for either compression (a zstd COG's overviews share the scratch's setting)."""
+    from s2basemap.outputs import write_cog
+
+    rng = np.random.default_rng(5)
+    # smooth plus noise: overviews to build and bytes that depend on the codec's level
+    smooth = np.cumsum(rng.integers(-40, 41, size=(4, 1300, 1300)), axis=2)
+    data = (2000 + smooth + rng.integers(0, 60, size=smooth.shape)).clip(1, 10_000)
+    source, vrt = tmp_path / "source.tif", tmp_path / "source.vrt"
+    profile = {"driver": "GTiff", "width": 1300, "height": 1300, "count": 4, "dtype": "uint16"}
+    with rasterio.open(
+        source, "w", **profile, crs="EPSG:5070", transform=rasterio.Affine(10, 0, 0, 0, -10, 0)
+    ) as dst:
+        dst.write(data.astype(np.uint16))
+    rasterio.shutil.copy(source, vrt, driver="VRT")
+    write_cog(vrt.read_text(), tmp_path / "ours.tif", compress, "average")
+    rasterio.shutil.copy(
+        vrt,
+        tmp_path / "gdal.tif",
+        driver="COG",
+        COMPRESS=compress.upper(),
+        PREDICTOR="YES",
+        BLOCKSIZE=512,
+        OVERVIEW_RESAMPLING="AVERAGE",
+        BIGTIFF="IF_SAFER",
+        NUM_THREADS="ALL_CPUS",
+    )
+    with rasterio.open(tmp_path / "ours.tif") as ours:
+        assert ours.overviews(1) == [2, 4]
+    assert (tmp_path / "ours.tif").read_bytes() == (tmp_path / "gdal.tif").read_bytes()
 
 
 @pytest.fixture(scope="module", params=list(RUNS))

@@ -23,7 +23,8 @@ maskjobs  the mask stage over 20 scenes of 1024 x 1024 px as real Snakemake jobs
 workflow  the whole workflow on the test world: wall time and peak memory
 products  the mosaic and count COGs and the quicklook of a 16 x 16 grid of 2048 px tiles
           (--product-tiles) from column composites written as today vs as before
-          (zstd level 9, predictor 2, pixel-interleaved); same pixels, wall and CPU
+          (zstd level 9, predictor 2, pixel-interleaved; the COG driver's scratch
+          overviews at GDAL's default zstd level 9); same pixels, wall and CPU
 methods   the pixel-consistent composites (s2basemap.methods) on one stack of
           2048 x 2048 px, N = 40, 4 bands, ~40 % invalid: pick (brightness, 25)
           and medoid on the CPU vs the percentile kernel at 25 in the same run
@@ -634,6 +635,11 @@ PREVIOUS_COLUMN_PROFILE = {
 }
 
 
+def _gdal_default_scratch(compress: str) -> dict:
+    """The COG driver's scratch overviews as before 2026-12-04: GDAL's defaults."""
+    return {}
+
+
 def bench_products(tiles_per_side: int = 16) -> None:
     """The mosaic and count COGs and the quicklook from a square grid of 2048 px tiles, from
     column composites written as today vs as before (same pixels); wall and CPU time."""
@@ -641,6 +647,7 @@ def bench_products(tiles_per_side: int = 16) -> None:
     from pyproj import CRS
     from shapely.geometry import box
 
+    from s2basemap import outputs
     from s2basemap.aoi import AOI
     from s2basemap.composite import _tile_profile
     from s2basemap.grid import output_grid
@@ -667,7 +674,10 @@ def bench_products(tiles_per_side: int = 16) -> None:
     )
     mpx = len(columns) * strip[0].size / 1e6
     with tempfile.TemporaryDirectory() as tmp:
+        today_scratch = outputs.cog_scratch_options
         for label, extra in (("before", PREVIOUS_COLUMN_PROFILE), ("now", {})):
+            # before: the former column layout and the COG driver's own scratch overviews
+            outputs.cog_scratch_options = _gdal_default_scratch if extra else today_scratch
             root = Path(tmp) / label
             root.mkdir()
             first = root / "column.tif"
