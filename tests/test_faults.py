@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -278,8 +279,8 @@ STAGES = {
 }
 
 
-def kill_when_started(workdir: Path, config: dict, stage: str, timeout: float = 300) -> None:
-    """Run the workflow and SIGKILL its whole process group as soon as a `stage` job starts."""
+def start_until(workdir: Path, config: dict, stage: str, timeout: float = 300) -> subprocess.Popen:
+    """Start the workflow in a session of its own; return once a `stage` job has started."""
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
         [
@@ -306,8 +307,42 @@ def kill_when_started(workdir: Path, config: dict, stage: str, timeout: float = 
             break
         time.sleep(0.01)
     assert proc.poll() is None, f"the run ended before any {stage} job started"
+    return proc
+
+
+def kill_when_started(workdir: Path, config: dict, stage: str) -> int:
+    """Run the workflow and SIGKILL its whole process group as soon as a `stage` job starts,
+    as when a box is reclaimed without warning; the run's pid."""
+    proc = start_until(workdir, config, stage)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    return proc.pid
+
+
+def test_a_live_run_keeps_its_locks_and_a_second_run_stops_with_one_line(
+    faulty, baseline, tmp_path
+):
+    world, http = faulty
+    http.schedule_faults({})
+    config = config_for(world)
+    live = start_until(tmp_path, config, "fetch")
+    try:
+        second = run_snakemake(tmp_path, config, check=False)
+        dry = run_snakemake(tmp_path, config, "--dry-run", check=False)
+        assert live.poll() is None, "the live run ended before the second run was refused"
+    finally:
+        live.wait(timeout=600)
+    line = (
+        f"s2basemap: this directory is locked by a live run (pid {live.pid} "
+        f"on {socket.gethostname()}, started "
+    )
+    assert second.returncode != 0
+    assert any(row.startswith(line) for row in second.stderr.splitlines())
+    assert "Directory cannot be locked" in second.stderr
+    assert dry.returncode == 0, dry.stderr  # a dry run beside a live run still works
+    # the refused run took nothing from the live one, which finished as an undisturbed run
+    assert live.returncode == 0
+    assert digests(tmp_path, PRODUCTS) == baseline
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
@@ -315,10 +350,17 @@ def test_killed_run_resumes_to_identical_outputs(faulty, baseline, tmp_path, sta
     world, http = faulty
     http.schedule_faults({})
     config = config_for(world)
-    kill_when_started(tmp_path, config, stage)
+    dead = kill_when_started(tmp_path, config, stage)
+    assert list((tmp_path / ".snakemake" / "locks").glob("*.lock")), "no lock left to test"
     finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/scenes/*.json")}
-    run_snakemake(tmp_path, config, "--unlock")
-    run_snakemake(tmp_path, config)
+    # the same command again, without --unlock: the dead run's locks are recognised as stale
+    resumed = run_snakemake(tmp_path, config)
+    stale = [line for line in resumed.stderr.splitlines() if "stale locks" in line]
+    assert len(stale) == 1
+    assert stale[0].startswith(
+        f"s2basemap: removed the stale locks of a run that is gone (pid {dead} "
+        f"on {socket.gethostname()}, started "
+    )
     assert digests(tmp_path, PRODUCTS) == baseline
     # scenes fetched before the kill were not fetched again
     for path, mtime in finished.items():

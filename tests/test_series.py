@@ -147,6 +147,7 @@ CODE_OF = {
     "config": set(),
     "job": set(),  # the adapter: what a job uses of it counts as the modules behind it
     "logs": set(),
+    "runlock": set(),  # the main process's claim on the directory
     "storage": set(),
     "timeplan": set(),
     "upload": set(),

@@ -17,6 +17,14 @@ from s2basemap.grid import COLUMN_ID_PATTERN, output_grid
 from s2basemap.masks import MaskOptions
 from s2basemap.periods import PERIOD_LABEL_PATTERN
 from s2basemap.provenance import code_digest
+from s2basemap.runlock import claim
+
+# Before Snakemake locks the directory: locks left by a run killed without warning
+# (a reclaimed box) are removed here, so that the same command resumes.
+if workflow.is_main_process:
+    RUN_CLAIM = claim()
+    if RUN_CLAIM.message:
+        print(f"s2basemap: {RUN_CLAIM.message}", file=sys.stderr, flush=True)
 
 # A --configfile (or --config) is merged over config/config.yaml key by key, but
 # one that names the periods replaces both of the default's: a user config with
