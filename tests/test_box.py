@@ -3,6 +3,7 @@ stage, its figures checked against the world's own files."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -112,3 +113,26 @@ def test_the_plan_and_the_benchmark_take_the_rules_threads_and_the_profiles_budg
     assert int(mask[1]) == box.MASK_THREADS
     profile = yaml.safe_load((repo / "profiles" / "vast" / "config.yaml").read_text())
     assert profile["resources"] == {"gpu_slots": box.GPU_SLOTS, "network": box.NETWORK_SLOTS}
+
+
+def test_a_recorded_month_is_predicted_again_from_costs_measured_later(small_month, capsys):
+    """--replan with --costs: a recorded month against costs measured afterwards."""
+    work, results = small_month
+    recorded = work / "month.json"
+    recorded.write_text(json.dumps(results))
+    fetch_cost = box.plan_costs(20, results["gpu"])["fetch_cpu_s_per_mpx"]
+
+    def fetch_plan(per_mpx: float) -> list[str]:
+        costs = work / "costs.json"
+        costs.write_text(json.dumps({"job_start_s": 0, "fetch_cpu_s_per_mpx": per_mpx}))
+        capsys.readouterr()
+        box.main(["--edge", "1098", "--replan", str(recorded), "--costs", str(costs)])
+        rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+        return next(row for row in rows if row[:1] == ["fetch"])
+
+    once, twice = fetch_plan(fetch_cost), fetch_plan(2 * fetch_cost)
+    measured = results["runs"][0]["stages"]["fetch"]
+    assert once[1:3] == [f"{measured['wall_s']:.1f}", f"{measured['cpu_s']:.1f}"]
+    # the uncapped fetch is bound by its CPU: twice the cost per megapixel, twice the time
+    assert once[8] == "(CPU)" and twice[8] == "(CPU)"
+    assert float(twice[7]) == pytest.approx(2 * float(once[7]), rel=0.02, abs=0.1)

@@ -269,29 +269,57 @@ def layout_of(records: list[dict], spec: WorldSpec):
     return aoi, grid, tile_scenes, grid.columns(tiles)
 
 
-def prediction(records, aoi, grid, tile_scenes, columns, gbps: float, uses_ocm: bool, costs):
-    """The time plan for these scenes on this machine: per stage and in all."""
+def period_of(records, aoi, grid, tile_scenes, columns) -> dict:
+    """What the storage plan counts of these scenes (bytes, pixels, jobs), as the workflow."""
     from s2basemap.grid import scene_columns
     from s2basemap.storage import estimate_period, size_scenes
-    from s2basemap.timeplan import Machine, has_gpu, time_plan
 
     sizes = size_scenes({"period": PERIOD, "scenes": records}, aoi)
     column_tiles = {int(c): len(ts) for c, ts in columns.items()}
-    period = estimate_period(sizes, grid, aoi, scene_columns(tile_scenes), column_tiles)
+    return estimate_period(sizes, grid, aoi, scene_columns(tile_scenes), column_tiles)
+
+
+def prediction(period: dict, gbps: float, uses_ocm: bool, costs, cores: int, gpu: bool) -> dict:
+    """The time plan's stages for this period on this machine."""
+    from s2basemap.timeplan import Machine, time_plan
+
     # no cap: the plan needs a bandwidth; loopback is far faster than the CPU work
-    machine = Machine(os.cpu_count() or 1, has_gpu(), gbps or 1000.0)
-    plan = time_plan({PERIOD: period}, machine, uses_ocm, costs)
-    return plan["periods"][PERIOD]["stages"], period
+    machine = Machine(cores, gpu, gbps or 1000.0)
+    return time_plan({PERIOD: period}, machine, uses_ocm, costs)["periods"][PERIOD]["stages"]
 
 
-def plan_costs(ocm_resolution: int, gpu: bool) -> dict:
-    """The plan's costs for this machine; OmniCloudMask's CPU cost scales with the
-    inference pixels (the measured figure is at 20 m)."""
+def plan_costs(ocm_resolution: int, gpu: bool, measured: dict | None = None) -> dict:
+    """The plan's costs for this machine, with `measured` ones (costs.py's) over them;
+    OmniCloudMask's CPU cost scales with the inference pixels (measured at 20 m)."""
     from s2basemap.timeplan import costs_for
 
-    costs = dict(costs_for(gpu))
+    costs = dict(costs_for(gpu)) | (measured or {})
     costs["ocm_cpu_s_per_mpx"] *= (20 / ocm_resolution) ** 2
     return costs
+
+
+def title_of(args, run: dict, cores: int, gpu: bool) -> str:
+    cap = f"{run['gbps']:g} Gbit/s" if run["gbps"] else "no bandwidth cap"
+    period = run["period"]
+    return (
+        f"\n{period['scenes']} scenes of {args.edge} px, {period['tiles']} output tiles in "
+        f"{period['composite_jobs']} columns, {cap}, {cores} cores, {'a GPU' if gpu else 'no GPU'}, "
+        f"mask {args.mask}"
+        + (f" at {args.ocm_resolution} m" if args.mask != "scl" else "")
+        + f" (plan: {period['network_bytes'] / 1e9:.2f} GB to read)"
+    )
+
+
+def replan(args, costs: dict) -> None:
+    """The runs of an earlier --json file against the plan with these costs: a machine's
+    measured month set against costs measured on the same machine afterwards."""
+    results = json.loads(args.replan.read_text())
+    for run in results["runs"]:
+        predicted = prediction(
+            run["period"], run["gbps"], args.mask != "scl", costs, results["cores"], results["gpu"]
+        )
+        title = title_of(args, run, results["cores"], results["gpu"])
+        print("\n".join(report(run["stages"], predicted, title)), flush=True)
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -424,7 +452,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--work", type=Path, default=Path("box-benchmark"), help="scratch folder")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder's outputs")
+    parser.add_argument(
+        "--costs",
+        type=Path,
+        help="a JSON object of per-unit costs measured on this machine (costs.py's last "
+        "line) to predict with, over the time plan's own",
+    )
+    parser.add_argument(
+        "--replan", type=Path, help="run nothing: predict the runs of this --json file again"
+    )
     args = parser.parse_args(argv)
+    measured = json.loads(args.costs.read_text()) if args.costs else None
+    if args.replan:
+        gpu = json.loads(args.replan.read_text())["gpu"]
+        replan(args, plan_costs(args.ocm_resolution, gpu, measured))
+        return {}
 
     spec = WorldSpec(args.tiles, args.dates, args.edge)
     cores = os.cpu_count() or 1
@@ -448,7 +490,7 @@ def main(argv=None) -> dict:
     from s2basemap.timeplan import has_gpu
 
     gpu = has_gpu()
-    costs = plan_costs(args.ocm_resolution, gpu)
+    costs = plan_costs(args.ocm_resolution, gpu, measured)
     results = {"world": world, "cores": cores, "gpu": gpu, "runs": []}
     for i, gbps in enumerate(args.gbps):
         run_dir = args.work / f"run-{gbps:g}gbps"
@@ -468,22 +510,14 @@ def main(argv=None) -> dict:
                 workers, _ = concurrency(cores, 1, NETWORK_SLOTS)
                 jobs = [(fetch_job, (s, layout[0], str(run_dir))) for s in records]
                 figures = {"fetch": run_stage("fetch", jobs, workers, monitor, served)}
-            predicted, period = prediction(records, *layout, gbps, args.mask != "scl", costs)
+            period = period_of(records, *layout)
+            predicted = prediction(period, gbps, args.mask != "scl", costs, cores, gpu)
         finally:
             monitor.stop()
             served.stop()
-        cap = f"{gbps:g} Gbit/s" if gbps else "no bandwidth cap"
-        title = (
-            f"\n{len(records)} scenes of {args.edge} px, {len(layout[2])} output tiles in "
-            f"{len(layout[3])} columns, {cap}, {cores} cores, {'a GPU' if gpu else 'no GPU'}, "
-            f"mask {args.mask}"
-            + (f" at {args.ocm_resolution} m" if args.mask != "scl" else "")
-            + f" (plan: {period['network_bytes'] / 1e9:.2f} GB to read)"
-        )
-        print("\n".join(report(figures, predicted, title)), flush=True)
-        results["runs"].append(
-            {"gbps": gbps, "stages": figures, "plan": predicted, "period": period}
-        )
+        run = {"gbps": gbps, "stages": figures, "plan": predicted, "period": period}
+        print("\n".join(report(figures, predicted, title_of(args, run, cores, gpu))), flush=True)
+        results["runs"].append(run)
         if not args.keep:
             shutil.rmtree(run_dir, ignore_errors=True)
     if args.json:
