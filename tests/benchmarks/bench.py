@@ -398,7 +398,6 @@ rule mask_scene:
         options=config["mask"],
         shared_process=config["shared"],
         code="bench",
-        server_log="logs/mask_server.log",
     script:
         "SCRIPT"
 """
@@ -472,6 +471,8 @@ def bench_mask_jobs(n_scenes: int = 20, edge: int = 1024) -> None:
         fixed, per_scene = {}, {}
         for name, shared, cores, threads, warm, repeats in layouts:
             config = {"scenes": scenes, "mask": mask, "shared": shared, "threads": threads}
+            # what the job adapter's layout reads (the model process's log goes to logs/)
+            config |= {"work_dir": ".", "results_dir": "results", "output": {"filename_base": "b"}}
             (root / "config.yaml").write_text(yaml.safe_dump(config))
             command = [
                 sys.executable,
