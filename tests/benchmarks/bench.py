@@ -521,12 +521,12 @@ def bench_mask_jobs(n_scenes: int = 20, edge: int = 1024) -> None:
                 f"{old / max(f, 1e-3):.1f}x lower ({n})" for n, f in list(fixed.items())[1:]
             )
         )
-        one, two = per_scene[layouts[2][0]], per_scene[layouts[4][0]]
+        alone, beside, beside_1 = (fixed[layout[0]] for layout in layouts[2:])
         print(
-            f"concurrent mask jobs overlap host work: {two:.2f} s of stage wall per scene "
-            f"with 2 in flight (model on 1 core) against {one:.2f} s one at a time "
-            f"({one / two:.2f}x); no overlap would be {inference_1 + fixed[layouts[2][0]]:.2f} s "
-            "(1-thread inference plus the fixed cost one at a time)"
+            f"concurrent mask jobs overlap host work: a scene's host work costs {alone:.2f} s of "
+            f"stage wall one at a time, {beside:.2f} s with 2 in flight and {beside_1:.2f} s "
+            f"with 2 in flight and the model on 1 core ({per_scene[layouts[4][0]]:.2f} s per "
+            f"scene against {inference_1 + alone:.2f} s if it did not overlap)"
         )
         print(
             "'2 in flight' on 2 cores: the model's 2 threads share the cores with the other "
