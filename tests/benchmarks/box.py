@@ -3,6 +3,7 @@
     python tests/benchmarks/box.py                         # 4 MGRS tiles x 8 dates, no cap
     python tests/benchmarks/box.py --gbps 0 1              # then the fetch again at 1 Gbit/s
     python tests/benchmarks/box.py --tiles 1 --dates 4 --ocm-resolution 40   # 2 cores
+    python tests/benchmarks/box.py ... --replan month.json --costs costs.json   # re-predict
 
 The world (tests/benchmarks/boxworld.py) is served over loopback HTTP by a process
 of its own. Each stage runs the package's own job functions, one fresh process per
@@ -16,7 +17,9 @@ Per stage it prints wall time, CPU seconds (the whole machine's, less the HTTP
 server's), cores busy (mean and 90th percentile of 0.5 s samples), GPU busy
 (`nvidia-smi`, where there is one) and bytes read; then the time plan's prediction
 for the same scenes on this machine (s2basemap.timeplan with the costs it would use
-here) and the ratio of measured to predicted. `--json` writes the figures.
+here) and the ratio of measured to predicted. `--json` writes the figures; `--costs`
+puts per-unit costs measured on this machine (costs.py's JSON line) into the plan, and
+`--replan` predicts a month written by `--json` again without running it.
 Not part of the test run (tests/test_box.py runs a small version to keep it working).
 """
 
