@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -143,6 +144,97 @@ def test_a_killed_server_is_replaced_and_an_idle_one_exits(runtime, scenes, weig
     _wait_gone(pids[1], timeout=120)  # idle for 2 s: it exits by itself
     assert not socket_path(options, "d4", 1).exists()
     assert "idle for 2 s: exiting" in server_log.read_text()
+
+
+def test_a_server_whose_job_went_away_exits_without_waiting_out_its_idle_time(
+    runtime, scenes, weights
+):
+    options = mask_options(weights["random"], idle=600)
+    server_log = runtime / "mask_server.log"
+    tif, record = scenes[0]
+    request_mask(tif, record, runtime / "a.tif", options, "d7", 1, server_log)
+    pid = server_pids(server_log)[0]
+    # a job stopped (SIGTERM) while the server works on its scene: request sent,
+    # connection closed before the answer
+    request = {"scene_tif": str(tif), "fetch_record": record, "mask_tif": str(runtime / "b.tif")}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.connect(str(socket_path(options, "d7", 1)))
+        connection.sendall(json.dumps(request).encode() + b"\n")
+    _wait_gone(pid, timeout=300)  # not the 600 s of its idle time
+    assert "a job went away before its answer (the run stopped): exiting" in server_log.read_text()
+    assert not socket_path(options, "d7", 1).exists()
+    # the scene it was working on was finished, whole
+    np.testing.assert_array_equal(read(runtime / "b.tif"), read(runtime / "a.tif"))
+
+
+# Loaded by the shared process at start-up (PYTHONPATH): the first inference after the
+# trigger file appears raises the error a GPU fault gives, as torch raises it.
+DEVICE_FAULT = """
+import os
+from pathlib import Path
+
+import omnicloudmask
+
+_real = omnicloudmask.predict_from_array
+
+
+def predict_from_array(*args, **kwargs):
+    try:
+        Path(os.environ["S2B_TEST_DEVICE_FAULT"]).unlink()
+    except FileNotFoundError:
+        return _real(*args, **kwargs)
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+omnicloudmask.predict_from_array = predict_from_array
+"""
+
+
+def test_a_device_fault_fails_its_scene_only_and_the_server_is_replaced(
+    runtime, scenes, weights, monkeypatch
+):
+    inject = runtime / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(DEVICE_FAULT)
+    trigger = runtime / "fault-next-inference"
+    monkeypatch.setenv("PYTHONPATH", str(inject))
+    monkeypatch.setenv("S2B_TEST_DEVICE_FAULT", str(trigger))
+    options = mask_options(weights["random"], idle=600)
+    server_log = runtime / "mask_server.log"
+    expected = []
+    for i, (tif, record) in enumerate(scenes):  # each scene masked in this process
+        mask_scene(tif, record, runtime / f"direct{i}.tif", MaskOptions.from_config(options))
+        expected.append(read(runtime / f"direct{i}.tif"))
+    request_mask(*scenes[0], runtime / "warm.tif", options, "d8", 1, server_log)
+    first = server_pids(server_log)[0]
+    trigger.touch()
+    errors, done = {}, {}
+
+    def job(i):
+        try:
+            request_mask(*scenes[i], runtime / f"m{i}.tif", options, "d8", 1, server_log)
+            done[i] = read(runtime / f"m{i}.tif")
+        except MaskServerError as exc:
+            errors[i] = str(exc)
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(len(scenes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(errors) == 1, errors  # the one scene the fault met
+    (message,) = errors.values()
+    assert message == (
+        "DeviceFault: inference failed on cpu: CUDA error: an illegal memory access was "
+        "encountered (the shared mask process exits; the next job starts a new one)"
+    )
+    assert not (runtime / f"m{next(iter(errors))}.tif").exists()
+    for i, mask in done.items():  # the others, in flight beside it, are masked as ever
+        np.testing.assert_array_equal(mask, expected[i])
+    _wait_gone(first)
+    pids = server_pids(server_log)
+    assert len(pids) == 2 and pids[0] == first
+    assert "inference failed on the device: exiting" in server_log.read_text()
 
 
 def test_a_server_that_cannot_start_says_why(runtime, scenes):

@@ -148,6 +148,7 @@ CODE_OF = {
     "job": set(),  # the adapter: what a job uses of it counts as the modules behind it
     "logs": set(),
     "runlock": set(),  # the main process's claim on the directory
+    "stopping": set(),  # the main process's SIGTERM handler
     "storage": set(),
     "timeplan": set(),
     "upload": set(),

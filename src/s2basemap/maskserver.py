@@ -9,8 +9,11 @@ their outputs, logs and records stay exactly as they are.
 
 The server reads, resamples and writes several scenes at once (one thread per
 job that sent one) and runs the model on one at a time, so the device never
-waits for a read. It exits after `server_idle_seconds` without work. A server
-that died is replaced by the next job that finds it gone.
+waits for a read. It exits after `server_idle_seconds` without work, or as soon
+as it has none once a job went away before its answer: the run was stopped (SIGTERM
+reaches the run's jobs, not this process, which has a session of its own), and the
+model must not hold the GPU for a run that is gone. A server that died, or left, is
+replaced by the next job that finds it gone.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 600.0  # seconds for a new server to load the model and listen
 MAX_SOCKET_PATH = 90  # bytes; the limit is 108, and binding uses a longer temporary name
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+DEVICE_FAULT_EXIT = 70  # EX_SOFTWARE: the server left after a device fault
 
 
 class MaskServerError(RuntimeError):
@@ -270,6 +274,7 @@ class MaskServer:
         self.last_done = time.monotonic()
         self.state = threading.Lock()
         self.inode = None
+        self.abandoned = False  # a job went away before its answer: the run is stopping
 
     def warm_up(self) -> None:
         """Load the model (and wake the device) before the first scene arrives."""
@@ -283,9 +288,11 @@ class MaskServer:
 
     def handle(self, connection: socket.socket) -> None:
         from s2basemap.masks import mask_scene
+        from s2basemap.ocm import DeviceFault
 
         capture = ThreadLog()
         logging.getLogger().addHandler(capture)
+        fault = False
         try:
             request = json.loads(_read_line(connection))
             stats = mask_scene(
@@ -300,9 +307,11 @@ class MaskServer:
             reply = {"ok": True, "stats": stats}
         except Exception as exc:  # the job reports it; the server goes on with other scenes
             log.exception("request failed")
+            fault = isinstance(exc, DeviceFault)
             reply = {
                 "ok": False,
-                "error": f"{type(exc).__name__}: {exc}",
+                "error": f"{type(exc).__name__}: {exc}"
+                + (" (the shared mask process exits; the next job starts a new one)" * fault),
                 "traceback": traceback.format_exc(),
             }
         finally:
@@ -312,15 +321,28 @@ class MaskServer:
             connection.sendall(json.dumps(reply).encode() + b"\n")
         except OSError:
             log.warning("the job that sent this scene is gone; its mask is written anyway")
+            with self.state:
+                self.abandoned = True
         finally:
             connection.close()
             with self.state:
                 self.active -= 1
                 self.last_done = time.monotonic()
+        if fault:
+            self._exit_after_device_fault()
+
+    def _exit_after_device_fault(self) -> None:
+        """Leave at once: the device may be unusable for this process. The jobs of the
+        other scenes in flight see the connection close and retry with a new server."""
+        log.error("inference failed on the device: exiting so that a new process takes over")
+        self._remove_socket()
+        logging.shutdown()
+        os._exit(DEVICE_FAULT_EXIT)
 
     def idle(self) -> bool:
         with self.state:
-            return self.active == 0 and time.monotonic() - self.last_done > self.idle_seconds
+            waited = time.monotonic() - self.last_done
+            return self.active == 0 and (self.abandoned or waited > self.idle_seconds)
 
     def serve(self) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -346,16 +368,22 @@ class MaskServer:
                 threading.Thread(target=self.handle, args=(connection,), daemon=True).start()
         finally:
             self._release(listener)
-        log.info("idle for %.0f s: exiting", self.idle_seconds)
+        if self.abandoned:
+            log.info("a job went away before its answer (the run stopped): exiting")
+        else:
+            log.info("idle for %.0f s: exiting", self.idle_seconds)
 
     def _release(self, listener: socket.socket) -> None:
+        self._remove_socket()
+        listener.close()
+
+    def _remove_socket(self) -> None:
         """Remove the socket file, unless a newer server already owns the path."""
         try:
             if os.stat(self.path).st_ino == self.inode:
                 self.path.unlink()
         except OSError:
             pass
-        listener.close()
 
 
 def main(argv=None) -> None:

@@ -35,6 +35,12 @@ class WeightsMissingError(FileNotFoundError):
     """The weights are not on disk; the message says how to stage them."""
 
 
+class DeviceFault(RuntimeError):
+    """Inference failed for a reason other than memory (a CUDA error, say). On a GPU
+    such an error can poison the process's device context, so the process that raised
+    it must not run the model again."""
+
+
 @dataclass(frozen=True)
 class OCMOptions:
     inference_resolution: int = 20
@@ -236,7 +242,12 @@ def predict_coarse(
     device, dtype = choose_device(options.device)
     with device_lock or nullcontext():
         started = time.perf_counter()
-        classes, info = _predict_with_fallback(low, options, device, dtype, models)
+        try:
+            classes, info = _predict_with_fallback(low, options, device, dtype, models)
+        except (MemoryError, DeviceFault):
+            raise
+        except RuntimeError as exc:  # torch's errors, CUDA's included (AcceleratorError)
+            raise DeviceFault(f"inference failed on {device.type}: {exc}") from exc
         info.seconds = round(time.perf_counter() - started, 3)
     return classes, factor, info
 

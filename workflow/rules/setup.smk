@@ -18,10 +18,13 @@ from s2basemap.masks import MaskOptions
 from s2basemap.periods import PERIOD_LABEL_PATTERN
 from s2basemap.provenance import code_digest
 from s2basemap.runlock import claim
+from s2basemap.stopping import install_sigterm_workaround
 
 # Before Snakemake locks the directory: locks left by a run killed without warning
 # (a reclaimed box) are removed here, so that the same command resumes.
 if workflow.is_main_process:
+    # SIGTERM (SLURM's time limit, a spot reclaim) must stop the run, never hang it
+    install_sigterm_workaround()
     RUN_CLAIM = claim()
     if RUN_CLAIM.message:
         print(f"s2basemap: {RUN_CLAIM.message}", file=sys.stderr, flush=True)
