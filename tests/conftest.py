@@ -6,6 +6,7 @@ import os
 import string
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,35 @@ from testworld import served_world
 def world_servers(tmp_path_factory):
     with served_world(tmp_path_factory.mktemp("world")) as (world, http, stac, _):
         yield world, http, stac
+
+
+@contextmanager
+def s3_endpoint(secret_key: str = "s3-secret", buckets=()):
+    """moto's S3 on 127.0.0.1 (testworld.servers.S3Server) with `buckets`: yields the
+    server, the environment a run needs to reach it, and a client."""
+    import boto3
+
+    from testworld.servers import S3Server
+
+    server = S3Server().start()
+    env = {
+        "AWS_ACCESS_KEY_ID": "s3-key-id",
+        "AWS_SECRET_ACCESS_KEY": secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=server.url,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+    )
+    for bucket in buckets:
+        s3.create_bucket(Bucket=bucket)
+    try:
+        yield server, env, s3
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -70,19 +100,13 @@ def world_config(world, weights_dir=None, scenario=None, values=None, **override
     return config
 
 
-def run_snakemake(
-    workdir: Path,
-    config: dict,
-    *args: str,
-    check: bool = True,
-    timeout: float = 600,
-    env: dict | None = None,
-    snakefile: Path = SNAKEFILE,
-) -> subprocess.CompletedProcess:
-    """Run the workflow's CLI in `workdir` with `config` written to config.yaml there."""
+def snakemake_command(
+    workdir: Path, config: dict, *args: str, snakefile: Path = SNAKEFILE
+) -> list[str]:
+    """The workflow's CLI in `workdir`, with `config` written to config.yaml there."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -96,8 +120,20 @@ def run_snakemake(
         "2",
         *args,
     ]
+
+
+def run_snakemake(
+    workdir: Path,
+    config: dict,
+    *args: str,
+    check: bool = True,
+    timeout: float = 600,
+    env: dict | None = None,
+    snakefile: Path = SNAKEFILE,
+) -> subprocess.CompletedProcess:
+    """Run the workflow's CLI in `workdir` with `config` written to config.yaml there."""
     result = subprocess.run(
-        cmd,
+        snakemake_command(workdir, config, *args, snakefile=snakefile),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -109,6 +145,20 @@ def run_snakemake(
             f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def start_snakemake(
+    workdir: Path, config: dict, env: dict | None = None, output=subprocess.DEVNULL
+) -> subprocess.Popen:
+    """Start the workflow's CLI in `workdir` in a session of its own, so that a test can
+    signal the whole run (its process group) as SLURM or a reclaimed box would."""
+    return subprocess.Popen(
+        snakemake_command(workdir, config),
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not subprocess.DEVNULL else subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def planned_jobs(output: str) -> list[dict]:

@@ -16,14 +16,12 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import SNAKEFILE, run_snakemake, world_config
+from conftest import run_snakemake, start_snakemake, world_config
 from testworld import served_world
 from testworld.build import FILES
 from testworld.servers import FAULT_KINDS, WebhookReceiver
@@ -281,25 +279,7 @@ STAGES = {
 
 def start_until(workdir: Path, config: dict, stage: str, timeout: float = 300) -> subprocess.Popen:
     """Start the workflow in a session of its own; return once a `stage` job has started."""
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(SNAKEFILE),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(workdir / "config.yaml"),
-            "--cores",
-            "2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_snakemake(workdir, config)
     logs = workdir / STAGES[stage]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:

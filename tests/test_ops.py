@@ -9,12 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-from conftest import REPO, run_snakemake, world_config
-from testworld.servers import WebhookReceiver, free_port
+from conftest import REPO, run_snakemake, s3_endpoint, world_config
+from testworld.servers import WebhookReceiver
 
 BUCKET = "mosaics"
 SECRET_KEY = "s3-secret-9f8e7d6c5b4a"
@@ -32,25 +30,8 @@ DATES = {"2022-01": "2022_01_01_to_2022_01_31", "2022-02": "2022_02_01_to_2022_0
 
 @pytest.fixture(scope="module")
 def s3_server():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        "AWS_ACCESS_KEY_ID": "s3-key-id",
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=url,
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-    )
-    s3.create_bucket(Bucket=BUCKET)
-    yield url, env, s3
-    server.stop()
+    with s3_endpoint(SECRET_KEY, [BUCKET]) as (server, env, s3):
+        yield server.url, env, s3
 
 
 @pytest.fixture(scope="module")

@@ -295,6 +295,7 @@ class MaskServer:
         fault = False
         try:
             request = json.loads(_read_line(connection))
+            log.info("masking %s", request["scene_tif"])
             stats = mask_scene(
                 request["scene_tif"],
                 request["fetch_record"],

@@ -455,3 +455,63 @@ class TokenServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class S3Server:
+    """moto's S3 on 127.0.0.1, which can hold one upload: `hold_next_put(bucket)` makes
+    the next PUT into `bucket` wait, without reading its body, until `release()`; `held`
+    is set once one waits. A stop during an upload is then triggered by a request, not
+    by timing; the held PUT is answered 503 and stores nothing."""
+
+    def __init__(self):
+        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+        class Holding(ThreadedMotoServer):
+            def _server_entry(inner) -> None:
+                from moto.server import DomainDispatcherApplication, create_backend_app
+                from werkzeug.serving import make_server
+
+                app = DomainDispatcherApplication(create_backend_app)
+                inner._server = make_server(inner._ip_address, inner._port, self._wsgi(app), True)
+                inner._server_ready_event.set()
+                inner._server.serve_forever()
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._moto = Holding(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._hold: str | None = None
+        self.held = threading.Event()
+        self._release = threading.Event()
+
+    def _wsgi(self, app):
+        def holding(environ, start_response):
+            hold = self._hold
+            if (
+                hold
+                and environ["REQUEST_METHOD"] == "PUT"
+                and environ["PATH_INFO"].startswith(hold)
+            ):
+                self._hold = None
+                self.held.set()
+                self._release.wait(600)
+                start_response("503 Service Unavailable", [("Content-Length", "0")])
+                return [b""]
+            return app(environ, start_response)
+
+        return holding
+
+    def hold_next_put(self, bucket: str) -> None:
+        self.held.clear()
+        self._release.clear()
+        self._hold = f"/{bucket}/"
+
+    def release(self) -> None:
+        self._release.set()
+
+    def start(self) -> S3Server:
+        self._moto.start()
+        return self
+
+    def stop(self) -> None:
+        self.release()
+        self._moto.stop()

@@ -1,0 +1,225 @@
+"""A run stopped at any moment loses nothing, and the same command finishes it.
+
+SLURM at a job's time limit and a reclaimed spot box send SIGTERM to every process of
+the run. Here the test world, masked by OmniCloudMask's shared process and uploaded to
+S3 on 127.0.0.1, is stopped so five times in a row: during fetches, masks (the shared
+process at work on a scene), composites, product assembly and an upload. Each stop is
+triggered by a file appearing (a stage's job log, the shared process's log line) or by
+a request (an upload's PUT held by the S3 server), never by a sleep. Each run must end
+within 60 s of the signal. The last, unstopped run must leave the products, and the
+uploaded objects, of a run that was never stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_snakemake, s3_endpoint, start_snakemake, world_config
+from testworld.servers import WebhookReceiver
+
+MONTHS = ["2022-01", "2022-02"]
+PREFIX = "arkansas/monthly"  # tests/configs/operated.yaml
+STOP_WITHIN_SECONDS = 60
+MASK_SERVER_LOG = "work/logs/mask_server.log"
+
+
+@pytest.fixture(scope="module")
+def services():
+    hook = WebhookReceiver().start()
+    with s3_endpoint(buckets=["clean", "stopped"]) as (s3_server, s3_env, s3):
+        yield s3_server, s3_env | {"S2B_TEST_WEBHOOK": hook.url}, s3
+    hook.stop()
+
+
+def config_for(world, weights, s3_url: str, bucket: str) -> dict:
+    config = world_config(
+        world,
+        weights["random"],
+        scenario="operated",
+        values={"s3_url": s3_url, "bucket": bucket},
+        months=MONTHS,
+    )
+    # far longer than a stop may take: the shared process must leave because its jobs
+    # went away, not because it was idle
+    config["mask"]["ocm"]["server_idle_seconds"] = 600
+    return config
+
+
+# When a run made a document, and how long its stages took, differ between any two runs.
+RUN_TIMES = {"created", "processing_seconds"}
+
+
+def without_run_times(doc):
+    if isinstance(doc, dict):
+        return {k: without_run_times(v) for k, v in doc.items() if k not in RUN_TIMES}
+    if isinstance(doc, list):
+        return [without_run_times(v) for v in doc]
+    return doc
+
+
+def fingerprint(name: str, data: bytes, exact: bool) -> str:
+    """sha256 of a published file; of a JSON document without its run times unless `exact`."""
+    if name.endswith(".json") and not exact:
+        data = json.dumps(without_run_times(json.loads(data)), sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def products(workdir: Path, exact: bool = False) -> dict[str, str]:
+    """Every published file's fingerprint, by its path under results/."""
+    results = workdir / "results"
+    return {
+        name: fingerprint(name, p.read_bytes(), exact)
+        for p in sorted(results.rglob("*"))
+        if p.is_file() and (name := p.relative_to(results).as_posix())
+    }
+
+
+def uploaded(s3, bucket: str, exact: bool = False) -> dict[str, str]:
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return {
+        name: fingerprint(name, s3.get_object(Bucket=bucket, Key=key)["Body"].read(), exact)
+        for key in keys
+        if (name := key.removeprefix(f"{PREFIX}/"))
+    }
+
+
+def server_pids(workdir: Path) -> list[int]:
+    log = workdir / MASK_SERVER_LOG
+    text = log.read_text() if log.exists() else ""
+    return [int(p) for p in re.findall(r"listening on .* \(pid (\d+)\)", text)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Runtime:
+    """A socket directory of one workdir's own: its runs get a shared process apart from
+    other runs' (the path is short: socket paths are limited)."""
+
+    def __init__(self):
+        self.path = tempfile.mkdtemp(prefix="s2i", dir="/tmp")
+
+    def close(self, workdir: Path) -> None:
+        for pid in server_pids(workdir):  # a clean run's server waits out its idle time
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def job_log_appears(stage: str):
+    """A trigger: a log of a `stage` job written by this run."""
+
+    def arm(workdir: Path):
+        logs = workdir / "work" / "logs" / stage
+        before = {p: p.stat().st_mtime_ns for p in logs.rglob("*.log")} if logs.exists() else {}
+        return lambda: (
+            logs.exists()
+            and any(before.get(p) != p.stat().st_mtime_ns for p in logs.rglob("*.log"))
+        )
+
+    return arm
+
+
+def shared_process_masking(workdir: Path):
+    """A trigger: the shared process took a scene of this run (its log says "masking")."""
+    log = workdir / MASK_SERVER_LOG
+
+    def count() -> int:
+        return log.read_text().count(" masking ") if log.exists() else 0
+
+    before = count()
+    return lambda: count() > before
+
+
+@pytest.fixture(scope="module")
+def clean(world, weights, services, tmp_path_factory):
+    s3_server, env, s3 = services
+    workdir = tmp_path_factory.mktemp("clean")
+    runtime = Runtime()
+    try:
+        config = config_for(world, weights, s3_server.url, "clean")
+        run_snakemake(workdir, config, env=env | {"S2BASEMAP_RUNTIME_DIR": runtime.path})
+    finally:
+        runtime.close(workdir)
+    return products(workdir), uploaded(s3, "clean")
+
+
+def stop_with_sigterm(proc: subprocess.Popen) -> float:
+    """SIGTERM to every process of the run at once; seconds until the run has ended.
+    The run is frozen first, so that the signal meets the job that was just seen."""
+    os.killpg(proc.pid, signal.SIGSTOP)
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGCONT)
+    proc.wait(timeout=600)
+    return time.monotonic() - sent
+
+
+def test_sigterm_at_every_stage_then_the_same_command_gives_identical_products_and_uploads(
+    world, weights, services, clean, tmp_path
+):
+    s3_server, env, s3 = services
+    clean_products, clean_uploads = clean
+    workdir = tmp_path / "stopped"
+    config = config_for(world, weights, s3_server.url, "stopped")
+    runtime = Runtime()
+    env = env | {"S2BASEMAP_RUNTIME_DIR": runtime.path}
+    stops = {  # stage: (its rule, the trigger)
+        "fetch": ("fetch_scene", job_log_appears("fetch")),
+        "mask": ("mask_scene", shared_process_masking),
+        "composite": ("composite_column", job_log_appears("composite")),
+        "assemble": ("assemble_mosaic", job_log_appears("assemble")),
+        "upload": ("upload_period", None),  # the S3 server holds the next PUT
+    }
+    try:
+        for stage, (rule, arm) in stops.items():
+            if arm is None:
+                s3_server.hold_next_put("stopped")
+                triggered = s3_server.held.is_set
+            else:
+                triggered = arm(workdir)
+            output = workdir / f"run-stopped-at-{stage}.txt"
+            workdir.mkdir(exist_ok=True)
+            with open(output, "w") as out:
+                proc = start_snakemake(workdir, config, env=env, output=out)
+                while not triggered():
+                    assert proc.poll() is None, f"the run ended before the {stage} stop"
+                    time.sleep(0.01)
+                took = stop_with_sigterm(proc)
+            s3_server.release()
+            text = output.read_text()
+            print(f"stopped at {stage}: exit {proc.returncode} {took:.1f} s after SIGTERM")
+            assert took < STOP_WITHIN_SECONDS, text
+            assert proc.returncode != 0, text
+            assert "Will exit after finishing currently running jobs" in text
+            assert f"Error in rule {rule}:" in text  # the signal met a job of the stage
+            assert not list((workdir / ".snakemake" / "locks").glob("*.lock")), text
+            if stage == "mask":  # the shared process left once its job went away
+                deadline = time.monotonic() - took + STOP_WITHIN_SECONDS
+                while any(alive(pid) for pid in server_pids(workdir)):
+                    assert time.monotonic() < deadline, "the shared mask process outlived the run"
+                    time.sleep(0.1)
+        finished = run_snakemake(workdir, config, env=env)
+    finally:
+        runtime.close(workdir)
+    assert "stale locks" not in finished.stderr  # every stop released Snakemake's locks
+    assert products(workdir) == clean_products
+    assert uploaded(s3, "stopped") == clean_uploads
+    assert uploaded(s3, "stopped", exact=True) == products(workdir, exact=True)
+    assert not list(workdir.rglob("*.part"))  # no half-written file survived
