@@ -50,6 +50,37 @@ def s3_endpoint(secret_key: str = "s3-secret", buckets=()):
         server.stop()
 
 
+@contextmanager
+def small_disk(path: Path, size: str):
+    """A tmpfs of `size` (as mount(8) takes it: "4m") mounted at `path`: a disk that
+    fills up for real. Mounting needs root; without it the test is skipped."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a small disk needs a tmpfs mount, which needs root: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill `disk` to its last byte; the filler file, to delete to free it."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while handle.write(b"\0" * 65536):  # the last write is short, then ENOSPC
+                pass
+        except OSError:
+            pass
+    return filler
+
+
 @pytest.fixture(scope="session")
 def world(world_servers):
     return world_servers[0]

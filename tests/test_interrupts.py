@@ -21,11 +21,13 @@ import signal
 import subprocess
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from conftest import run_snakemake, s3_endpoint, start_snakemake, world_config
+from conftest import fill, run_snakemake, s3_endpoint, small_disk, start_snakemake, world_config
+from s2basemap.layout import Layout
 from testworld.servers import WebhookReceiver
 
 MONTHS = ["2022-01", "2022-02"]
@@ -37,7 +39,7 @@ MASK_SERVER_LOG = "work/logs/mask_server.log"
 @pytest.fixture(scope="module")
 def services():
     hook = WebhookReceiver().start()
-    with s3_endpoint(buckets=["clean", "stopped"]) as (s3_server, s3_env, s3):
+    with s3_endpoint(buckets=["clean", "stopped", "full"]) as (s3_server, s3_env, s3):
         yield s3_server, s3_env | {"S2B_TEST_WEBHOOK": hook.url}, s3
     hook.stop()
 
@@ -223,3 +225,55 @@ def test_sigterm_at_every_stage_then_the_same_command_gives_identical_products_a
     assert uploaded(s3, "stopped") == clean_uploads
     assert uploaded(s3, "stopped", exact=True) == products(workdir, exact=True)
     assert not list(workdir.rglob("*.part"))  # no half-written file survived
+
+
+def test_a_full_disk_at_each_kind_of_write_fails_with_one_line_then_the_rerun_is_identical(
+    world, weights, services, clean, tmp_path
+):
+    """A disk fills at a scene raster, a mask, a column composite and the mosaic COG in
+    turn: each a tmpfs of its own, mounted where those files go, filled to ENOSPC."""
+    s3_server, env, s3 = services
+    clean_products, clean_uploads = clean
+    workdir = tmp_path / "full"
+    config = config_for(world, weights, s3_server.url, "full")
+    layout = Layout("work", "results", "S2_RGBNIR")  # as tests/configs/world.yaml leaves them
+    month = MONTHS[0]
+    folders = {
+        "scene raster": Path(layout.scene_raster(month)).parent,
+        "mask": Path(layout.mask(month)).parent,
+        "column composite": Path(layout.column(month)).parent,
+        "mosaic COG": Path(layout.products(month, "2022_01_01_to_2022_01_31")["mosaic"]).parent,
+    }
+    runtime = Runtime()
+    env = env | {"S2BASEMAP_RUNTIME_DIR": runtime.path}
+    with ExitStack() as disks:
+        for what, folder in folders.items():
+            # freed once it has failed, but kept: the files written there later stay
+            disk = disks.enter_context(small_disk(workdir / folder, "32m"))
+            filler = fill(disk)
+            failed = run_snakemake(workdir, config, "--keep-going", check=False, env=env)
+            full = [
+                line for line in failed.stderr.splitlines() if f"the disk at {disk} is full" in line
+            ]
+            print(f"full at the {what}: {full[:1]}")
+            assert failed.returncode != 0
+            assert full, [line for line in failed.stderr.splitlines() if "ERROR" in line]
+            one_line = re.compile(
+                rf"ERROR (DiskFullError: )?the disk at {re.escape(str(disk))} is full "
+                rf"\(\d+ k?B free of 33\.6 MB\) writing \S+: free space there, then run "
+                rf"the same command again \(traceback in \S+\)"
+            )
+            assert all(one_line.fullmatch(line) for line in full), full
+            # nothing was left there, not even in part; nor taken as done
+            assert [p.name for p in disk.iterdir()] == ["filler"]
+            # emptied, not removed: Snakemake removes output folders left empty, and a
+            # mount point cannot be removed
+            filler.write_bytes(b"")
+        try:
+            run_snakemake(workdir, config, env=env)
+        finally:
+            runtime.close(workdir)
+        published = products(workdir)
+        assert published.pop(f"{month}/filler") == hashlib.sha256(b"").hexdigest()
+        assert published == clean_products
+    assert uploaded(s3, "full") == clean_uploads

@@ -9,6 +9,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from s2basemap.disk import check_complete, disk_full
+
 
 @contextmanager
 def atomic_path(path: str | Path):
@@ -19,15 +21,33 @@ def atomic_path(path: str | Path):
     # only one job writes a given output, so older parts of this path are litter.
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
         stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        _raise_if_full(path, exc)
+        raise
     os.close(fd)
     try:
         yield Path(tmp)
+        check_complete(Path(tmp), path)  # GDAL can close a raster cut short by a full disk
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files follow the umask
         os.replace(tmp, path)
+    except Exception as exc:
+        try:
+            _raise_if_full(path, exc)  # asked before the part is removed: the disk as it failed
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _raise_if_full(path: Path, exc: Exception) -> None:
+    """A write that failed on a full disk says so, naming the disk (`s2basemap.disk`)."""
+    full = disk_full(path, exc)
+    if full:
+        raise full from exc
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

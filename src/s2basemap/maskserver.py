@@ -145,8 +145,10 @@ def request_mask(
     for line in reply.get("log", []):
         log.info("[shared mask process] %s", line)
     if not reply["ok"]:
-        log.error("shared mask process: %s", reply["traceback"])
-        raise MaskServerError(reply["error"])
+        failed = MaskServerError(reply["error"])
+        # the job's log shows where it failed in the server; its console, one line
+        failed.add_note(f"in the shared mask process:\n{reply['traceback']}")
+        raise failed
     return reply["stats"]
 
 
@@ -258,7 +260,7 @@ class ThreadLog(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
+        if record.thread == self.thread and getattr(record, "relay", True):
             self.lines.append(record.getMessage())
 
 
@@ -295,7 +297,7 @@ class MaskServer:
         fault = False
         try:
             request = json.loads(_read_line(connection))
-            log.info("masking %s", request["scene_tif"])
+            log.info("masking %s", request["scene_tif"], extra={"relay": False})  # server log only
             stats = mask_scene(
                 request["scene_tif"],
                 request["fetch_record"],

@@ -100,25 +100,22 @@ def cog_scratch_options(compress: str) -> dict[str, str]:
 
 
 def write_cog(vrt_xml: str, out_path, compress: str, resampling: str) -> None:
-    """GDAL's COG driver: 512 px blocks, predictor 2, internal overviews."""
-    out_path = Path(out_path)
-    vrt = out_path.with_name(f".{out_path.stem}.vrt")  # scratch, removed below
-    try:
-        vrt.write_text(vrt_xml)
-        with atomic_path(out_path) as tmp, rasterio.Env(**cog_scratch_options(compress)):
-            rasterio.shutil.copy(
-                vrt,
-                tmp,
-                driver="COG",
-                COMPRESS=compress.upper(),
-                PREDICTOR="YES",
-                BLOCKSIZE=512,
-                OVERVIEW_RESAMPLING=resampling.upper(),
-                BIGTIFF="IF_SAFER",
-                NUM_THREADS="ALL_CPUS",
-            )
-    finally:
-        vrt.unlink(missing_ok=True)
+    """GDAL's COG driver: 512 px blocks, predictor 2, internal overviews.
+
+    GDAL opens the VRT from its XML text (its sources are absolute paths): no scratch
+    file, which a full disk could stop before the COG's own write says why."""
+    with atomic_path(out_path) as tmp, rasterio.Env(**cog_scratch_options(compress)):
+        rasterio.shutil.copy(
+            vrt_xml,
+            tmp,
+            driver="COG",
+            COMPRESS=compress.upper(),
+            PREDICTOR="YES",
+            BLOCKSIZE=512,
+            OVERVIEW_RESAMPLING=resampling.upper(),
+            BIGTIFF="IF_SAFER",
+            NUM_THREADS="ALL_CPUS",
+        )
 
 
 def column_pieces(

@@ -25,6 +25,7 @@ from shapely.geometry import box
 
 from s2basemap.aoi import AOI, WGS84, reproject_geometry
 from s2basemap.atomic import atomic_write_json, atomic_write_text
+from s2basemap.disk import human
 from s2basemap.failures import TRANSIENT, http_kind
 from s2basemap.grid import OutputGrid
 from s2basemap.layout import Layout
@@ -458,14 +459,6 @@ def bytes_under(path) -> int:
             if stat.S_ISREG(info.st_mode):
                 total += info.st_size
     return total
-
-
-def human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def products_held(plan: dict) -> str:
