@@ -3,15 +3,20 @@
 SLURM at a job's time limit and a reclaimed spot box send SIGTERM to every process of
 the run. Here the test world, masked by OmniCloudMask's shared process and uploaded to
 S3 on 127.0.0.1, is stopped so five times in a row: during fetches, masks (the shared
-process at work on a scene), composites, product assembly and an upload. Each stop is
+process at work on a scene), composites, product assembly and an upload; then once
+more by SIGKILL of everything during an upload, as when the box is lost. Each stop is
 triggered by a file appearing (a stage's job log, the shared process's log line) or by
 a request (an upload's PUT held by the S3 server), never by a sleep. Each run must end
 within 60 s of the signal. The last, unstopped run must leave the products, and the
 uploaded objects, of a run that was never stopped.
+
+A disk that fills up is met the same way: a tmpfs of its own where each kind of file
+goes, filled to its last byte.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +26,6 @@ import signal
 import subprocess
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -162,15 +166,28 @@ def clean(world, weights, services, tmp_path_factory):
     return products(workdir), uploaded(s3, "clean")
 
 
-def stop_with_sigterm(proc: subprocess.Popen) -> float:
-    """SIGTERM to every process of the run at once; seconds until the run has ended.
+def stop(proc: subprocess.Popen, how: signal.Signals) -> float:
+    """`how` to every process of the run at once; seconds until the run has ended.
     The run is frozen first, so that the signal meets the job that was just seen."""
     os.killpg(proc.pid, signal.SIGSTOP)
     sent = time.monotonic()
-    os.killpg(proc.pid, signal.SIGTERM)
-    os.killpg(proc.pid, signal.SIGCONT)
+    os.killpg(proc.pid, how)
+    with contextlib.suppress(ProcessLookupError):  # after SIGKILL, none may be left
+        os.killpg(proc.pid, signal.SIGCONT)
     proc.wait(timeout=600)
     return time.monotonic() - sent
+
+
+def run_until_stopped(workdir, config, env, trigger, how, output: Path) -> tuple[int, float]:
+    """Start the run and stop it with `how` once `trigger()` holds: its exit code, and
+    the seconds it took to end. Its output goes to `output`."""
+    with open(output, "w") as out:
+        proc = start_snakemake(workdir, config, env=env, output=out)
+        while not trigger():
+            assert proc.poll() is None, f"the run ended before the stop ({output.name})"
+            time.sleep(0.01)
+        took = stop(proc, how)
+    return proc.returncode, took
 
 
 def test_sigterm_at_every_stage_then_the_same_command_gives_identical_products_and_uploads(
@@ -179,36 +196,37 @@ def test_sigterm_at_every_stage_then_the_same_command_gives_identical_products_a
     s3_server, env, s3 = services
     clean_products, clean_uploads = clean
     workdir = tmp_path / "stopped"
+    workdir.mkdir()
     config = config_for(world, weights, s3_server.url, "stopped")
     runtime = Runtime()
     env = env | {"S2BASEMAP_RUNTIME_DIR": runtime.path}
-    stops = {  # stage: (its rule, the trigger)
-        "fetch": ("fetch_scene", job_log_appears("fetch")),
-        "mask": ("mask_scene", shared_process_masking),
-        "composite": ("composite_column", job_log_appears("composite")),
-        "assemble": ("assemble_mosaic", job_log_appears("assemble")),
-        "upload": ("upload_period", None),  # the S3 server holds the next PUT
-    }
+    held_put = None  # the trigger of an upload stop: the S3 server holds the next PUT
+    stops = [  # (stage, its rule, the trigger, the signal)
+        ("fetch", "fetch_scene", job_log_appears("fetch"), signal.SIGTERM),
+        ("mask", "mask_scene", shared_process_masking, signal.SIGTERM),
+        ("composite", "composite_column", job_log_appears("composite"), signal.SIGTERM),
+        ("assemble", "assemble_mosaic", job_log_appears("assemble"), signal.SIGTERM),
+        ("upload", "upload_period", held_put, signal.SIGTERM),
+        # and the box lost during an upload: the next run finds the locks stale
+        ("upload", "upload_period", held_put, signal.SIGKILL),
+    ]
     try:
-        for stage, (rule, arm) in stops.items():
-            if arm is None:
+        for stage, rule, arm, how in stops:
+            if arm is held_put:
                 s3_server.hold_next_put("stopped")
-                triggered = s3_server.held.is_set
+                trigger = s3_server.held.is_set
             else:
-                triggered = arm(workdir)
-            output = workdir / f"run-stopped-at-{stage}.txt"
-            workdir.mkdir(exist_ok=True)
-            with open(output, "w") as out:
-                proc = start_snakemake(workdir, config, env=env, output=out)
-                while not triggered():
-                    assert proc.poll() is None, f"the run ended before the {stage} stop"
-                    time.sleep(0.01)
-                took = stop_with_sigterm(proc)
+                trigger = arm(workdir)
+            output = workdir / f"run-stopped-at-{stage}-{how.name}.txt"
+            code, took = run_until_stopped(workdir, config, env, trigger, how, output)
             s3_server.release()
             text = output.read_text()
-            print(f"stopped at {stage}: exit {proc.returncode} {took:.1f} s after SIGTERM")
+            print(f"{how.name} at {stage}: exit {code}, {took:.1f} s after the signal")
             assert took < STOP_WITHIN_SECONDS, text
-            assert proc.returncode != 0, text
+            if how == signal.SIGKILL:
+                assert code == -signal.SIGKILL
+                continue
+            assert code != 0, text
             assert "Will exit after finishing currently running jobs" in text
             assert f"Error in rule {rule}:" in text  # the signal met a job of the stage
             assert not list((workdir / ".snakemake" / "locks").glob("*.lock")), text
@@ -220,7 +238,9 @@ def test_sigterm_at_every_stage_then_the_same_command_gives_identical_products_a
         finished = run_snakemake(workdir, config, env=env)
     finally:
         runtime.close(workdir)
-    assert "stale locks" not in finished.stderr  # every stop released Snakemake's locks
+    # SIGTERM released Snakemake's locks; the lost box's were found stale
+    stale = [line for line in finished.stderr.splitlines() if "stale locks" in line]
+    assert len(stale) == 1 and stale[0].startswith("s2basemap: removed the stale locks")
     assert products(workdir) == clean_products
     assert uploaded(s3, "stopped") == clean_uploads
     assert uploaded(s3, "stopped", exact=True) == products(workdir, exact=True)
@@ -246,7 +266,7 @@ def test_a_full_disk_at_each_kind_of_write_fails_with_one_line_then_the_rerun_is
     }
     runtime = Runtime()
     env = env | {"S2BASEMAP_RUNTIME_DIR": runtime.path}
-    with ExitStack() as disks:
+    with contextlib.ExitStack() as disks:
         for what, folder in folders.items():
             # freed once it has failed, but kept: the files written there later stay
             disk = disks.enter_context(small_disk(workdir / folder, "32m"))
