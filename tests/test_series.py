@@ -119,6 +119,7 @@ CODE_OF = {
     "aoi": {SEARCH, FETCH, COMPOSITE, ASSEMBLE, METADATA},
     "atomic": {SEARCH, FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA},
     "composite": {COMPOSITE, ASSEMBLE, METADATA},  # outputs imports composite
+    "disk": {SEARCH, FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA},  # behind atomic
     "failures": {FETCH},
     "fetch": {FETCH},
     "grid": {COMPOSITE, ASSEMBLE, METADATA},
