@@ -108,10 +108,10 @@ def server_pids(workdir: Path) -> list[int]:
 
 def alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
         return False
-    return True
+    return state != "Z"  # a zombie has exited; only its parent has not reaped it yet
 
 
 class Runtime:
