@@ -21,6 +21,7 @@ scheduler._open_jobs = threading.Semaphore(0)
 scheduler._user_kill = None
 signal.signal(signal.SIGTERM, scheduler.exit_gracefully)
 with scheduler._lock:
+    print("holding", flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
     print("handled", flush=True)
 scheduler._open_jobs.acquire()  # the loop wakes up to the stop
@@ -28,28 +29,36 @@ print(scheduler._user_kill, flush=True)
 """
 
 
-def run_scheduler(handler: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
+def start_scheduler(handler: str) -> subprocess.Popen:
+    """The scene above with `handler`, once it holds the lock (imports take their time)."""
+    proc = subprocess.Popen(
         [sys.executable, "-c", SCHEDULER_HOLDING_ITS_LOCK, handler],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
     )
+    assert proc.stdout.readline() == "holding\n", proc.stderr.read()
+    return proc
 
 
 def test_snakemakes_own_handler_deadlocks_when_sigterm_meets_the_held_lock():
-    # A deadlock, not slowness: the process never gets past the handler. If this
-    # starts to pass, Snakemake has fixed it and s2basemap.stopping can go.
-    with pytest.raises(subprocess.TimeoutExpired) as hung:
-        run_scheduler("snakemake", timeout=5)
-    assert b"handled" not in (hung.value.stdout or b"")
+    # A deadlock, not slowness: past the lock, the handler would take microseconds. If
+    # this starts to fail, Snakemake has fixed it and s2basemap.stopping can go.
+    proc = start_scheduler("snakemake")
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.stdout.read() == ""  # never got past the handler
 
 
 def test_the_workaround_stops_the_scheduler_gracefully_instead():
-    result = run_scheduler("workaround", timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["handled", "graceful"]
+    proc = start_scheduler("workaround")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.split() == ["handled", "graceful"]
 
 
 def test_installing_twice_wraps_the_handler_once(monkeypatch):

@@ -464,24 +464,16 @@ class S3Server:
     by timing; the held PUT is answered 503 and stores nothing."""
 
     def __init__(self):
-        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+        from moto.server import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
 
-        class Holding(ThreadedMotoServer):
-            def _server_entry(inner) -> None:
-                from moto.server import DomainDispatcherApplication, create_backend_app
-                from werkzeug.serving import make_server
-
-                app = DomainDispatcherApplication(create_backend_app)
-                inner._server = make_server(inner._ip_address, inner._port, self._wsgi(app), True)
-                inner._server_ready_event.set()
-                inner._server.serve_forever()
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._moto = Holding(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._hold: str | None = None
         self.held = threading.Event()
         self._release = threading.Event()
+        app = self._wsgi(DomainDispatcherApplication(create_backend_app))
+        self._httpd = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._httpd.server_port}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     def _wsgi(self, app):
         def holding(environ, start_response):
@@ -509,9 +501,10 @@ class S3Server:
         self._release.set()
 
     def start(self) -> S3Server:
-        self._moto.start()
+        self._thread.start()
         return self
 
     def stop(self) -> None:
         self.release()
-        self._moto.stop()
+        self._httpd.shutdown()
+        self._httpd.server_close()
