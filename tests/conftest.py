@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import string
 import subprocess
@@ -190,6 +192,35 @@ def start_snakemake(
         start_new_session=True,
         env={**os.environ, **(env or {})},
     )
+
+
+# When a run made a document, and how long its stages took, differ between any two runs.
+RUN_TIMES = {"created", "processing_seconds"}
+
+
+def without_run_times(doc):
+    if isinstance(doc, dict):
+        return {k: without_run_times(v) for k, v in doc.items() if k not in RUN_TIMES}
+    if isinstance(doc, list):
+        return [without_run_times(v) for v in doc]
+    return doc
+
+
+def fingerprint(name: str, data: bytes, exact: bool) -> str:
+    """sha256 of a published file; of a JSON document without its run times unless `exact`."""
+    if name.endswith(".json") and not exact:
+        data = json.dumps(without_run_times(json.loads(data)), sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def products(workdir: Path, exact: bool = False) -> dict[str, str]:
+    """Every published file's fingerprint, by its path under results/."""
+    results = workdir / "results"
+    return {
+        name: fingerprint(name, p.read_bytes(), exact)
+        for p in sorted(results.rglob("*"))
+        if p.is_file() and (name := p.relative_to(results).as_posix())
+    }
 
 
 def planned_jobs(output: str) -> list[dict]:

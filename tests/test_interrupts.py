@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -30,7 +29,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fill, run_snakemake, s3_endpoint, small_disk, start_snakemake, world_config
+from conftest import (
+    fill,
+    fingerprint,
+    products,
+    run_snakemake,
+    s3_endpoint,
+    small_disk,
+    start_snakemake,
+    world_config,
+)
 from s2basemap.layout import Layout
 from testworld.servers import WebhookReceiver
 
@@ -60,35 +68,6 @@ def config_for(world, weights, s3_url: str, bucket: str) -> dict:
     # went away, not because it was idle
     config["mask"]["ocm"]["server_idle_seconds"] = 600
     return config
-
-
-# When a run made a document, and how long its stages took, differ between any two runs.
-RUN_TIMES = {"created", "processing_seconds"}
-
-
-def without_run_times(doc):
-    if isinstance(doc, dict):
-        return {k: without_run_times(v) for k, v in doc.items() if k not in RUN_TIMES}
-    if isinstance(doc, list):
-        return [without_run_times(v) for v in doc]
-    return doc
-
-
-def fingerprint(name: str, data: bytes, exact: bool) -> str:
-    """sha256 of a published file; of a JSON document without its run times unless `exact`."""
-    if name.endswith(".json") and not exact:
-        data = json.dumps(without_run_times(json.loads(data)), sort_keys=True).encode()
-    return hashlib.sha256(data).hexdigest()
-
-
-def products(workdir: Path, exact: bool = False) -> dict[str, str]:
-    """Every published file's fingerprint, by its path under results/."""
-    results = workdir / "results"
-    return {
-        name: fingerprint(name, p.read_bytes(), exact)
-        for p in sorted(results.rglob("*"))
-        if p.is_file() and (name := p.relative_to(results).as_posix())
-    }
 
 
 def uploaded(s3, bucket: str, exact: bool = False) -> dict[str, str]:

@@ -25,6 +25,7 @@ from s2basemap.masks import (
     dilate,
     mask_scene,
 )
+from s2basemap.masktags import mask_usability
 from s2basemap.ocm import (
     OCMOptions,
     WeightsMissingError,
@@ -82,6 +83,8 @@ def test_always_cloud_weights_make_every_pixel_invalid(fetched, weights, tmp_pat
     data = ~(stack == 0).any(axis=0)
     assert (mask != 0).all()
     assert ((mask[data] & OCM_CLOUD) != 0).all()  # the model's verdict reached every data pixel
+    # what a composite job reads of it: the scene, usable (a cloudy scene is still usable)
+    assert mask_usability(tmp_path / "mask.tif") == (fetched[1]["id"], "ok")
     assert stats["valid_pixels"] == 0 and stats["cloud_fraction"] == 1.0
     assert stats["ocm"]["device"] == "cpu" and stats["ocm"]["dtype"] == "float32"
 

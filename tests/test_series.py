@@ -123,13 +123,15 @@ CODE_OF = {
     "failures": {FETCH},
     "fetch": {FETCH},
     "grid": {COMPOSITE, ASSEMBLE, METADATA},
-    # where every file is: the jobs that find files by it (fetch's failure ledger, a
-    # composite's mask statistics, the model process's log, the metadata's inputs)
-    "layout": {FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA},
-    # fetch reads the search's scene records, a composite the column's scene order
-    "manifest": {SEARCH, FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA},
+    # where every file is: the jobs that find per-node files by it (fetch's failure
+    # ledger and outage watch, the model process's log); the rest is declared
+    "layout": {FETCH, MASK},
+    # fetch reads the search's scene records, the metadata the month's manifest
+    "manifest": {SEARCH, FETCH, MASK, ASSEMBLE, METADATA},
     "maskkernels": {MASK},  # the mask's numba kernels, behind ocm and masks
     "masks": {MASK},
+    # the mask's tags that say whether its scene is usable, read by composites
+    "masktags": {MASK, COMPOSITE, ASSEMBLE, METADATA},
     "methods": {COMPOSITE, ASSEMBLE, METADATA},  # the pick and medoid kernels
     "maskserver": {MASK},
     "notify": {METADATA},  # the metadata job also sends the month's message

@@ -4,11 +4,9 @@ tile grid, then take the per-pixel percentile of the valid observations.
 
 from __future__ import annotations
 
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -21,6 +19,7 @@ from rasterio.windows import Window
 from s2basemap.aoi import AOI
 from s2basemap.atomic import atomic_path
 from s2basemap.grid import OutputGrid
+from s2basemap.masktags import OK, mask_usability
 from s2basemap.percentile import percentile_composite, resolve_backend
 from s2basemap.periods import DAY_NODATA, Period
 from s2basemap.warp import (
@@ -78,19 +77,13 @@ class Method:
 COLUMN_BANDS = (*PRODUCT_BANDS, "count", "day + 1")
 
 
-def usable_scenes(scene_tifs, mask_tifs, stats_jsons) -> list[SceneInput]:
-    """The tile's scenes that were fetched, in input order, per the statistics JSON
-    that each mask job writes beside its mask.
-
-    Composite jobs list only scenes and masks as inputs: the statistics come from
-    the mask job too, and a third file per scene and tile was a third of the
-    DAG's edges (a state-sized year has 4,600 tiles of about 30 scenes).
-    """
+def usable_scenes(scene_tifs, mask_tifs) -> list[SceneInput]:
+    """The tile's scenes that were fetched, in input order, per the tags of each mask."""
     usable = []
-    for tif, mask, stats_json in zip(scene_tifs, mask_tifs, stats_jsons, strict=True):
-        stats = json.loads(Path(stats_json).read_text())
-        if stats["status"] == "ok":
-            usable.append(SceneInput(stats["id"], str(tif), str(mask)))
+    for tif, mask in zip(scene_tifs, mask_tifs, strict=True):
+        scene_id, status = mask_usability(mask)
+        if status == OK:
+            usable.append(SceneInput(scene_id, str(tif), str(mask)))
     return usable
 
 
@@ -445,7 +438,6 @@ def composite_column_job(
     tile_scenes: dict[str, list[str]],
     scene_tifs,
     mask_tifs,
-    stats_jsons,
     grid: OutputGrid,
     aoi: AOI,
     method: Method,
@@ -464,7 +456,7 @@ def composite_column_job(
     import numba
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    scenes = usable_scenes(scene_tifs, mask_tifs, stats_jsons)
+    scenes = usable_scenes(scene_tifs, mask_tifs)
     if method.dated:
         scenes = [
             replace(s, acquired=scene_times[s.id], day=period.day_of(scene_times[s.id]))

@@ -59,6 +59,10 @@ class Layout:
         """The folder of one stage's benchmark files for a period."""
         return f"{self.work_dir}/benchmarks/{stage}/{period}"
 
+    def timed_benchmarks(self, period: str) -> dict[str, str]:
+        """The benchmark folders whose jobs add up to a period's processing_seconds."""
+        return {stage: self.stage_benchmarks(stage, period) for stage in TIMED_STAGES}
+
     # --- a period's work files ------------------------------------------------------
     def period_dir(self, period: str = PERIOD) -> str:
         return f"{self.work_dir}/{period}"

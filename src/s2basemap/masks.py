@@ -14,6 +14,7 @@ import rasterio
 from scipy.ndimage import distance_transform_edt
 
 from s2basemap.atomic import atomic_path
+from s2basemap.masktags import OK, SKIPPED, usability_tags
 from s2basemap.ocm import OCMOptions, predict_coarse
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def mask_scene(
 ) -> dict:
     """Write the scene's mask GeoTIFF and return its statistics."""
     if fetch_record["status"] != "ok":
-        write_empty_mask(scene_tif, mask_tif)
+        write_empty_mask(scene_tif, mask_tif, fetch_record["id"])
         return {
             "id": fetch_record["id"],
             "status": "skipped",
@@ -130,6 +131,7 @@ def mask_scene(
         dst.update_tags(
             BITS="1 nodata, 2 SCL invalid class, 4 OmniCloudMask cloud/shadow, 8 dilation; 0 valid",
             MODE=options.mode,
+            **usability_tags(fetch_record["id"], OK),
         )
     return statistics(fetch_record, mask.size, counts, options, run)
 
@@ -177,10 +179,11 @@ def mask_profile(scene_profile: dict) -> dict:
     }
 
 
-def write_empty_mask(scene_tif, mask_tif) -> None:
+def write_empty_mask(scene_tif, mask_tif, scene_id: str) -> None:
     """A placeholder scene gets a placeholder mask: every pixel nodata."""
     with rasterio.open(scene_tif) as src:
         profile = mask_profile(src.profile) | {"tiled": False}
         profile.pop("blockxsize"), profile.pop("blockysize")
     with atomic_path(mask_tif) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(np.full((1, profile["height"], profile["width"]), NODATA, dtype=np.uint8))
+        dst.update_tags(**usability_tags(scene_id, SKIPPED))

@@ -68,10 +68,11 @@ def month_message(metadata: dict, location: str) -> str:
             )
     else:
         coverage = metadata["valid_coverage"] or 0
-        seconds = sum(metadata["processing_seconds"].values())
+        timings = metadata["processing_seconds"]
+        seconds = f"{sum(timings.values()):.0f} s of processing, " if timings is not None else ""
         text = (
             f":white_check_mark: {period} mosaic done: {len(metadata['scenes'])} scenes used, "
-            f"valid coverage {coverage:.1%}, {seconds:.0f} s of processing, {location}"
+            f"valid coverage {coverage:.1%}, {seconds}{location}"
         )
     left_out = metadata["left_out"]
     if left_out:

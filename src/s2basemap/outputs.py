@@ -5,6 +5,7 @@ a STAC Item and a quicklook PNG.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -19,7 +20,6 @@ from s2basemap.aoi import AOI
 from s2basemap.atomic import atomic_path, atomic_write_json, atomic_write_text
 from s2basemap.composite import PRODUCT_BANDS
 from s2basemap.grid import OutputGrid
-from s2basemap.layout import TIMED_STAGES, Layout
 from s2basemap.manifest import load_json, scene_ids
 from s2basemap.periods import DAY_NODATA, Period
 from s2basemap.provenance import software_versions
@@ -343,7 +343,7 @@ def build_metadata(
     settings: dict,
     files: dict,
     valid_coverage: float | None,
-    processing_seconds: dict,
+    processing_seconds: dict | None,
 ) -> dict:
     crs = CRS.from_user_input(grid.crs)
     scenes = scene_entries(manifest, records, stats)
@@ -501,12 +501,16 @@ def mosaic_method(metadata: dict) -> str:
     return f"{metadata['percentile']}th percentile of each band"
 
 
-def processing_seconds(layout: Layout, period_label: str) -> dict:
-    """Wall seconds per stage from the jobs' Snakemake benchmark files."""
+def processing_seconds(benchmark_dirs: dict | None) -> dict | None:
+    """Wall seconds per stage from the jobs' Snakemake benchmark files, in one folder per
+    stage (`Layout.stage_benchmarks`); None where the run's jobs share no filesystem
+    (object storage): their benchmarks are on the nodes that ran them."""
+    if benchmark_dirs is None:
+        return None
     totals = {}
-    for stage in TIMED_STAGES:
+    for stage, folder in benchmark_dirs.items():
         seconds = 0.0
-        for path in sorted(Path(layout.stage_benchmarks(stage, period_label)).glob("*.tsv")):
+        for path in sorted(Path(folder).glob("*.tsv")):
             rows = path.read_text().splitlines()
             if len(rows) > 1:
                 seconds += float(rows[-1].split("\t")[0])
@@ -514,40 +518,60 @@ def processing_seconds(layout: Layout, period_label: str) -> dict:
     return totals
 
 
+# the product files a period's metadata lists, as the workflow names its inputs
+PRODUCT_FILES = ("mosaic", "counts", "quicklook", "date", "date_picture")
+
+
+@dataclass(frozen=True)
+class PeriodFiles:
+    """What a period's metadata job reads and writes: its declared inputs and outputs."""
+
+    manifest: str
+    summary: str
+    records: list
+    stats: list
+    products: dict  # mosaic, counts, quicklook (and date products); empty without scenes
+    metadata: str
+    item: str
+    statistics: str
+
+
 def describe_period(
-    period: Period, layout: Layout, grid: OutputGrid, aoi: AOI, settings: dict
+    period: Period,
+    grid: OutputGrid,
+    aoi: AOI,
+    settings: dict,
+    files: PeriodFiles,
+    timings: dict | None,
 ) -> dict:
     """Write metadata.json, the STAC Item and the statistics table of one period (with
-    or without a mosaic), from the period's files where the layout puts them."""
+    or without a mosaic), from the period's files."""
     label = period.label
-    manifest = load_json(layout.manifest(label))
+    manifest = load_json(files.manifest)
     ids = scene_ids(manifest)
-    records = {i: load_json(layout.scene_record(label, i)) for i in ids}
-    stats = {i: load_json(layout.mask_stats(label, i)) for i in ids}
-    metadata_path, item_path = layout.metadata(label), layout.item(label)
-    files = {"metadata": Path(metadata_path).name, "stac_item": Path(item_path).name}
+    records = _by_id(ids, files.records)
+    stats = _by_id(ids, files.stats)
+    names = {"metadata": Path(files.metadata).name, "stac_item": Path(files.item).name}
     valid_coverage = None
     if ids:
-        products = layout.products(label, period.filename_dates)
-        if settings.get("method", "percentile") != "percentile":
-            products |= layout.date_products(label, period.filename_dates)
-        files |= {key: Path(path).name for key, path in products.items()}
-        valid_coverage = round(coverage(products["mosaic"], aoi), 6)
+        # named as published: the products' file names, whatever folder the job sees
+        names |= {key: Path(path).name for key, path in files.products.items()}
+        valid_coverage = round(coverage(files.products["mosaic"], aoi), 6)
     metadata = build_metadata(
         period,
         grid,
         manifest,
-        load_json(layout.scene_summary(label)),
+        load_json(files.summary),
         records,
         stats,
         settings,
-        files,
+        names,
         valid_coverage,
-        processing_seconds(layout, label),
+        timings,
     )
-    atomic_write_json(metadata_path, metadata)
-    atomic_write_json(item_path, stac_item(metadata, aoi, period, files))
-    write_statistics(metadata, layout.statistics(label))
+    atomic_write_json(files.metadata, metadata)
+    atomic_write_json(files.item, stac_item(metadata, aoi, period, names))
+    write_statistics(metadata, files.statistics)
     log.info(
         "period %s: %s, %d scenes, coverage %s",
         label,
@@ -556,6 +580,11 @@ def describe_period(
         valid_coverage,
     )
     return metadata
+
+
+def _by_id(ids: list[str], paths) -> dict:
+    """Scene id -> the JSON document of that scene, from files given in `ids`' order."""
+    return {i: load_json(path) for i, path in zip(ids, paths, strict=True)}
 
 
 def write_statistics(metadata: dict, path) -> None:
@@ -571,7 +600,11 @@ def write_statistics(metadata: dict, path) -> None:
         ("valid coverage (%)", f"{coverage * 100:.2f}" if coverage is not None else "-"),
         ("mean cloud fraction (%)", f"{100 * sum(clouds) / len(clouds):.2f}" if clouds else "-"),
         ("method", mosaic_method(metadata)),
-        ("processing (s)", f"{sum(metadata['processing_seconds'].values()):.1f}"),
+        ("processing (s)", _total_seconds(metadata["processing_seconds"])),
     ]
     text = "statistic\tvalue\n" + "".join(f"{k}\t{v}\n" for k, v in rows)
     atomic_write_text(path, text)
+
+
+def _total_seconds(processing: dict | None) -> str:
+    return f"{sum(processing.values()):.1f}" if processing is not None else "-"

@@ -534,9 +534,11 @@ def plan_run(
     machine: Machine,
     uses_ocm: bool,
     layout: Layout,
+    plan_path,
+    report_path,
     products_kept: bool = True,
 ) -> str:
-    """Write plan.json and plan.txt (disk, then time); return the human-readable report."""
+    """Write the plan (JSON) and its report (disk, then time); return the report."""
     from s2basemap.grid import scene_columns
     from s2basemap.manifest import read_manifest, scenes_by_tile
 
@@ -561,7 +563,7 @@ def plan_run(
     )
     plan["time"] = time_plan(plan["periods"], machine, uses_ocm)
     report = format_plan(plan) + "\n\n" + format_time_plan(plan["time"])
-    atomic_write_json(layout.plan(), plan)
-    atomic_write_text(layout.plan_report(), report + "\n")
+    atomic_write_json(plan_path, plan)
+    atomic_write_text(report_path, report + "\n")
     log.info("storage plan:\n%s", report)
     return report

@@ -106,7 +106,6 @@ def composite_job(column: str, tile_scenes: dict, grid, aoi, work: str, threads:
         tile_scenes=tile_scenes,
         scene_tifs=[str(w / "scenes" / f"{i}.tif") for i in ids],
         mask_tifs=[str(w / "masks" / f"{i}.tif") for i in ids],
-        stats_jsons=[str(w / "stats" / f"{i}.json") for i in ids],
         grid=grid,
         aoi=aoi,
         method=Method("percentile", 25),

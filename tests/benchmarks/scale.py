@@ -13,6 +13,10 @@ sizes; no pixels):
    file checks. It is set against the time plan's predicted wall time (the cost
    model in s2basemap.timeplan) for a 16-core, 1-GPU box at 1 Gb/s.
 
+With `--s3`, every step runs with the S3 default storage on moto on 127.0.0.1
+(`--default-storage-provider s3`), as a run without a shared filesystem would, and
+prints the requests the main process made to storage in each step.
+
 This is a simulation: the no-op copy lives in a temporary directory and is never
 reachable from a normal run. Not part of the test run.
 """
@@ -97,6 +101,61 @@ def simulation_copy(root: Path) -> Path:
     return snakefile
 
 
+class Storage:
+    """Where a run keeps its files: the work directory, or (`s3`) a bucket on moto whose
+    requests are counted. Local copies of objects are kept, so that the plan and the
+    manifests can be read back for the figures."""
+
+    def __init__(self, s3: bool):
+        self.server = None
+        if s3:
+            import boto3
+
+            from testworld.servers import S3Server
+
+            self.server = S3Server().start()
+            os.environ.update(
+                AWS_ACCESS_KEY_ID="scale",
+                AWS_SECRET_ACCESS_KEY="scale",
+                AWS_DEFAULT_REGION="us-east-1",
+            )
+            boto3.client("s3", endpoint_url=self.server.url).create_bucket(Bucket="scale")
+
+    def args(self) -> list[str]:
+        if self.server is None:
+            return []
+        return [
+            "--default-storage-provider",
+            "s3",
+            "--default-storage-prefix",
+            "s3://scale/run",
+            "--storage-s3-endpoint-url",
+            self.server.url,
+            "--keep-storage-local-copies",
+        ]
+
+    def work(self, workdir: Path) -> Path:
+        """The run's work directory as this process can read it."""
+        if self.server is None:
+            return workdir / "work"
+        return workdir / ".snakemake" / "storage" / "s3" / "scale" / "run" / "work"
+
+    def requests(self) -> str:
+        """The requests since the last call, by method."""
+        if self.server is None:
+            return ""
+        counts = dict(self.server.requests)
+        self.server.requests.clear()
+        return f"; S3 requests {sum(counts.values())} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})"
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+STORAGE = Storage(False)
+
+
 def snakemake(snakefile: Path, workdir: Path, *args: str) -> tuple[float, str]:
     cmd = [
         sys.executable,
@@ -113,6 +172,7 @@ def snakemake(snakefile: Path, workdir: Path, *args: str) -> tuple[float, str]:
         "--cores",
         "16",
         *args,
+        *STORAGE.args(),
     ]
     started = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -180,7 +240,7 @@ def simulated_peak(
     for period, totals in plan["periods"].items():
         if not totals["scenes"]:
             continue
-        work = workdir / "work" / period
+        work = STORAGE.work(workdir) / period
         sizes = json.loads((work / "sizes.json").read_text())["scenes"]
         assembled = next(
             j["end"]
@@ -248,7 +308,7 @@ def sweep_what_if(workdir: Path, plan: dict, config: dict) -> None:
     grid = output_grid(aoi, config["target"]["crs"], (10.0, 10.0), config["target"]["tile_size"])
     footprints = {t: grid.tile_footprint_4326(t) for t in grid.tile_ids(aoi.in_crs(grid.crs))}
     for period, totals in plan["periods"].items():
-        work = workdir / "work" / period
+        work = STORAGE.work(workdir) / period
         manifest = json.loads((work / "manifest.json").read_text())
         sizes = json.loads((work / "sizes.json").read_text())["scenes"]
         raster = {
@@ -307,8 +367,10 @@ def run(months: int, root: Path, execute: bool, uploaded: bool) -> None:
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         snakefile = REPO / "workflow" / "Snakefile"
         plan_s, _ = snakemake(snakefile, workdir, "plan")
+        plan_requests = STORAGE.requests()
         dry_s, dry = snakemake(snakefile, workdir, "-n")
-        plan = json.loads((workdir / "work" / "plan.json").read_text())
+        dry_requests = STORAGE.requests()
+        plan = json.loads((STORAGE.work(workdir) / "plan.json").read_text())
         print(
             f"== {months} month(s): {world.items} items in the catalogue, {len(world.tiles)} "
             f"MGRS tiles, {plan['total']['scenes']} scenes, {job_count(dry)} jobs; products "
@@ -316,9 +378,10 @@ def run(months: int, root: Path, execute: bool, uploaded: bool) -> None:
         )
         print(
             f"snakemake plan (searches, {plan['total']['scenes'] * 5} HEADs, plan): {plan_s:6.1f} s"
+            + plan_requests
         )
-        print(f"snakemake -n (DAG build):                          {dry_s:6.1f} s")
-        print((workdir / "work" / "plan.txt").read_text())
+        print(f"snakemake -n (DAG build):                          {dry_s:6.1f} s" + dry_requests)
+        print((STORAGE.work(workdir) / "plan.txt").read_text())
         if months == 1:
             sweep_what_if(workdir, plan, config)
         if not execute:
@@ -335,7 +398,7 @@ def run(months: int, root: Path, execute: bool, uploaded: bool) -> None:
             f"no-op execution of the DAG under the vast profile:   {noop_s:6.1f} s "
             f"({len(jobs)} simulated jobs, DAG build included) = "
             f"{100 * noop_s / predicted:.2f} % of the predicted wall time "
-            f"({predicted / 3600:.2f} h)"
+            f"({predicted / 3600:.2f} h)" + STORAGE.requests()
         )
         simulated, simulated_work = simulated_peak(jobs, workdir, plan, config)
         planned, planned_work = plan["total"]["peak_bytes"], plan["total"]["work_peak_bytes"]
@@ -362,10 +425,20 @@ def main() -> None:
         action="store_true",
         help="products uploaded and not kept locally (upload.keep_local: false)",
     )
+    parser.add_argument(
+        "--s3",
+        action="store_true",
+        help="the S3 default storage on moto (127.0.0.1), as without a shared filesystem",
+    )
     args = parser.parse_args()
-    for months in args.months:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(months, Path(tmp), not args.no_execute, args.uploaded)
+    global STORAGE
+    STORAGE = Storage(args.s3)
+    try:
+        for months in args.months:
+            with tempfile.TemporaryDirectory() as tmp:
+                run(months, Path(tmp), not args.no_execute, args.uploaded)
+    finally:
+        STORAGE.stop()
 
 
 if __name__ == "__main__":

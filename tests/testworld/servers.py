@@ -468,6 +468,8 @@ class S3Server:
         from werkzeug.serving import make_server
 
         self._hold: str | None = None
+        self.requests = Counter()  # by HTTP method, for the cost of a run's storage
+        self._counting = threading.Lock()
         self.held = threading.Event()
         self._release = threading.Event()
         app = self._wsgi(DomainDispatcherApplication(create_backend_app))
@@ -477,6 +479,8 @@ class S3Server:
 
     def _wsgi(self, app):
         def holding(environ, start_response):
+            with self._counting:
+                self.requests[environ["REQUEST_METHOD"]] += 1
             hold = self._hold
             if (
                 hold

@@ -1,6 +1,7 @@
+# The AOI is the user's file, read where the run starts (on object storage too).
 rule prepare_aoi:
     input:
-        config["aoi"],
+        local(config["aoi"]),
     output:
         paths.aoi(),
     log:

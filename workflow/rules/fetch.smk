@@ -4,6 +4,10 @@ rule fetch_scene:
         # ancient: once a period's fetches were let through, a later change to
         # the gate (an earlier month rerun, a month added before) refetches nothing
         gate=ancient(paths.fetch_gate()),
+        # the scene's params come from the manifest: a job that runs where nothing is
+        # shared reads it from storage. ancient: a new search of the month reruns only
+        # the scenes whose params changed
+        manifest=ancient(paths.manifest()),
     output:
         tif=intermediate(paths.scene_raster()),
         record=paths.scene_record(),

@@ -9,6 +9,7 @@ from s2basemap.manifest import (
     scene_ids,
     scenes_by_tile,
 )
+from s2basemap.outputs import PRODUCT_FILES
 from s2basemap.storage import DiskSpaceError, check_disk, load_plan
 
 _DISK_CHECKED = []
@@ -22,11 +23,14 @@ def planned(period):
     plan is global, and its rerun (a month added, scene lists refreshed) must
     not hold up months that are already done.
     """
-    if paths.published(period):
+    # a job's own process (a cluster or cloud job) runs what the main process planned
+    if published(period) or not workflow.is_main_process:
         return None
-    plan = load_plan(checkpoints.plan.get().output.plan)
+    plan = load_plan(local_copy(checkpoints.plan.get().output.plan))
+    # on object storage the plan's work_dir is the bucket: a node holds only its jobs' copies
     if (
         config["storage"]["check_free_disk"]
+        and SHARED_WORK_DIR
         and not workflow.dryrun
         and not _DISK_CHECKED
     ):
@@ -43,10 +47,15 @@ def planned(period):
     return plan
 
 
-def period_manifest(wildcards):
+def manifest_of(period):
+    """A period's manifest, once it is searched; read where the run keeps it."""
     return read_manifest(
-        checkpoints.search.get(period=wildcards.period).output.manifest
+        local_copy(checkpoints.search.get(period=period).output.manifest)
     )
+
+
+def period_manifest(wildcards):
+    return manifest_of(wildcards.period)
 
 
 def period_scenes(wildcards):
@@ -65,8 +74,7 @@ def mask_stats(wildcards):
 
 def scene_fetch_spec(wildcards):
     """Only what decides the pixels, so unchanged scenes keep their params (and outputs)."""
-    manifest = read_manifest(paths.manifest(wildcards.period))
-    return fetch_spec(scene(manifest, wildcards.scene))
+    return fetch_spec(scene(manifest_of(wildcards.period), wildcards.scene))
 
 
 def period_bounds(wildcards):
@@ -79,7 +87,7 @@ _TILE_SCENES = {}
 def scenes_by_column(period):
     """For each column, the ids of the period's scenes that touch each of its tiles,
     and each scene's (first, last) tile column; computed once per manifest."""
-    manifest = read_manifest(paths.manifest(period))
+    manifest = manifest_of(period)
     # read_manifest hands back the same object until the file changes
     cached = _TILE_SCENES.get(period)
     if cached is None or cached[0] is not manifest:
@@ -102,7 +110,7 @@ def column_scene_times(wildcards):
     """Acquisition datetime of each scene of the column, for pick and medoid only."""
     if cfg.method_settings(config, wildcards.period)["name"] == "percentile":
         return {}
-    manifest = read_manifest(paths.manifest(wildcards.period))
+    manifest = manifest_of(wildcards.period)
     wanted = set(column_scene_ids(column_tile_scenes(wildcards)))
     return {s["id"]: s["datetime"] for s in manifest["scenes"] if s["id"] in wanted}
 
@@ -114,6 +122,10 @@ def column_inputs(wildcards):
     scenes = column_scene_ids(column_tile_scenes(wildcards))
     return {
         "aoi": paths.aoi(),
+        # the params (tile_scenes, scene_times) come from it: declared, so that a job
+        # that runs where nothing is shared reads it from storage; ancient, so that a
+        # new search reruns only the columns whose scenes changed
+        "manifest": ancient(paths.manifest(wildcards.period)),
         "scenes": [paths.scene_raster(wildcards.period, s) for s in scenes],
         "masks": [paths.mask(wildcards.period, s) for s in scenes],
     }
@@ -169,11 +181,7 @@ def upload_destination(wildcards):
 def upload_inputs(wildcards):
     """A period's products (when it has any), metadata and STAC Item."""
     inputs = metadata_inputs(wildcards)
-    products = {
-        k: inputs[k]
-        for k in ("mosaic", "counts", "quicklook", "date", "date_picture")
-        if k in inputs
-    }
+    products = {k: inputs[k] for k in PRODUCT_FILES if k in inputs}
     return products | {
         "metadata": paths.metadata(wildcards.period),
         "item": paths.item(wildcards.period),
@@ -182,7 +190,7 @@ def upload_inputs(wildcards):
 
 def all_targets():
     # the model's weights first: missing ones stop the run before any search
-    targets = OCM_WEIGHTS if MASK_USES_OCM else []
+    targets = list(RUN_WEIGHTS)
     targets += [paths.metadata(period) for period in PERIODS]
     if config["upload"]["enabled"]:
         targets += [paths.upload_receipt(period) for period in PERIODS]

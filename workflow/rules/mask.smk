@@ -17,7 +17,7 @@ rule mask_scene:
     input:
         scene=paths.scene_raster(),
         record=paths.scene_record(),
-        weights=OCM_WEIGHTS if MASK_USES_OCM else [],
+        weights=RUN_WEIGHTS,
     output:
         mask=intermediate(paths.mask()),
         stats=paths.mask_stats(),

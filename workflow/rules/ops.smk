@@ -14,7 +14,7 @@ def report_requested(argv):
 def check_report_possible():
     """`--report` shows finished months: before any, say so instead of Snakemake's
     complaint about a missing statistics.tsv."""
-    if report_requested(sys.argv) and not any(map(paths.published, PERIODS)):
+    if report_requested(sys.argv) and not any(map(published, PERIODS)):
         raise WorkflowError(
             f"No month is finished yet ({', '.join(PERIODS)}), so there is nothing to "
             "report: run `snakemake` first, then `snakemake --report report.html`."

@@ -79,6 +79,10 @@ rule period_metadata:
         settings=lambda wildcards: cfg.composite_settings(config, wildcards.period)
         | {"mask": config["mask"]},
         code=CODE["metadata"],
+        # per-node files: their sums only where the jobs share this filesystem
+        benchmarks=lambda wildcards: (
+            paths.timed_benchmarks(wildcards.period) if SHARED_WORK_DIR else None
+        ),
         webhook_env=config_provider("notify", "webhook_env"),
         destination=upload_destination,
     script:

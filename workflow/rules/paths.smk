@@ -1,9 +1,44 @@
 # Every file of the run, from the one layout (s2basemap.layout): rule outputs,
 # input functions and the package's readers all use `paths`.
+import functools
+import os
+
+from snakemake.io import IOFile
+
 from s2basemap.layout import Layout
 from s2basemap.ocm import weight_paths
 
 paths = Layout.from_config(config)
+# False on object storage (--default-storage-provider): a job's files are then local
+# copies on the node that ran it, and the run's files are objects
+SHARED_WORK_DIR = workflow.storage_settings.default_storage_provider is None
+
+
+def stored(path):
+    """`path` as the run's jobs see it: an object in the default storage when the run
+    has one (--default-storage-provider), else the file itself."""
+    return IOFile(workflow.modifier.path_modifier.modify(path), rule=None)
+
+
+def local_copy(file):
+    """The local path of a run file (a path or a rule's output) that the main process
+    reads while it builds the DAG. On object storage the object is fetched first:
+    synchronously, since input and params functions run inside Snakemake's event loop.
+    """
+    file = file if hasattr(file, "storage_object") else stored(file)
+    if file.is_storage and not os.path.exists(file):
+        store = file.storage_object
+        store.local_path().parent.mkdir(parents=True, exist_ok=True)
+        store.retrieve_object()
+    return str(file)
+
+
+@functools.cache
+def published(period):
+    """Whether a period's results were written before this run (its metadata is the last
+    of them), where the run keeps them; asked once per run and period."""
+    file = stored(paths.metadata(period))
+    return file.storage_object.exists() if file.is_storage else os.path.exists(file)
 
 
 def intermediate(path):
@@ -23,10 +58,15 @@ def period_products(period):
     return paths.products(period, PERIODS[period].filename_dates)
 
 
-# outside work_dir: the model's weights are shared by every run
+# outside work_dir: the model's weights are shared by every run, and on object
+# storage they stay local files (local()), in the jobs' image
 OCM_WEIGHTS = [
-    str(path)
+    local(str(path))
     for path in weight_paths(
         config["mask"]["ocm"]["weights_dir"], config["mask"]["ocm"]["model_version"]
     )
 ]
+# The weights a run fetches and its mask jobs list. Without a shared filesystem
+# Snakemake runs a job with a local() file in the main process, so the mask jobs
+# would all run there: the weights are then the image's, and not an input.
+RUN_WEIGHTS = OCM_WEIGHTS if MASK_USES_OCM and SHARED_WORK_DIR else []

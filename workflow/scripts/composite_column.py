@@ -1,5 +1,4 @@
 from s2basemap.job import job
-from s2basemap.manifest import column_scene_ids
 
 with job(snakemake) as j:
     # imported after the adapter set numba's cache folder, which numba reads as the kernels load
@@ -9,10 +8,6 @@ with job(snakemake) as j:
         tile_scenes=j.params.tile_scenes,
         scene_tifs=j.input.scenes,
         mask_tifs=j.input.masks,
-        stats_jsons=[
-            j.layout.mask_stats(j.period_label, scene)
-            for scene in column_scene_ids(j.params.tile_scenes)
-        ],
         grid=j.grid,
         aoi=j.aoi,
         method=j.method,

@@ -12,5 +12,7 @@ with job(snakemake) as j:
         machine=Machine.from_config(j.params.machine),
         uses_ocm=j.params.uses_ocm,
         layout=j.layout,
+        plan_path=j.output.plan,
+        report_path=j.output.report,
         products_kept=j.params.products_kept,
     )
