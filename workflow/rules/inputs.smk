@@ -24,7 +24,7 @@ def planned(period):
     not hold up months that are already done.
     """
     # a job's own process (a cluster or cloud job) runs what the main process planned
-    if published(period) or not workflow.is_main_process:
+    if not workflow.is_main_process or published(period):
         return None
     plan = load_plan(local_copy(checkpoints.plan.get().output.plan))
     # on object storage the plan's work_dir is the bucket: a node holds only its jobs' copies

@@ -20,16 +20,22 @@ def stored(path):
     return IOFile(workflow.modifier.path_modifier.modify(path), rule=None)
 
 
+_FETCHED = set()
+
+
 def local_copy(file):
     """The local path of a run file (a path or a rule's output) that the main process
-    reads while it builds the DAG. On object storage the object is fetched first:
-    synchronously, since input and params functions run inside Snakemake's event loop.
+    reads while it builds the DAG. On object storage the object is fetched at its first
+    read in each run, so that a copy left by an earlier run is never read: a checkpoint
+    is read only once its job is done, so this run's first read sees its latest
+    output. Synchronously: input and params functions run inside Snakemake's event loop.
     """
     file = file if hasattr(file, "storage_object") else stored(file)
-    if file.is_storage and not os.path.exists(file):
+    if file.is_storage and str(file) not in _FETCHED:
         store = file.storage_object
         store.local_path().parent.mkdir(parents=True, exist_ok=True)
         store.retrieve_object()
+        _FETCHED.add(str(file))
     return str(file)
 
 
