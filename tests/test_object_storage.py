@@ -36,6 +36,7 @@ from conftest import (
     world_config,
 )
 from s2basemap.layout import Layout
+from testworld.servers import WebhookReceiver
 
 BUCKET = "runs"
 # the job's rule and wildcards, which Snakemake writes at the top of every job script
@@ -162,16 +163,42 @@ def on_s3(world, s3, tmp_path_factory):
     path = checkout(tmp_path_factory.mktemp("s3"))
     args = storage_args(s3, "s3run")
     config = world_config(world)
-    first = run(path, config, *args, env=s3.env)
+    slack = WebhookReceiver().start()
+    try:
+        first = run(path, config, *args, env=s3.env | {"SLACK_WEBHOOK_URL": slack.url})
+    finally:
+        slack.stop()
     again = run(path, config, *args, "--dry-run", env=s3.env)
     override = {"overrides": {"2022-02": {"composite": {"percentile": 50}}}}
     changed = run(path, config | override, *args, "--dry-run", env=s3.env)
-    return {"path": path, "first": first, "again": again, "changed": planned_jobs(changed.stdout)}
+    return {
+        "path": path,
+        "first": first,
+        "again": again,
+        "changed": planned_jobs(changed.stdout),
+        "messages": slack.texts,
+    }
 
 
 def test_on_s3_default_storage_the_products_are_the_local_runs(on_s3, s3, reference):
     assert stored_products(s3.client, "s3run") == reference
     assert only_per_node_state(on_s3["path"])
+
+
+def test_on_s3_the_messages_say_where_the_months_are_and_what_they_hold(on_s3):
+    months = [m for m in on_s3["messages"] if "mosaic done" in m]
+    assert sorted(m.split(": ", 1)[0] for m in months) == [
+        ":white_check_mark: 2022-01",
+        ":white_check_mark: 2022-02",
+    ]
+    for period in ("2022-01", "2022-02"):  # where the results are: objects
+        assert any(
+            m.split("\n")[0].endswith(f"s3://{BUCKET}/s3run/results/{period}") for m in months
+        )
+    # the run's summary reads each month's metadata back from storage
+    summary = on_s3["messages"][-1]
+    assert summary.startswith(":checkered_flag:")
+    assert "• 2022-01: ok, 6 scenes" in summary and "• 2022-02: ok, 6 scenes" in summary
 
 
 def test_on_s3_a_second_run_does_nothing(on_s3):

@@ -174,7 +174,10 @@ def metadata_inputs(wildcards):
 def upload_destination(wildcards):
     """Where the period's products end up, for the month's message."""
     if not config["upload"]["enabled"]:
-        return str(Path(paths.results_dir, wildcards.period).resolve())
+        folder = stored(f"{paths.results_dir}/{wildcards.period}")
+        if folder.is_storage:  # the results are objects: say where
+            return folder.storage_object.query
+        return str(Path(folder).resolve())
     return upload.destination(config["upload"], wildcards.period)
 
 

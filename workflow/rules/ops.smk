@@ -34,7 +34,9 @@ def on_start():
 def notify_summary():
     elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - STARTED))
     NOTIFIER.send(
-        notify.summary_message([Path(paths.metadata(p)) for p in PERIODS], elapsed)
+        notify.summary_message(
+            [Path(run_file(paths.metadata(p))) for p in PERIODS], elapsed
+        )
     )
 
 

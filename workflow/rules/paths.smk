@@ -39,12 +39,23 @@ def local_copy(file):
     return str(file)
 
 
+def exists(path):
+    """Whether a run file exists where the run keeps it."""
+    file = stored(path)
+    return file.storage_object.exists() if file.is_storage else os.path.exists(file)
+
+
+def run_file(path):
+    """A run file for the main process to read: its local copy when it exists (fetched
+    from storage on object storage), else the path itself."""
+    return local_copy(path) if exists(path) else path
+
+
 @functools.cache
 def published(period):
     """Whether a period's results were written before this run (its metadata is the last
-    of them), where the run keeps them; asked once per run and period."""
-    file = stored(paths.metadata(period))
-    return file.storage_object.exists() if file.is_storage else os.path.exists(file)
+    of them); asked once per run and period."""
+    return exists(paths.metadata(period))
 
 
 def intermediate(path):
