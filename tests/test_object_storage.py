@@ -168,7 +168,9 @@ def on_s3(world, s3, tmp_path_factory):
         first = run(path, config, *args, env=s3.env | {"SLACK_WEBHOOK_URL": slack.url})
     finally:
         slack.stop()
+    s3.requests.clear()
     again = run(path, config, *args, "--dry-run", env=s3.env)
+    again_requests = sum(s3.requests.values())
     override = {"overrides": {"2022-02": {"composite": {"percentile": 50}}}}
     changed = run(path, config | override, *args, "--dry-run", env=s3.env)
     return {
@@ -177,6 +179,7 @@ def on_s3(world, s3, tmp_path_factory):
         "again": again,
         "changed": planned_jobs(changed.stdout),
         "messages": slack.texts,
+        "again_requests": again_requests,
     }
 
 
@@ -203,6 +206,14 @@ def test_on_s3_the_messages_say_where_the_months_are_and_what_they_hold(on_s3):
 
 def test_on_s3_a_second_run_does_nothing(on_s3):
     assert "Nothing to be done" in on_s3["again"].stdout + on_s3["again"].stderr
+
+
+def test_on_s3_the_dag_is_checked_from_one_listing_not_file_by_file(on_s3, s3):
+    """s2basemap.inventory: the run's objects are listed once; the S3 plugin alone asks
+    three requests of each file (HEAD, HEAD of the bucket, LIST)."""
+    listing = s3.client.list_objects_v2(Bucket=BUCKET, Prefix="s3run/")
+    objects = listing["KeyCount"]
+    assert objects > 60 and on_s3["again_requests"] < objects / 4, on_s3["again_requests"]
 
 
 def test_on_s3_a_changed_month_reruns_only_that_month(on_s3):

@@ -148,6 +148,7 @@ CODE_OF = {
     # the parse-time side, logging, planning, upload: nothing finished reruns
     "__init__": set(),
     "config": set(),
+    "inventory": set(),  # the main process's one listing of a run's S3 objects
     "job": set(),  # the adapter: what a job uses of it counts as the modules behind it
     "logs": set(),
     "runlock": set(),  # the main process's claim on the directory

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 from s2basemap import config as cfg
 from s2basemap.aoi import read_aoi
 from s2basemap.grid import COLUMN_ID_PATTERN, output_grid
+from s2basemap.inventory import install_s3_inventory
 from s2basemap.masks import MaskOptions
 from s2basemap.periods import PERIOD_LABEL_PATTERN
 from s2basemap.provenance import code_digest
@@ -25,6 +26,9 @@ from s2basemap.stopping import install_sigterm_workaround
 if workflow.is_main_process:
     # SIGTERM (SLURM's time limit, a spot reclaim) must stop the run, never hang it
     install_sigterm_workaround()
+    # on S3 storage: one listing of the run's objects, not three requests per file
+    if workflow.storage_settings.default_storage_provider == "s3":
+        install_s3_inventory(workflow.storage_settings.default_storage_prefix)
     RUN_CLAIM = claim()
     if RUN_CLAIM.message:
         print(f"s2basemap: {RUN_CLAIM.message}", file=sys.stderr, flush=True)
