@@ -112,6 +112,9 @@ def isolated_args() -> list[str]:
         str(LOOPBACK / "status.sh"),
         "--jobs",
         "4",
+        # the loopback's status is a file check: poll each second, not every 10 s
+        "--seconds-between-status-checks",
+        "1",
         "--shared-fs-usage",
         "none",
         "--job-deploy-sources",
