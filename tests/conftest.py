@@ -134,25 +134,31 @@ def world_config(world, weights_dir=None, scenario=None, values=None, **override
 
 
 def snakemake_command(
-    workdir: Path, config: dict, *args: str, snakefile: Path = SNAKEFILE
+    workdir: Path,
+    config: dict,
+    *args: str,
+    snakefile: Path = SNAKEFILE,
+    from_workdir: bool = False,
 ) -> list[str]:
-    """The workflow's CLI in `workdir`, with `config` written to config.yaml there."""
+    """The workflow's CLI in `workdir`, with `config` written to config.yaml there.
+
+    `from_workdir`: run from `workdir` (the caller sets the cwd) with relative paths
+    and no --directory, as a user runs a checkout; Snakemake hands --directory on to
+    jobs, which must not use the main process's directory when nothing is shared."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(snakefile),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--cores",
-        "2",
-        *args,
-    ]
+    if from_workdir:
+        where = ["--snakefile", str(snakefile.relative_to(workdir)), "--configfile", "config.yaml"]
+    else:
+        where = [
+            "--snakefile",
+            str(snakefile),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+        ]
+    return [sys.executable, "-m", "snakemake", *where, "--cores", "2", *args]
 
 
 def run_snakemake(
@@ -163,10 +169,12 @@ def run_snakemake(
     timeout: float = 600,
     env: dict | None = None,
     snakefile: Path = SNAKEFILE,
+    from_workdir: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run the workflow's CLI in `workdir` with `config` written to config.yaml there."""
     result = subprocess.run(
-        snakemake_command(workdir, config, *args, snakefile=snakefile),
+        snakemake_command(workdir, config, *args, snakefile=snakefile, from_workdir=from_workdir),
+        cwd=workdir if from_workdir else None,
         capture_output=True,
         text=True,
         timeout=timeout,

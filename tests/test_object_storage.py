@@ -16,7 +16,6 @@ three ways, and the published files must be the same bytes:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -31,8 +30,8 @@ from conftest import (
     fingerprint,
     planned_jobs,
     products,
+    run_snakemake,
     s3_endpoint,
-    snakemake_command,
     world_config,
 )
 from s2basemap.layout import Layout
@@ -67,28 +66,17 @@ def checkout(path: Path) -> Path:
 
 
 def run(path: Path, config: dict, *args, check=True, env=None) -> subprocess.CompletedProcess:
-    """The workflow of the checkout at `path`, run there as a user would: from the
-    checkout, without --directory (Snakemake hands that to jobs, which must not use
-    the main process's directory)."""
-    command = snakemake_command(path, config, *args)
-    at = command.index("--directory")
-    del command[at : at + 2]
-    command[command.index("--snakefile") + 1] = "workflow/Snakefile"
-    command[command.index("--configfile") + 1] = "config.yaml"
-    result = subprocess.run(
-        command,
-        cwd=path,
-        capture_output=True,
-        text=True,
+    """The workflow of the checkout at `path`, run from there as a user would."""
+    return run_snakemake(
+        path,
+        config,
+        *args,
+        check=check,
         timeout=1500,
-        check=False,
-        env={**os.environ, **(env or {})},
+        env=env,
+        snakefile=path / "workflow" / "Snakefile",
+        from_workdir=True,
     )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-    return result
 
 
 def storage_args(s3, prefix: str) -> list[str]:
