@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
+from stacschemas import validate
 
 from conftest import REPO, run_snakemake, s3_endpoint, world_config
 from testworld.servers import WebhookReceiver
@@ -18,6 +21,7 @@ BUCKET = "mosaics"
 SECRET_KEY = "s3-secret-9f8e7d6c5b4a"
 WEBHOOK_SECRET = "T0000/B0000/hooksecret1234567890"
 MONTHS = ["2022-01", "2022-02"]
+COLLECTION = "arkansas/monthly/collection.json"  # beside the months' folders it links
 PRODUCT_FILES = {
     "metadata.json",
     "item.json",
@@ -85,19 +89,54 @@ def test_products_are_uploaded_once_and_verified(operated_run):
     expected = {
         f"arkansas/monthly/{m}/{name.format(d=DATES[m])}" for m in MONTHS for name in PRODUCT_FILES
     }
-    assert set(objects) == expected
+    assert set(objects) == expected | {COLLECTION}
     s3 = operated_run["s3"]
-    for key in expected:
-        month, name = key.split("/")[-2:]
-        local = workdir / "results" / month / name
+    for key in expected | {COLLECTION}:
+        local = workdir / "results" / key.removeprefix("arkansas/monthly/")
         body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         assert body == local.read_bytes()
     # the forced rerun of the upload jobs found every object already there
     assert operated_run["again"] == objects
-    for month in MONTHS:
-        receipt = json.loads((workdir / "work" / month / "upload.json").read_text())
+    for receipt in [*(f"{month}/upload.json" for month in MONTHS), "collection-upload.json"]:
+        receipt = json.loads((workdir / "work" / receipt).read_text())
         assert {o["action"] for o in receipt["objects"]} == {"skipped"}
     assert "Nothing to be done" in operated_run["runs"][1].stdout + operated_run["runs"][1].stderr
+
+
+@pytest.mark.parametrize("where", ["results folder", "bucket"])
+def test_odc_stac_loads_the_series_from_its_catalog_alone(operated_run, s3_server, where):
+    """The loader opens the Collection, follows its relative links to the months' Items
+    and their COGs, and gives each month's pixels as the COG holds them; over HTTP
+    from the bucket (path-style, as a public bucket serves them) as from the folder."""
+    import odc.stac
+    import pystac
+
+    results = operated_run["workdir"] / "results"
+    url = s3_server[0]
+    root = str(results) if where == "results folder" else f"{url}/{BUCKET}/arkansas/monthly"
+    collection = pystac.Collection.from_file(f"{root}/collection.json")
+    validate(collection.to_dict(include_self_link=False, transform_hrefs=False))
+    items = sorted(collection.get_items(), key=lambda item: item.properties["start_datetime"])
+    assert [item.properties["start_datetime"][:7] for item in items] == MONTHS
+    for item in items:
+        validate(item.to_dict(include_self_link=False, transform_hrefs=False))
+    series = odc.stac.load(items, chunks={})  # every data asset, the grid from proj:*
+    assert series.sizes["time"] == len(MONTHS)
+    # the band names odc-stac gives a multi-band asset; the catalog's own names for them
+    names = [band["eo:common_name"] for band in items[0].assets["mosaic"].extra_fields["bands"]]
+    assert names == ["red", "green", "blue", "nir"]
+    for index, month in enumerate(MONTHS):
+        cog = results / month / f"S2_RGBNIR_{DATES[month]}.tif"
+        with rasterio.open(cog) as src:
+            expected = src.read()
+            assert series.odc.geobox.shape == src.shape
+            assert series.odc.geobox.affine == src.transform
+        for band in range(4):
+            loaded = series[f"mosaic.{band + 1}"].isel(time=index).values
+            np.testing.assert_array_equal(loaded, expected[band], err_msg=f"{month} {names[band]}")
+        with rasterio.open(cog.with_name(cog.name.replace(".tif", "_count.tif"))) as src:
+            counts = series["count"].isel(time=index).values
+            np.testing.assert_array_equal(counts, src.read(1))
 
 
 def test_products_not_kept_locally_are_deleted_once_uploaded(

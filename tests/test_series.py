@@ -107,6 +107,7 @@ def test_changed_override_reruns_only_that_months_composite(series):
         "composite_column",
         "assemble_mosaic",
         "period_metadata",
+        "series_collection",
         "all",
     }
 
@@ -115,11 +116,13 @@ def test_changed_override_reruns_only_that_months_composite(series):
 # rule reruns when a module its script imports, directly or through another, changes.
 SEARCH, FETCH, MASK, COMPOSITE = "search", "fetch_scene", "mask_scene", "composite_column"
 ASSEMBLE, METADATA = "assemble_mosaic", "period_metadata"
+COLLECTION = "series_collection"
 CODE_OF = {
     "aoi": {SEARCH, FETCH, COMPOSITE, ASSEMBLE, METADATA},
-    "atomic": {SEARCH, FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA},
+    "atomic": {SEARCH, FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA, COLLECTION},
+    "catalog": {METADATA, COLLECTION},
     "composite": {COMPOSITE, ASSEMBLE, METADATA},  # outputs imports composite
-    "disk": {SEARCH, FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA},  # behind atomic
+    "disk": {SEARCH, FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA, COLLECTION},  # behind atomic
     "failures": {FETCH},
     "fetch": {FETCH},
     "grid": {COMPOSITE, ASSEMBLE, METADATA},
@@ -162,12 +165,13 @@ CODE_OF = {
 # What a dry run shows when a rule's code changed: the rule and what reads its outputs.
 # A changed search hides the rest of its month until the search has run again.
 SHOWN = {
-    SEARCH: {SEARCH, METADATA},
-    FETCH: {FETCH, MASK, "scene_summary", COMPOSITE, ASSEMBLE, METADATA},
-    MASK: {MASK, "scene_summary", COMPOSITE, ASSEMBLE, METADATA},
-    COMPOSITE: {COMPOSITE, ASSEMBLE, METADATA},
-    ASSEMBLE: {ASSEMBLE, METADATA},
-    METADATA: {METADATA},
+    SEARCH: {SEARCH, METADATA, COLLECTION},
+    FETCH: {FETCH, MASK, "scene_summary", COMPOSITE, ASSEMBLE, METADATA, COLLECTION},
+    MASK: {MASK, "scene_summary", COMPOSITE, ASSEMBLE, METADATA, COLLECTION},
+    COMPOSITE: {COMPOSITE, ASSEMBLE, METADATA, COLLECTION},
+    ASSEMBLE: {ASSEMBLE, METADATA, COLLECTION},
+    METADATA: {METADATA, COLLECTION},
+    COLLECTION: {COLLECTION},
 }
 SCRIPT_OF = {
     SEARCH: "search.py",
@@ -176,6 +180,7 @@ SCRIPT_OF = {
     COMPOSITE: "composite_column.py",
     ASSEMBLE: "assemble_mosaic.py",
     METADATA: "period_metadata.py",
+    COLLECTION: "series_collection.py",
 }
 
 
@@ -221,6 +226,7 @@ def test_new_scene_reruns_only_what_depends_on_it(series, own_world):
         "scene_summary",
         "assemble_mosaic",
         "period_metadata",
+        "series_collection",
         "all",
     }
 

@@ -111,6 +111,14 @@ class Layout:
     def upload_receipt(self, period: str = PERIOD) -> str:
         return f"{self.period_dir(period)}/upload.json"
 
+    # --- the series' results ---------------------------------------------------------
+    def collection(self) -> str:
+        """The STAC Collection of the published months (their Items link back to it)."""
+        return f"{self.results_dir}/collection.json"
+
+    def collection_upload_receipt(self) -> str:
+        return f"{self.work_dir}/collection-upload.json"
+
     # --- a period's results -----------------------------------------------------------
     def metadata(self, period: str = PERIOD) -> str:
         return f"{self.results_dir}/{period}/metadata.json"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -14,7 +14,6 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from pyproj import CRS
-from shapely.geometry import mapping
 
 from s2basemap.aoi import AOI
 from s2basemap.atomic import atomic_path, atomic_write_json, atomic_write_text
@@ -29,7 +28,6 @@ log = logging.getLogger(__name__)
 REFLECTANCE_SCALE = 0.0001
 QUICKLOOK_EDGE = 1024
 COLOR_INTERP = {"Red": "Red", "Green": "Green", "Blue": "Blue"}
-ITEM_SIMPLIFY_DEGREES = 1e-5  # ~1 m: the Item's outline, not the clip, so keep it small
 
 
 Window = tuple[int, int, int, int]  # (row_off, col_off, height, width) in the output grid
@@ -349,7 +347,7 @@ def build_metadata(
     scenes = scene_entries(manifest, records, stats)
     method = settings.get("method", "percentile")
     status = "ok" if scenes else ("no_scenes" if not manifest["scenes"] else "no_usable_scenes")
-    return {
+    metadata = {
         "product": files.get("mosaic", "").removesuffix(".tif") or None,
         "status": status,
         "period": {
@@ -379,6 +377,8 @@ def build_metadata(
         "processing_seconds": processing_seconds,
         "attribution": attribution([s["datetime"] for s in scenes], period.start.year),
     } | (date_band(period) if method != "percentile" else {})
+    metadata["composite"]["description"] = mosaic_method(metadata)  # for the STAC Item
+    return metadata
 
 
 def date_band(period: Period) -> dict:
@@ -394,97 +394,6 @@ def date_band(period: Period) -> dict:
             "data_type": "uint8",
             "nodata": DAY_NODATA,
         }
-    }
-
-
-def stac_item(metadata: dict, aoi: AOI, period: Period, files: dict) -> dict:
-    """A STAC 1.1 Item of the mosaic (core fields only, so it validates offline)."""
-    geometry = aoi.geometry_4326.simplify(ITEM_SIMPLIFY_DEGREES, preserve_topology=True)
-    source = metadata["source"]
-    links = [
-        {
-            "rel": "derived_from",
-            "type": "application/geo+json",
-            "href": f"{source['url'].rstrip('/')}/collections/{source['collection']}/items/{s['id']}",
-        }
-        for s in metadata["scenes"]
-    ]
-    assets = {
-        "metadata": {
-            "href": f"./{files['metadata']}",
-            "type": "application/json",
-            "roles": ["metadata"],
-            "title": "Provenance and settings",
-        }
-    }
-    if "mosaic" in files:
-        bands = [
-            {
-                "name": name.lower(),
-                "description": f"{name} surface reflectance, DN * 0.0001",
-                "nodata": 0,
-                "data_type": "uint16",
-            }
-            for name in PRODUCT_BANDS
-        ]
-        assets |= {
-            "mosaic": {
-                "href": f"./{files['mosaic']}",
-                "roles": ["data"],
-                "bands": bands,
-                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                "title": f"Cloud-free mosaic: {mosaic_method(metadata)}",
-            },
-            "count": {
-                "href": f"./{files['counts']}",
-                "roles": ["data"],
-                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                "title": "Valid observations per pixel",
-                "bands": [{"name": "count", "data_type": "uint16"}],
-            },
-            "thumbnail": {
-                "href": f"./{files['quicklook']}",
-                "type": "image/png",
-                "roles": ["thumbnail", "overview"],
-                "title": "Quicklook",
-            },
-        }
-    if "date" in files:
-        band = metadata["date_band"]
-        assets |= {
-            "date": {
-                "href": f"./{files['date']}",
-                "roles": ["data"],
-                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                "title": "Acquisition day of each pixel",
-                "bands": [{k: band[k] for k in ("name", "description", "nodata", "data_type")}],
-            },
-            "date_picture": {
-                "href": f"./{files['date_picture']}",
-                "type": "image/svg+xml",
-                "roles": ["overview"],
-                "title": "Acquisition date of each pixel, with a legend",
-            },
-        }
-    return {
-        "type": "Feature",
-        "stac_version": "1.1.0",
-        "stac_extensions": [],
-        "id": metadata["product"] or f"no-scenes-{period.label}",
-        "geometry": mapping(geometry),
-        "bbox": list(geometry.bounds),
-        "properties": {
-            "datetime": None,
-            "start_datetime": f"{period.start.isoformat()}T00:00:00Z",
-            "end_datetime": f"{period.end.isoformat()}T23:59:59Z",
-            "description": f"{metadata['attribution']}. Status: {metadata['status']}.",
-            "constellation": "sentinel-2",
-            "instruments": ["msi"],
-            "license": "other",
-            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
-        "links": links,
-        "assets": assets,
     }
 
 
@@ -544,8 +453,8 @@ def describe_period(
     files: PeriodFiles,
     timings: dict | None,
 ) -> dict:
-    """Write metadata.json, the STAC Item and the statistics table of one period (with
-    or without a mosaic), from the period's files."""
+    """Write metadata.json and the statistics table of one period (with or without a
+    mosaic), from the period's files; its STAC Item is `catalog.write_month_item`'s."""
     label = period.label
     manifest = load_json(files.manifest)
     ids = scene_ids(manifest)
@@ -570,7 +479,6 @@ def describe_period(
         timings,
     )
     atomic_write_json(files.metadata, metadata)
-    atomic_write_json(files.item, stac_item(metadata, aoi, period, names))
     write_statistics(metadata, files.statistics)
     log.info(
         "period %s: %s, %d scenes, coverage %s",
@@ -599,7 +507,7 @@ def write_statistics(metadata: dict, path) -> None:
         ("scenes left out", len(metadata["left_out"])),
         ("valid coverage (%)", f"{coverage * 100:.2f}" if coverage is not None else "-"),
         ("mean cloud fraction (%)", f"{100 * sum(clouds) / len(clouds):.2f}" if clouds else "-"),
-        ("method", mosaic_method(metadata)),
+        ("method", metadata["composite"]["description"]),
         ("processing (s)", _total_seconds(metadata["processing_seconds"])),
     ]
     text = "statistic\tvalue\n" + "".join(f"{k}\t{v}\n" for k, v in rows)

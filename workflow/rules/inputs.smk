@@ -194,9 +194,10 @@ def upload_inputs(wildcards):
 def all_targets():
     # the model's weights first: missing ones stop the run before any search
     targets = list(RUN_WEIGHTS)
-    targets += [paths.metadata(period) for period in PERIODS]
+    targets += [paths.metadata(period) for period in PERIODS] + [paths.collection()]
     if config["upload"]["enabled"]:
         targets += [paths.upload_receipt(period) for period in PERIODS]
+        targets.append(paths.collection_upload_receipt())
     return targets
 
 

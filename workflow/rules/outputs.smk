@@ -85,5 +85,25 @@ rule period_metadata:
         ),
         webhook_env=config_provider("notify", "webhook_env"),
         destination=upload_destination,
+        collection=config_provider("output", "filename_base"),
     script:
         "../scripts/period_metadata.py"
+
+
+# the series' STAC Collection: rewritten when a month's Item is (re)made, once every
+# month of the run is published; a month that fails leaves it as it was
+rule series_collection:
+    input:
+        months=[paths.item(period) for period in PERIODS],
+    output:
+        paths.collection(),
+    log:
+        paths.log("collection"),
+    priority: OUTPUTS_PRIORITY
+    conda:
+        "../../envs/geo.yaml"
+    params:
+        collection=config_provider("output", "filename_base"),
+        code=CODE["collection"],
+    script:
+        "../scripts/series_collection.py"

@@ -79,6 +79,7 @@ CODE = {
         "assemble": "assemble_mosaic",
         "dates": "assemble_dates",
         "metadata": "period_metadata",
+        "collection": "series_collection",
     }.items()
 }
 

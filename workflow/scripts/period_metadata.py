@@ -1,3 +1,4 @@
+from s2basemap.catalog import write_month_item
 from s2basemap.job import job
 from s2basemap.notify import Notifier, month_message
 from s2basemap.outputs import PRODUCT_FILES, PeriodFiles, describe_period, processing_seconds
@@ -15,6 +16,12 @@ with job(snakemake) as j:
         statistics=j.output.statistics,
     )
     metadata = describe_period(
-        j.period, j.grid, j.aoi, j.params.settings, files, processing_seconds(j.params.benchmarks)
+        j.period,
+        j.grid,
+        j.aoi,
+        j.params.settings,
+        files,
+        processing_seconds(j.params.benchmarks),
     )
+    write_month_item(metadata, j.aoi.geometry_4326, j.output.item, j.params.collection)
     Notifier(j.params.webhook_env).send(month_message(metadata, j.params.destination))
