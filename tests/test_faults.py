@@ -252,6 +252,8 @@ def test_more_broken_scenes_than_the_threshold_fail_the_month_and_name_them(
     )
     assert products_of(tmp_path, "2022-02") == []
     assert (tmp_path / "results/2022-01/metadata.json").exists()  # the other month is published
+    # the series' Collection is written once every month of the run is published
+    assert not (tmp_path / "results/collection.json").exists()
     # the files are mended: the next run fetches those two again and publishes the month. The
     # month's columns ran with them left out and swept their scene rasters, so the columns
     # they touch are composited again from refetched rasters; the published month is untouched.
@@ -267,6 +269,44 @@ def test_more_broken_scenes_than_the_threshold_fail_the_month_and_name_them(
     assert set(http.requests) <= band_paths(world, world.newest("2022-02"))
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in published.items())
     assert not list((tmp_path / "work/2022-02/failed").glob("*.json"))
+    collection = json.loads((tmp_path / "results/collection.json").read_text())
+    assert item_links(collection) == ["./2022-01/item.json", "./2022-02/item.json"]
+    a_failed_redo_keeps_the_month_and_the_catalog(world, tmp_path, victims)
+
+
+def item_links(collection: dict) -> list[str]:
+    return [link["href"] for link in collection["links"] if link["rel"] == "item"]
+
+
+def a_failed_redo_keeps_the_month_and_the_catalog(world, workdir: Path, victims) -> None:
+    """2022-02 redone with another percentile: while its scenes are unreadable the redo
+    fails and its Item, products and the Collection stay as they were; mended, the redo
+    publishes and both the Item and the Collection say so."""
+    redo = config_for(world, overrides={"2022-02": {"composite": {"percentile": 40}}})
+    kept = [
+        "results/collection.json",
+        *(str(p.relative_to(workdir)) for p in products_of(workdir, "2022-02")),
+    ]
+    before = digests(workdir, kept)
+    for victim in victims:
+        victim.path("nir").rename(victim.path("nir").with_suffix(".good"))
+        victim.path("nir").write_text("<html>maintenance</html>" * 40)
+    try:
+        failed = run_snakemake(workdir, redo, check=False)
+    finally:
+        for victim in victims:
+            victim.path("nir").with_suffix(".good").replace(victim.path("nir"))
+    assert failed.returncode != 0 and "2022-02 not published" in failed.stderr
+    assert digests(workdir, kept) == before
+    run_snakemake(workdir, redo)
+    item = json.loads((workdir / "results/2022-02/item.json").read_text())
+    assert item["properties"]["title"] == "2022-02: 40th percentile of each band"
+    collection = json.loads((workdir / "results/collection.json").read_text())
+    assert item_links(collection) == ["./2022-01/item.json", "./2022-02/item.json"]
+    assert collection["updated"] == item["properties"]["created"]
+    assert digests(workdir, ["results/collection.json"]) != {
+        k: v for k, v in before.items() if k == "results/collection.json"
+    }
 
 
 STAGES = {
