@@ -57,7 +57,13 @@ def files_of(metadata: dict) -> dict:
 
 
 def test_an_item_carries_the_grid_bands_lineage_and_sources():
-    item = month_item(metadata_of("2022-01", "2022-01-01", "2022-01-31"), OUTLINE, FILES, "S2")
+    item = month_item(
+        metadata_of("2022-01", "2022-01-01", "2022-01-31"),
+        OUTLINE,
+        FILES,
+        "S2",
+        "../collection.json",
+    )
     validate(item)
     props = item["properties"]
     assert item["stac_version"] == "1.1.0" and item["collection"] == "S2"
@@ -90,7 +96,7 @@ def test_an_item_carries_the_grid_bands_lineage_and_sources():
 
 def test_a_month_without_scenes_has_an_item_with_metadata_only():
     metadata = metadata_of("2022-03", "2022-03-01", "2022-03-31", 0)
-    item = month_item(metadata, OUTLINE, files_of(metadata), "S2")
+    item = month_item(metadata, OUTLINE, files_of(metadata), "S2", "../collection.json")
     validate(item)
     assert item["id"] == "no-scenes-2022-03" and set(item["assets"]) == {"metadata"}
 
@@ -101,7 +107,7 @@ def write_items(tmp_path, months: dict) -> list:
         path = tmp_path / "results" / label / "item.json"
         path.parent.mkdir(parents=True)
         metadata = metadata_of(label, start, end, scenes)
-        item = month_item(metadata, OUTLINE, files_of(metadata), "S2")
+        item = month_item(metadata, OUTLINE, files_of(metadata), "S2", "../collection.json")
         path.write_text(json.dumps(item))
         paths.append(path)
     return paths
@@ -160,7 +166,13 @@ def test_a_collection_of_months_none_published_spans_them_without_links(tmp_path
     ("field", "value"), [("proj:shape", [1024]), ("proj:code", 32615), ("gsd", -10)]
 )
 def test_the_offline_validation_rejects_a_broken_item(field, value):
-    item = month_item(metadata_of("2022-01", "2022-01-01", "2022-01-31"), OUTLINE, FILES, "S2")
+    item = month_item(
+        metadata_of("2022-01", "2022-01-01", "2022-01-31"),
+        OUTLINE,
+        FILES,
+        "S2",
+        "../collection.json",
+    )
     item["properties"][field] = value
     with pytest.raises(Exception, match="ValidationError|is not|less than|too short"):
         validate(item)

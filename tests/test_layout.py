@@ -92,6 +92,8 @@ FRAGMENTS = [
     "/scenes.json",
     "/metadata.json",
     "/item.json",
+    "/collection.json",
+    "/collection-upload.json",
     "/plan.json",
     "/plan.txt",
     "/aoi.json",

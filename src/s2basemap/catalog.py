@@ -30,7 +30,6 @@ PROCESSING = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
 
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"
 GEOJSON = "application/geo+json"
-COLLECTION_FILE = "collection.json"
 LICENSE_URL = "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice"
 ITEM_SIMPLIFY_DEGREES = 1e-5  # ~1 m: the Item's outline, not the clip, so keep it small
 
@@ -44,9 +43,12 @@ SPECTRAL = {
 }
 
 
-def month_item(metadata: dict, outline_4326, files: dict, collection: str) -> dict:
+def month_item(
+    metadata: dict, outline_4326, files: dict, collection: str, collection_href: str
+) -> dict:
     """The STAC Item of one month, from its metadata.json: `outline_4326` is the AOI
-    (shapely, WGS 84), `files` names the month's files and `collection` is the series."""
+    (shapely, WGS 84), `files` names the month's files, `collection` is the series' id
+    and `collection_href` where its Collection is, relative to the Item."""
     geometry = outline_4326.simplify(ITEM_SIMPLIFY_DEGREES, preserve_topology=True)
     period = metadata["period"]
     item = pystac.Item(
@@ -65,14 +67,16 @@ def month_item(metadata: dict, outline_4326, files: dict, collection: str) -> di
     item.stac_extensions += [EO, RASTER, PROCESSING] if "mosaic" in files else [PROCESSING]
     for key, asset in _assets(metadata, files).items():
         item.add_asset(key, asset)
-    for link in _links(metadata):
+    for link in _links(metadata, collection_href):
         item.add_link(link)
     return item.to_dict(include_self_link=False, transform_hrefs=False)
 
 
-def write_month_item(metadata: dict, outline_4326, path, collection: str) -> dict:
+def write_month_item(
+    metadata: dict, outline_4326, path, collection: str, collection_href: str
+) -> dict:
     """Write the Item of the month `metadata` describes (the files it lists)."""
-    item = month_item(metadata, outline_4326, metadata["files"], collection)
+    item = month_item(metadata, outline_4326, metadata["files"], collection, collection_href)
     atomic_write_json(path, item)
     return item
 
@@ -183,7 +187,14 @@ def _assets(metadata: dict, files: dict) -> dict[str, pystac.Asset]:
     return assets
 
 
-def _links(metadata: dict) -> list[pystac.Link]:
+def relative_href(target, start_file) -> str:
+    """`target`'s href from the document `start_file` (`./x`, `../x`): links that hold
+    wherever the results are copied."""
+    href = Path(os.path.relpath(target, Path(start_file).parent)).as_posix()
+    return href if href.startswith("../") else f"./{href}"
+
+
+def _links(metadata: dict, collection_href: str) -> list[pystac.Link]:
     source = metadata["source"]
     api = source["url"].rstrip("/")
     links = [
@@ -193,9 +204,9 @@ def _links(metadata: dict) -> list[pystac.Link]:
         for s in metadata["scenes"]
     ]
     links.append(pystac.Link("license", LICENSE_URL, "text/html", "Sentinel data legal notice"))
-    parent = f"../{COLLECTION_FILE}"
     return links + [
-        pystac.Link(rel, parent, pystac.MediaType.JSON) for rel in ("collection", "parent", "root")
+        pystac.Link(rel, collection_href, pystac.MediaType.JSON)
+        for rel in ("collection", "parent", "root")
     ]
 
 
@@ -225,12 +236,10 @@ def series_collection(item_paths: list, collection_path, collection_id: str) -> 
         extra_fields={"created": created[0], "updated": created[-1]} if created else {},
     )
     collection.add_link(pystac.Link("license", LICENSE_URL, "text/html"))
-    folder = Path(collection_path).parent
-    collection.add_link(
-        pystac.Link("root", f"./{Path(collection_path).name}", pystac.MediaType.JSON)
-    )
+    root = relative_href(collection_path, collection_path)
+    collection.add_link(pystac.Link("root", root, pystac.MediaType.JSON))
     for path, item in listed:
-        href = f"./{Path(os.path.relpath(path, folder)).as_posix()}"
+        href = relative_href(path, collection_path)
         collection.add_link(
             pystac.Link("item", href, pystac.MediaType.GEOJSON, item["properties"]["title"])
         )

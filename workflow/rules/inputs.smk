@@ -1,5 +1,5 @@
 # Input functions: what a job needs, known once a period is searched and planned.
-from s2basemap import upload
+from s2basemap import catalog, upload
 from s2basemap.fetch import fetch_spec
 from s2basemap.grid import scene_columns
 from s2basemap.manifest import (
@@ -189,6 +189,12 @@ def upload_inputs(wildcards):
         "metadata": paths.metadata(wildcards.period),
         "item": paths.item(wildcards.period),
     }
+
+
+def collection_href(wildcards):
+    """The series' Collection as a month's Item links to it: the href between the two
+    layout paths (a path in params would not be rewritten for object storage)."""
+    return catalog.relative_href(paths.collection(), paths.item(wildcards.period))
 
 
 def all_targets():

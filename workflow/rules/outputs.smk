@@ -86,6 +86,7 @@ rule period_metadata:
         webhook_env=config_provider("notify", "webhook_env"),
         destination=upload_destination,
         collection=config_provider("output", "filename_base"),
+        collection_href=collection_href,
     script:
         "../scripts/period_metadata.py"
 

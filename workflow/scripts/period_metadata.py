@@ -23,5 +23,11 @@ with job(snakemake) as j:
         files,
         processing_seconds(j.params.benchmarks),
     )
-    write_month_item(metadata, j.aoi.geometry_4326, j.output.item, j.params.collection)
+    write_month_item(
+        metadata,
+        j.aoi.geometry_4326,
+        j.output.item,
+        j.params.collection,
+        j.params.collection_href,
+    )
     Notifier(j.params.webhook_env).send(month_message(metadata, j.params.destination))
