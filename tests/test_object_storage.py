@@ -213,7 +213,8 @@ def test_on_s3_a_changed_month_reruns_only_that_month(on_s3):
     # its scene rasters were temporary (deleted from storage once composited), so the
     # month's scenes are fetched again too
     assert {"fetch_scene", "composite_column", "period_metadata"} <= {j["rule"] for j in jobs}
-    assert {j["rule"] for j in jobs if "period" not in j} == {"all"}
+    # and the series' Collection, which lists the month's new Item
+    assert {j["rule"] for j in jobs if "period" not in j} == {"all", "series_collection"}
 
 
 @pytest.fixture(scope="module")
