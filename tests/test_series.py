@@ -21,7 +21,7 @@ from testworld import StacServer, served_world
 from testworld.build import add_acquisition
 
 BOTH = ["2022-01", "2022-02"]
-GLOBAL_RULES = {"all", "plan"}
+GLOBAL_RULES = {"all", "plan", "series_collection"}  # the Collection lists every month
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,7 @@ def test_a_code_change_reruns_exactly_the_rules_behind_it(series, module):
     assert bool(first) == bool(rules)
     if module == "percentile":  # compositing code: composites rerun, fetches and masks do not
         assert periods_of(jobs, COMPOSITE) == set(BOTH)
-        assert {j["rule"] for j in jobs} == {COMPOSITE, ASSEMBLE, METADATA, "all"}
+        assert {j["rule"] for j in jobs} == {COMPOSITE, ASSEMBLE, METADATA, COLLECTION, "all"}
 
 
 def test_new_scene_reruns_only_what_depends_on_it(series, own_world):
