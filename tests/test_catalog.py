@@ -22,6 +22,7 @@ def metadata_of(label: str, start: str, end: str, scenes: int = 2, percentile: i
         "period": {"label": label, "start": start, "end": end},
         "crs": {"name": "WGS 84 / UTM zone 15N", "epsg": 32615, "wkt": "..."},
         "resolution": [10.0, 10.0],
+        "resolution_unit": "metre",
         "bounds": list(BOUNDS),
         "size": {"width": 2048, "height": 1024},
         "bands": ["Red", "Green", "Blue", "NIR"],
@@ -76,6 +77,7 @@ def test_an_item_carries_the_grid_bands_lineage_and_sources():
         "2022-01-31T23:59:59Z",
     )
     assert props["datetime"] is None and props["created"].endswith("Z")
+    assert props["gsd"] == 10.0
     assert "25th percentile" in props["processing:lineage"]
     assert props["processing:software"]["s2basemap"] == "0.1.0"
     bands = item["assets"]["mosaic"]["bands"]

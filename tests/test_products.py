@@ -271,6 +271,7 @@ def test_products_are_valid_cogs_items_and_metadata(world, product_run):
         assert props["proj:bbox"] == list(cog.bounds)
         assert [b["nodata"] for b in item["assets"]["mosaic"]["bands"]] == list(cog.nodatavals)
         assert [b["data_type"] for b in item["assets"]["mosaic"]["bands"]] == list(cog.dtypes)
+        assert props.get("gsd") == (None if cog.crs.is_geographic else cog.res[0])
     with pytest.warns(rasterio.errors.NotGeoreferencedWarning):
         png = rasterio.open(month_dir / metadata["files"]["quicklook"])
     with png:

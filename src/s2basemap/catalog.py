@@ -82,20 +82,26 @@ def write_month_item(
 
 
 def _properties(metadata: dict) -> dict:
+    method = metadata["composite"]["description"]
     return {
-        "title": f"{metadata['period']['label']}: {metadata['composite']['description']}",
+        "title": f"{metadata['period']['label']}: {method}",
         "description": f"{metadata['attribution']}. Status: {metadata['status']}.",
         "constellation": "sentinel-2",
         "instruments": ["msi"],
-        "gsd": metadata["resolution"][0],
         "license": "other",
         "processing:level": "L3",
         "processing:lineage": (
             f"Cloud-free composite of {len(metadata['scenes'])} Sentinel-2 L2A scenes: "
-            f"{metadata['composite']['description']}, after masking clouds and shadows ({_mask(metadata)})"
+            f"{method}, after masking clouds and shadows ({_mask(metadata)})"
         ),
         "processing:software": metadata["software"],
-    }
+    } | _gsd(metadata)
+
+
+def _gsd(metadata: dict) -> dict:
+    """The ground sample distance, in metres: none for a grid in degrees."""
+    metric = metadata.get("resolution_unit") == "metre"
+    return {"gsd": metadata["resolution"][0]} if metric else {}
 
 
 MASK_MODES = {"ocm+scl": "OmniCloudMask and SCL", "scl": "SCL only", "ocm": "OmniCloudMask only"}
