@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
 from shapely.geometry import box
 from stacschemas import validate
@@ -57,14 +58,13 @@ def files_of(metadata: dict) -> dict:
     return FILES if metadata["scenes"] else {k: FILES[k] for k in ("metadata", "stac_item")}
 
 
+def january_item() -> dict:
+    metadata = metadata_of("2022-01", "2022-01-01", "2022-01-31")
+    return month_item(metadata, OUTLINE, FILES, "S2", "../collection.json")
+
+
 def test_an_item_carries_the_grid_bands_lineage_and_sources():
-    item = month_item(
-        metadata_of("2022-01", "2022-01-01", "2022-01-31"),
-        OUTLINE,
-        FILES,
-        "S2",
-        "../collection.json",
-    )
+    item = january_item()
     validate(item)
     props = item["properties"]
     assert item["stac_version"] == "1.1.0" and item["collection"] == "S2"
@@ -168,13 +168,7 @@ def test_a_collection_of_months_none_published_spans_them_without_links(tmp_path
     ("field", "value"), [("proj:shape", [1024]), ("proj:code", 32615), ("gsd", -10)]
 )
 def test_the_offline_validation_rejects_a_broken_item(field, value):
-    item = month_item(
-        metadata_of("2022-01", "2022-01-01", "2022-01-31"),
-        OUTLINE,
-        FILES,
-        "S2",
-        "../collection.json",
-    )
+    item = january_item()
     item["properties"][field] = value
-    with pytest.raises(Exception, match="ValidationError|is not|less than|too short"):
+    with pytest.raises(jsonschema.ValidationError):
         validate(item)
