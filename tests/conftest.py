@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import string
 import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +17,52 @@ import pytest
 import yaml
 
 from testworld import served_world
+
+# The modules that run the workflow end to end, slowest first (seconds each on two
+# workers, 2026-12-05: faults 600, SLURM 385, object storage 330, series 225, products
+# 215, interrupts 169, then about 100 or less). pytest-xdist hands whole modules to its
+# workers in collection order (pyproject: --dist=loadfile --no-loadscope-reorder), so
+# these go first and the many quick modules fill in after them: both workers then
+# finish about together instead of one waiting out the SLURM test alone.
+SLOWEST_MODULES = [
+    "test_faults",
+    "test_slurm",
+    "test_object_storage",
+    "test_series",
+    "test_products",
+    "test_interrupts",
+    "test_workflow",
+    "test_inputs",
+    "test_ops",
+    "test_maskserver",
+    "test_box",
+    "test_sources",
+]
+
+
+def pytest_configure(config):
+    """One numba cache for every run of the session (the job adapter keeps a
+    NUMBA_CACHE_DIR it finds): each run would otherwise compile the mask and
+    percentile kernels afresh in its own work_dir: a test world run takes 38 CPU s cold,
+    33 with the kernels cached. Set in the controller, before pytest-xdist starts its workers, so that they
+    share it; test_inputs checks the default place with the variable unset."""
+    if hasattr(config, "workerinput") or "NUMBA_CACHE_DIR" in os.environ:
+        return
+    config.numba_cache = tempfile.mkdtemp(prefix="s2b-test-numba-")
+    os.environ["NUMBA_CACHE_DIR"] = config.numba_cache
+
+
+def pytest_unconfigure(config):
+    if hasattr(config, "numba_cache"):
+        shutil.rmtree(config.numba_cache, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items):
+    missing = [m for m in SLOWEST_MODULES if not (Path(__file__).parent / f"{m}.py").exists()]
+    if missing:
+        raise pytest.UsageError(f"conftest.SLOWEST_MODULES names no such module: {missing}")
+    rank = {module: i for i, module in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest as found
 
 
 @pytest.fixture(scope="session")

@@ -268,7 +268,8 @@ def test_no_code_turns_tls_verification_off():
         assert not pattern.search(path.read_text()), path
 
 
-def test_a_run_writes_only_inside_its_directories(world, tmp_path):
+def test_a_run_writes_only_inside_its_directories(world, tmp_path, monkeypatch):
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)  # conftest shares one between runs
     run_dir = tmp_path / "run"
     config = world_config(world, months=["2022-01"], work_dir="scratch/work", results_dir="out")
     before = set(REPO.rglob("*"))
