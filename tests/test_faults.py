@@ -316,9 +316,11 @@ STAGES = {
 }
 
 
-def start_until(workdir: Path, config: dict, stage: str, timeout: float = 300) -> subprocess.Popen:
+def start_until(
+    workdir: Path, config: dict, stage: str, timeout: float = 300, output=subprocess.DEVNULL
+) -> subprocess.Popen:
     """Start the workflow in a session of its own; return once a `stage` job has started."""
-    proc = start_snakemake(workdir, config)
+    proc = start_snakemake(workdir, config, output=output)
     logs = workdir / STAGES[stage]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
@@ -329,10 +331,10 @@ def start_until(workdir: Path, config: dict, stage: str, timeout: float = 300) -
     return proc
 
 
-def kill_when_started(workdir: Path, config: dict, stage: str) -> int:
+def kill_when_started(workdir: Path, config: dict, stage: str, output) -> int:
     """Run the workflow and SIGKILL its whole process group as soon as a `stage` job starts,
     as when a box is reclaimed without warning; the run's pid."""
-    proc = start_until(workdir, config, stage)
+    proc = start_until(workdir, config, stage, output=output)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return proc.pid
@@ -367,24 +369,42 @@ def test_a_live_run_keeps_its_locks_and_a_second_run_stops_with_one_line(
     assert digests(tmp_path, PRODUCTS) == baseline
 
 
-@pytest.mark.parametrize("stage", list(STAGES))
-def test_killed_run_resumes_to_identical_outputs(faulty, baseline, tmp_path, stage):
+def test_a_run_killed_at_each_stage_in_turn_resumes_to_identical_outputs(
+    faulty, baseline, tmp_path
+):
+    """The same command, started again after each SIGKILL: killed as its first fetch,
+    then mask, composite and assemble job starts, then left to finish. Each start finds
+    the dead run's locks, recognises them as stale without --unlock, and goes on from
+    what the dead runs finished."""
     world, http = faulty
     http.schedule_faults({})
     config = config_for(world)
-    dead = kill_when_started(tmp_path, config, stage)
-    assert list((tmp_path / ".snakemake" / "locks").glob("*.lock")), "no lock left to test"
-    finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/scenes/*.json")}
-    # the same command again, without --unlock: the dead run's locks are recognised as stale
+    finished: dict[Path, int] = {}  # each scene record as first written
+    dead = None
+    for stage in STAGES:
+        with open(tmp_path / f"{stage}.out", "w") as output:
+            pid = kill_when_started(tmp_path, config, stage, output)
+        if dead is not None:
+            said_stale(dead, (tmp_path / f"{stage}.out").read_text())
+        assert list((tmp_path / ".snakemake" / "locks").glob("*.lock")), "no lock left to test"
+        for path in (tmp_path / "work").glob("*/scenes/*.json"):
+            finished.setdefault(path, path.stat().st_mtime_ns)
+        dead = pid
     resumed = run_snakemake(tmp_path, config)
-    stale = [line for line in resumed.stderr.splitlines() if "stale locks" in line]
-    assert len(stale) == 1
+    said_stale(dead, resumed.stderr)
+    assert digests(tmp_path, PRODUCTS) == baseline
+    # scenes fetched before a kill were not fetched again
+    assert finished, "no scene was fetched before the kills"
+    for path, mtime in finished.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path.name} was fetched again"
+    assert not list(tmp_path.rglob("*.part"))  # no half-written file survived
+
+
+def said_stale(dead: int, output: str) -> None:
+    """The run said, once, that it removed the locks of the dead run `dead`."""
+    stale = [line for line in output.splitlines() if "stale locks" in line]
+    assert len(stale) == 1, output[-3000:]
     assert stale[0].startswith(
         f"s2basemap: removed the stale locks of a run that is gone (pid {dead} "
         f"on {socket.gethostname()}, started "
     )
-    assert digests(tmp_path, PRODUCTS) == baseline
-    # scenes fetched before the kill were not fetched again
-    for path, mtime in finished.items():
-        assert path.stat().st_mtime_ns == mtime, f"{path.name} was fetched again"
-    assert not list(tmp_path.rglob("*.part"))  # no half-written file survived
