@@ -19,8 +19,8 @@ import yaml
 from testworld import served_world
 
 # The modules that run the workflow end to end, slowest first (seconds each on two
-# workers, 2026-12-05: faults 600, SLURM 385, object storage 330, series 225, products
-# 215, interrupts 169, then about 100 or less). pytest-xdist hands whole modules to its
+# workers, 2026-12-05: faults 399, SLURM 380, object storage 380, series 323, products
+# 201, interrupts 156, then about 100 or less). pytest-xdist hands whole modules to its
 # workers in collection order (pyproject: --dist=loadfile --no-loadscope-reorder), so
 # these go first and the many quick modules fill in after them: both workers then
 # finish about together instead of one waiting out the SLURM test alone.
