@@ -43,9 +43,10 @@ SLOWEST_MODULES = [
 def pytest_configure(config):
     """One numba cache for every run of the session (the job adapter keeps a
     NUMBA_CACHE_DIR it finds): each run would otherwise compile the mask and
-    percentile kernels afresh in its own work_dir: a test world run takes 38 CPU s cold,
-    33 with the kernels cached. Set in the controller, before pytest-xdist starts its workers, so that they
-    share it; test_inputs checks the default place with the variable unset."""
+    percentile kernels afresh in its own work_dir. A test world run takes 38 CPU s
+    cold, 33 with the kernels cached. Set in the controller, before pytest-xdist
+    starts its workers, so that they share it; test_inputs checks the default place
+    with the variable unset."""
     if hasattr(config, "workerinput") or "NUMBA_CACHE_DIR" in os.environ:
         return
     config.numba_cache = tempfile.mkdtemp(prefix="s2b-test-numba-")
