@@ -89,7 +89,7 @@ def test_masks_carry_each_dates_own_clouds(small_month):
 
 
 def test_concurrency_follows_the_profile():
-    assert box.concurrency(16, 1, box.NETWORK_SLOTS) == (16, 1)
+    assert box.concurrency(16, 1, box.NETWORK_SLOTS) == (10, 1)
     assert box.concurrency(16, box.MASK_THREADS, box.GPU_SLOTS) == (8, 2)
     assert box.concurrency(16, box.COMPOSITE_THREADS, box.GPU_SLOTS) == (8, 2)
     assert box.concurrency(2, box.COMPOSITE_THREADS, box.GPU_SLOTS) == (1, 2)

@@ -152,6 +152,41 @@ def test_a_west_to_east_sweep_holds_only_the_scenes_around_one_column():
     assert peak_bytes({"m": month}, False, 1) == (max(85 + 1, 4 + 5), 5)
 
 
+def test_a_month_whose_network_outpaces_its_sweep_holds_all_its_scene_rasters():
+    """When the GPU bounds the sweep, the fetches run on ahead of the composites,
+    held back only by the cores the masks take first: the plan counts the whole
+    month (the timed replay at 10 Gbit/s held less)."""
+    from s2basemap.storage import peak_bytes, timed_sweeps
+    from s2basemap.timeplan import Machine
+
+    def month():  # 400 scenes; 236 GB to read; the west-to-east band holds 90 of 180 GB
+        return _month(177e9, 3e9, 7e9, 8e9) | {
+            "scenes": 400,
+            "window_pixels": 30e9,
+            "network_bytes": 236e9,
+            "tiles": 400,
+            "composite_jobs": 22,
+            "largest_column_tiles": 25,
+            "output_pixels": 400 * 2048**2,
+            "sweep_bytes": 90e9,
+            "sweep_tile_bytes": 1e9,
+        }
+
+    slow, fast = {"m": month()}, {"m": month()}
+    timed_sweeps(slow, Machine(16, True, 1.0), uses_ocm=True, products_kept=True)
+    timed_sweeps(fast, Machine(16, True, 10.0), uses_ocm=True, products_kept=True)
+    # 1 Gbit/s: the network bounds the sweep and the band is what is held
+    assert not slow["m"]["fetches_outrun_sweep"] and slow["m"]["sweep_bytes"] == 90e9
+    assert peak_bytes(slow, False, 1)[0] == 90e9 + 1e9
+    # 10 Gbit/s: the fetches take 3 minutes, the masks' inference 13
+    assert fast["m"]["fetches_outrun_sweep"] and fast["m"]["sweep_bytes"] == 180e9
+    assert peak_bytes(fast, False, 1)[0] == 180e9 + 1e9
+    # without a GPU the cores bound the sweep, and masks and composites take them first
+    cpu = {"m": month()}
+    timed_sweeps(cpu, Machine(16, False, 10.0), uses_ocm=True, products_kept=True)
+    assert not cpu["m"]["fetches_outrun_sweep"] and cpu["m"]["sweep_bytes"] == 90e9
+
+
 def test_the_plan_gives_each_month_its_swept_peak(tmp_path):
     from s2basemap.storage import KERNEL_CACHE_BYTES, build_plan
 

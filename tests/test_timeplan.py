@@ -11,22 +11,25 @@ from s2basemap.config import ConfigError, validate_config
 from s2basemap.timeplan import CPU_COSTS, GPU_OCM_S_PER_MPX, Machine, format_time_plan, time_plan
 
 # One month shaped like a state: 400 scenes whose AOI windows total 30 gigapixels,
-# 236 GB to read and 400 output tiles of 2048 px in 22 columns (composite jobs).
+# 236 GB to read and 400 output tiles of 2048 px in 22 columns (composite jobs), the
+# largest of 25 tiles.
 MONTH = {
     "scenes": 400,
     "window_pixels": 30e9,
     "network_bytes": 236e9,
     "tiles": 400,
     "composite_jobs": 22,
+    "largest_column_tiles": 25,
     "output_pixels": 400 * 2048**2,
 }
 BOX = Machine(cores=16, gpu=True, network_gbps=1.0)
 
 
-def test_gpu_box_month_is_the_slower_of_fetch_and_mask_then_composite_and_outputs():
+def test_gpu_box_month_is_its_network_bound_sweep_then_the_last_column_and_outputs():
     plan = time_plan({"2025-06": dict(MONTH)}, BOX, uses_ocm=True)
     c, mpx = timeplan.costs_for(gpu=True), 30e3
-    fetch_cpu = (400 * c["job_start_s"] + mpx * c["fetch_cpu_s_per_mpx"]) / 16
+    # 10 fetches at once (the vast profile's network slots), a core each
+    fetch_cpu = (400 * c["job_start_s"] + mpx * c["fetch_cpu_s_per_mpx"]) / 10
     fetch = max(fetch_cpu, 236e9 * 8 / 1e9)
     mask = max(
         (400 * c["job_start_s"] + mpx * (c["mask_cpu_s_per_mpx"] + c["ocm_host_cpu_s_per_mpx"]))
@@ -52,8 +55,16 @@ def test_gpu_box_month_is_the_slower_of_fetch_and_mask_then_composite_and_output
             abs=0.1,
         ),
     }
+    # composites run during the sweep, on the cores the fetches and masks leave; only
+    # the columns that need the last scenes follow it, the largest on its job's 2 threads
+    last_column = (c["composite_job_start_s"] + mpx * c["composite_cpu_s_per_scene_mpx"] / 16) / 2
+    month = plan["periods"]["2025-06"]
+    assert month["last_columns_seconds"] == pytest.approx(last_column, abs=0.1)
+    assert last_column < composite / 2
+    assert month["sweep_seconds"] == pytest.approx(fetch, abs=0.1)  # the network's 31 min
+    assert month["sweep_bound_by"] == "network"
     assert plan["total_seconds"] == pytest.approx(
-        max(fetch, mask) + composite + outputs + plan["snakemake"]["seconds"], abs=0.3
+        fetch + last_column + outputs + plan["snakemake"]["seconds"], abs=0.3
     )
     assert stages["fetch"]["bound_by"] == "network"  # 236 GB at 1 Gbit/s is 31 min
     assert "cost" not in plan
@@ -88,8 +99,20 @@ def test_without_a_gpu_inference_runs_on_the_cores_and_bounds_the_month():
     mask = (400 * c["job_start_s"] + 30e3 * (c["mask_cpu_s_per_mpx"] + c["ocm_cpu_s_per_mpx"])) / (
         16 * c["ocm_cpu_threads_busy"]  # inference keeps only a share of its threads busy
     )
-    assert plan["periods"]["2025-06"]["stages"]["mask"]["seconds"] == pytest.approx(mask, abs=0.1)
+    month = plan["periods"]["2025-06"]
+    assert month["stages"]["mask"]["seconds"] == pytest.approx(mask, abs=0.1)
     assert plan["bound_by"] == {"stage": "mask", "resource": "CPU"}
+    # the cores are the sweep's busiest resource: fetches, masks and all but the last
+    # columns' composites share them, one after another in effect
+    fetch_cpu = (400 * c["job_start_s"] + 30e3 * c["fetch_cpu_s_per_mpx"]) / 10
+    composite = month["stages"]["composite"]["seconds"]
+    assert month["sweep_seconds"] == pytest.approx(
+        fetch_cpu + mask + composite - month["last_columns_seconds"], abs=0.3
+    )
+    assert month["sweep_bound_by"] == "CPU"
+    assert month["total_seconds"] == pytest.approx(
+        fetch_cpu + mask + composite + month["stages"]["outputs"]["seconds"], abs=0.3
+    )
     # SCL-only masks need no model at all
     scl = time_plan({"2025-06": dict(MONTH)}, cpu_box, uses_ocm=False)
     assert scl["stages"]["mask"] < plan["stages"]["mask"] / 3
@@ -122,6 +145,20 @@ def test_faster_network_shortens_only_what_the_network_bounded():
     slow = time_plan({"m": dict(MONTH)}, BOX, uses_ocm=True)
     assert fast["stages"]["fetch"] < slow["stages"]["fetch"] / 2
     assert fast["stages"]["composite"] == slow["stages"]["composite"]
+    # the masks' inference then bounds the sweep
+    assert fast["periods"]["m"]["sweep_bound_by"] == "GPU"
+    assert fast["periods"]["m"]["sweep_seconds"] == fast["stages"]["mask"]
+
+
+def test_a_month_of_one_column_composites_it_all_after_the_sweep():
+    one_column = dict(MONTH, composite_jobs=1, largest_column_tiles=400)
+    month = time_plan({"m": one_column}, BOX, uses_ocm=True)["periods"]["m"]
+    stages = month["stages"]
+    assert month["last_columns_seconds"] == pytest.approx(stages["composite"]["seconds"], abs=0.1)
+    assert month["total_seconds"] == pytest.approx(
+        stages["fetch"]["seconds"] + stages["composite"]["seconds"] + stages["outputs"]["seconds"],
+        abs=0.3,
+    )
 
 
 def test_a_month_without_scenes_takes_only_the_runs_start():
@@ -131,6 +168,7 @@ def test_a_month_without_scenes_takes_only_the_runs_start():
         "network_bytes": 0,
         "tiles": 0,
         "composite_jobs": 0,
+        "largest_column_tiles": 0,
         "output_pixels": 0,
     }
     plan = time_plan({"m": empty}, BOX, uses_ocm=True)

@@ -6,11 +6,16 @@ the work the storage plan counted, spread over the machine's cores, GPU and
 bandwidth. Where each cost was measured is written next to it; rerun
 `python tests/benchmarks/costs.py` on new hardware to refresh them.
 
-How stages combine within a month: masks start as scenes arrive, so fetching
-and masking overlap and the slower of the two counts; a composite needs every
-scene over its tile, which in practice arrives near the end of the fetches, so
-compositing is counted after them; the mosaic COGs are written once all tiles
-are done. Months follow one another.
+How stages combine within a month: the month goes west to east (job priorities
+order fetches and masks by the first output-tile column their scene touches, and
+a column is composited as soon as its scenes are masked), so fetches, masks and
+composites overlap. That sweep lasts as long as the busiest resource it shares:
+the network (fetches), the GPU (inference), or the cores (the fetches', masks'
+and composites' CPU together). Only the last columns wait for the last scenes:
+they are composited after the sweep, at most as long as the largest column's job,
+and the mosaic COGs are written once all tiles are done. Months follow one
+another. `tests/benchmarks/scale.py --timed` replays an Arkansas month through
+the real scheduler with these costs to check it.
 """
 
 from __future__ import annotations
@@ -114,10 +119,11 @@ GPU_OCM_S_PER_MPX = H100_OCM_GPU_S_PER_MPX * A100_SLOWER_THAN_H100
 # a * jobs + b * jobs^2.
 SCHEDULER_S_PER_JOB = 0.0245
 SCHEDULER_S_PER_JOB_SQUARED = 2.76e-6
-NETWORK_SLOTS = 16  # concurrent fetches in the vast profile (resources: network)
+NETWORK_SLOTS = 10  # concurrent fetches in the vast profile (resources: network)
 GPU_SLOTS = 8  # GPU-tagged jobs at once in the vast profile (resources: gpu_slots)
 COMPOSITE_THREADS = 2  # a composite job's threads (workflow/rules/composite.smk)
 STAGES = ("fetch", "mask", "composite", "outputs")
+PARTS = ("sweep", "last_columns")  # how the stages add up to a month (period_time)
 OUTPUT_JOBS = 3  # a period's scene summary, mosaic and metadata jobs, one after another
 
 
@@ -175,6 +181,8 @@ def stage_work(period: dict, uses_ocm: bool, gpu: bool, costs: dict = CPU_COSTS)
         gpu_s = mpx * costs.get("gpu_ocm_s_per_mpx", GPU_OCM_S_PER_MPX)
     elif uses_ocm:
         mask_cpu += mpx * costs["ocm_cpu_s_per_mpx"]
+    composite_cpu = mpx * costs["composite_cpu_s_per_scene_mpx"]
+    largest = period["largest_column_tiles"] / period["tiles"] if period["tiles"] else 0.0
     return {
         "fetch": {
             "cpu_s": scenes * start + mpx * costs["fetch_cpu_s_per_mpx"],
@@ -182,8 +190,10 @@ def stage_work(period: dict, uses_ocm: bool, gpu: bool, costs: dict = CPU_COSTS)
         },
         "mask": {"cpu_s": mask_cpu, "gpu_s": gpu_s},
         "composite": {
-            "cpu_s": period["composite_jobs"] * costs["composite_job_start_s"]
-            + mpx * costs["composite_cpu_s_per_scene_mpx"]
+            "cpu_s": period["composite_jobs"] * costs["composite_job_start_s"] + composite_cpu,
+            # the largest column's job, on the cores one job keeps busy
+            "last_column_s": (costs["composite_job_start_s"] + composite_cpu * largest)
+            / min(COMPOSITE_THREADS, costs["composite_cores_busy_per_job"]),
         },
         "outputs": {
             "serial_s": OUTPUT_JOBS * start
@@ -224,13 +234,33 @@ def period_time(period: dict, machine: Machine, uses_ocm: bool, costs: dict | No
         "composite": composite_cores(period["composite_jobs"], machine.cores, costs),
         "outputs": machine.cores,
     }
-    stages = {}
+    stages, on_the_cores = {}, {}
     for stage in STAGES:
         seconds, resource = stage_seconds(work[stage], machine, slots[stage])
         stages[stage] = {"seconds": round(seconds, 1), "bound_by": resource}
-    overlapped = max(stages["fetch"]["seconds"], stages["mask"]["seconds"])
-    total = overlapped + stages["composite"]["seconds"] + stages["outputs"]["seconds"]
-    return {"stages": stages, "total_seconds": round(total, 1)}
+        on_the_cores[stage] = stage_seconds(
+            {"cpu_s": work[stage].get("cpu_s", 0.0)}, machine, slots[stage]
+        )[0]
+    # the last columns wait for the month's last scenes; the rest is composited
+    # during the sweep, on the cores the fetches and masks leave
+    last_columns = min(stages["composite"]["seconds"], work["composite"]["last_column_s"])
+    cores = on_the_cores["fetch"] + on_the_cores["mask"] + stages["composite"]["seconds"]
+    bounds = {
+        stages["fetch"]["bound_by"]: stages["fetch"]["seconds"],
+        "CPU": cores - last_columns,
+    }
+    if stages["mask"]["seconds"] > bounds.get(stages["mask"]["bound_by"], 0.0):
+        bounds[stages["mask"]["bound_by"]] = stages["mask"]["seconds"]
+    bound_by = max(bounds, key=bounds.get)
+    sweep = bounds[bound_by]
+    total = sweep + last_columns + stages["outputs"]["seconds"]
+    return {
+        "stages": stages,
+        "sweep_seconds": round(sweep, 1),
+        "sweep_bound_by": bound_by,
+        "last_columns_seconds": round(last_columns, 1),
+        "total_seconds": round(total, 1),
+    }
 
 
 def job_count(period: dict) -> int:
@@ -249,12 +279,14 @@ def time_plan(
         stage: round(sum(p["stages"][stage]["seconds"] for p in per_period.values()), 1)
         for stage in STAGES
     }
+    for part in PARTS:
+        stage_totals[part] = round(sum(p[f"{part}_seconds"] for p in per_period.values()), 1)
     jobs = sum(job_count(p) for p in periods.values())
     overhead = round(
         costs["snakemake_start_s"] + costs["numba_compile_s"] + scheduler_seconds(jobs), 1
     )
     total = round(sum(p["total_seconds"] for p in per_period.values()) + overhead, 1)
-    bound = max(stage_totals, key=stage_totals.get)
+    bound = max(STAGES, key=stage_totals.get)
     resources = [p["stages"][bound]["bound_by"] for p in per_period.values()]
     plan = {
         "machine": asdict(machine),
@@ -281,27 +313,28 @@ def duration(seconds: float) -> str:
 
 def format_time_plan(plan: dict) -> str:
     machine = Machine(**plan["machine"])
-    rows = [("period", *STAGES, "total")]
+    rows = [("period", *STAGES[:-1], "sweep", "last columns", "outputs", "total")]
     for label, p in plan["periods"].items():
+        alone = [p["stages"][s]["seconds"] for s in STAGES]
+        parts = [p[f"{part}_seconds"] for part in PARTS]
         rows.append(
-            (
-                label,
-                *(duration(p["stages"][s]["seconds"]) for s in STAGES),
-                duration(p["total_seconds"]),
-            )
+            (label, *map(duration, alone[:-1] + parts + alone[-1:]), duration(p["total_seconds"]))
         )
+    totals = [plan["stages"][s] for s in STAGES[:-1] + PARTS + STAGES[-1:]]
     rows.append(
         (
             "total",
-            *(duration(plan["stages"][s]) for s in STAGES),
+            *map(duration, totals),
             duration(plan["total_seconds"] - plan["snakemake"]["seconds"]),
         )
     )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         (
-            f"time plan for {machine.describe()} (config: machine); fetch and mask overlap, "
-            f"so a month's total is max(fetch, mask) + composite + outputs:"
+            f"time plan for {machine.describe()} (config: machine); each stage alone, then "
+            f"how they add up: a month goes west to east, so fetch, mask and composite "
+            f"overlap in its sweep (as long as the busiest of network, GPU and cores), "
+            f"then its last columns are composited and its outputs written:"
         )
     ]
     lines += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]

@@ -8,7 +8,7 @@
 The world (tests/benchmarks/boxworld.py) is served over loopback HTTP by a process
 of its own. Each stage runs the package's own job functions, one fresh process per
 job as Snakemake's `script:` jobs are, at the vast profile's concurrency on this
-machine's cores (fetch: 16 network slots, 1 thread each; mask: 2 threads, through
+machine's cores (fetch: 10 network slots, 1 thread each; mask: 2 threads, through
 the shared model process; composite: a column a job, 2 threads, `gpu_slots`; then
 the mosaic, count COG, quicklook and the AOI's coverage in one job). Snakemake's own
 cost per job is measured by scale.py and costs.py, and is left out here.

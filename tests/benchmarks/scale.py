@@ -12,6 +12,9 @@ sizes; no pixels):
    real). Its wall time is Snakemake's own overhead: scheduling, bookkeeping,
    file checks. It is set against the time plan's predicted wall time (the cost
    model in s2basemap.timeplan) for a 16-core, 1-GPU box at 1 Gb/s.
+4. with `--timed SCALE`, the same execution with each job taking its modelled time
+   on a clock 1/SCALE times faster (replay.py): when each stage ran and the disk it
+   held, against the plan at `--gbps`.
 
 With `--s3`, every step runs with the S3 default storage on moto on 127.0.0.1
 (`--default-storage-provider s3`), as a run without a shared filesystem would, and
@@ -55,9 +58,22 @@ _SIM_LOCK = _threading.Lock()
 _SIM_T0 = _time.monotonic()
 
 
+_REPLAY = None
+if os.environ.get("S2BASEMAP_REPLAY_COSTS"):
+    import sys as _sys
+
+    _sys.path.insert(0, os.environ["S2BASEMAP_BENCHMARKS"])
+    from replay import Replay
+
+    _REPLAY = Replay.from_environment()
+
+
 def simulate_job(rule, output, wildcards):
-    """Simulation only: write empty outputs and log the job (no real work)."""
+    """Simulation only: write empty outputs and log the job (no real work; with a
+    timed replay, the job's modelled time passes first)."""
     started = _time.monotonic() - _SIM_T0
+    if _REPLAY is not None:
+        _REPLAY.run(rule, dict(wildcards))
     for path in output:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text("{}" if str(path).endswith(".json") else "")
@@ -184,7 +200,9 @@ def snakemake(snakefile: Path, workdir: Path, *args: str) -> tuple[float, str]:
     return wall, result.stdout + result.stderr
 
 
-def state_config(world, months: int, workdir: Path, uploaded: bool = False) -> dict:
+def state_config(
+    world, months: int, workdir: Path, uploaded: bool = False, gbps: float = 1.0
+) -> dict:
     """The fixture's config; `uploaded`: products go to S3 and are not kept locally
     (the upload jobs are no-ops in the simulation: the endpoint is never reached)."""
     upload = (
@@ -204,7 +222,7 @@ def state_config(world, months: int, workdir: Path, uploaded: bool = False) -> d
         "target": {"crs": "EPSG:5070", "resolution": 10, "tile_size": 2048},
         "mask": {"ocm": {"weights_dir": str(workdir / "weights")}},
         "storage": {"check_free_disk": False},
-        "machine": {"cores": 16, "gpu": True, "network_gbps": 1.0},
+        "machine": {"cores": 16, "gpu": True, "network_gbps": gbps},
         "output": {"filename_base": "Arkansas_S2_RGBNIR"},
         "upload": upload,
     }
@@ -359,11 +377,95 @@ def sweep_what_if(workdir: Path, plan: dict, config: dict) -> None:
         )
 
 
-def run(months: int, root: Path, execute: bool, uploaded: bool) -> None:
+def start_replay(
+    path: Path, workdir: Path, plan: dict, config: dict, scale: float, gbps: float
+) -> None:
+    """Write the jobs' modelled costs where the simulated workflow's jobs find them."""
+    from replay import job_costs
+
+    jobs = job_costs(STORAGE.work(workdir), plan, config, uses_ocm=True)
+    path.write_text(json.dumps({"jobs": jobs, "scale": scale, "gbps": gbps}))
+    os.environ.update(
+        S2BASEMAP_REPLAY_COSTS=str(path), S2BASEMAP_BENCHMARKS=str(Path(__file__).parent)
+    )
+
+
+REPLAY_STAGES = {
+    "fetch": ("fetch_scene",),
+    "mask": ("mask_scene",),
+    "composite": ("composite_column",),
+    "outputs": ("scene_summary", "assemble_mosaic", "period_metadata"),
+}
+
+
+def replay_report(jobs: list[dict], plan: dict, scale: float) -> None:
+    """Per month and stage, when the replayed jobs ran (modelled time from the month's
+    first fetch), against the time plan's stage times and total."""
+    from statistics import median
+
+    from replay import job_key
+
+    from s2basemap.timeplan import duration
+
+    modelled = json.loads(Path(os.environ["S2BASEMAP_REPLAY_COSTS"]).read_text())["jobs"]
+    missing = set(modelled) - {job_key(j["rule"], j["wildcards"]) for j in jobs}
+    if missing:
+        raise RuntimeError(f"{len(missing)} modelled jobs never ran, e.g. {sorted(missing)[:3]}")
+    for period, predicted in plan["time"]["periods"].items():
+        mine = [j for j in jobs if j["wildcards"].get("period") == period]
+        if not mine:
+            continue
+        t0 = min(j["start"] for j in mine if j["rule"] == "fetch_scene")
+        spans = {}
+        for stage, rules in REPLAY_STAGES.items():
+            of_stage = [j for j in mine if j["rule"] in rules]
+            spans[stage] = (
+                (min(j["start"] for j in of_stage) - t0) / scale,
+                (max(j["end"] for j in of_stage) - t0) / scale,
+            )
+        print(f"{period} timed replay (clock {1 / scale:g}x), modelled time from the first fetch:")
+        for stage, (first, last) in spans.items():
+            planned = predicted["stages"][stage]
+            print(
+                f"  {stage:>9}: {duration(first):>7} to {duration(last):>7}; the plan counts "
+                f"{duration(planned['seconds'])} ({planned['bound_by']})"
+            )
+        ends = {
+            (j["rule"], j["wildcards"].get("scene")): j for j in mine if "scene" in j["wildcards"]
+        }
+        waits = [
+            (ends[("mask_scene", scene)]["start"] - job["end"]) / scale
+            for (rule, scene), job in ends.items()
+            if rule == "fetch_scene" and ("mask_scene", scene) in ends
+        ]
+        month = spans["outputs"][1]
+        sweep = max(spans["fetch"][1], spans["mask"][1])
+        print(
+            f"  sweep (fetches and masks) {duration(sweep)}, the plan's "
+            f"{duration(predicted['sweep_seconds'])}; then composites "
+            f"{duration(spans['composite'][1] - sweep)}, the plan's last columns "
+            f"{duration(predicted['last_columns_seconds'])}"
+        )
+        print(
+            f"  month {duration(month)} against the plan's {duration(predicted['total_seconds'])} "
+            f"({month / predicted['total_seconds']:.2f}x); a scene's mask started "
+            f"{median(waits):.0f} s (median), {max(waits):.0f} s (most) after its fetch ended"
+        )
+
+
+def run(
+    months: int,
+    root: Path,
+    execute: bool,
+    uploaded: bool,
+    timed: float | None = None,
+    gbps: float = 1.0,
+    job_log: Path | None = None,
+) -> None:
     with served_state(root / "fixture", months=months) as world:
         workdir = root / f"run-{months}"
         workdir.mkdir()
-        config = state_config(world, months, workdir, uploaded)
+        config = state_config(world, months, workdir, uploaded, gbps)
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         snakefile = REPO / "workflow" / "Snakefile"
         plan_s, _ = snakemake(snakefile, workdir, "plan")
@@ -388,6 +490,8 @@ def run(months: int, root: Path, execute: bool, uploaded: bool) -> None:
             return
         sim = simulation_copy(root / f"sim-{months}")
         os.environ["S2BASEMAP_SIMULATION_LOG"] = str(root / f"sim-{months}.jsonl")
+        if timed:
+            start_replay(root / "replay.json", workdir, plan, config, timed, gbps)
         # in-process no-op jobs: Snakemake spawns a whole new Snakemake for each `run:`
         # job, which real (`script:`) jobs never do; their start-up is in the time plan
         noop_s, _ = snakemake(sim, workdir, "--force-use-threads")
@@ -400,12 +504,16 @@ def run(months: int, root: Path, execute: bool, uploaded: bool) -> None:
             f"{100 * noop_s / predicted:.2f} % of the predicted wall time "
             f"({predicted / 3600:.2f} h)" + STORAGE.requests()
         )
+        if timed:
+            replay_report(jobs, plan, timed)
+        if job_log:
+            shutil.copyfile(os.environ["S2BASEMAP_SIMULATION_LOG"], job_log)
         simulated, simulated_work = simulated_peak(jobs, workdir, plan, config)
         planned, planned_work = plan["total"]["peak_bytes"], plan["total"]["work_peak_bytes"]
         largest = max(p["peak_bytes"] for p in plan["periods"].values())
         largest_work = max(p["work_peak_bytes"] for p in plan["periods"].values())
         print(
-            f"disk peak over the no-op execution (the plan's sizes): {simulated / 1e9:.1f} GB; "
+            f"disk peak over the {'timed' if timed else 'no-op'} execution (the plan's sizes): {simulated / 1e9:.1f} GB; "
             f"the plan's peak: {planned / 1e9:.1f} GB ({planned / simulated - 1:+.1%}); "
             f"{planned / largest:.2f}x the largest month's planned peak ({largest / 1e9:.1f} GB)"
         )
@@ -430,13 +538,31 @@ def main() -> None:
         action="store_true",
         help="the S3 default storage on moto (127.0.0.1), as without a shared filesystem",
     )
+    parser.add_argument(
+        "--timed",
+        type=float,
+        metavar="SCALE",
+        help="jobs take their modelled time on a clock 1/SCALE times faster (replay.py)",
+    )
+    parser.add_argument(
+        "--gbps", type=float, default=1.0, help="the planned box's network (Gbit/s)"
+    )
+    parser.add_argument("--job-log", type=Path, help="keep the simulated jobs' log (JSON lines)")
     args = parser.parse_args()
     global STORAGE
     STORAGE = Storage(args.s3)
     try:
         for months in args.months:
             with tempfile.TemporaryDirectory() as tmp:
-                run(months, Path(tmp), not args.no_execute, args.uploaded)
+                run(
+                    months,
+                    Path(tmp),
+                    not args.no_execute,
+                    args.uploaded,
+                    args.timed,
+                    args.gbps,
+                    args.job_log,
+                )
     finally:
         STORAGE.stop()
 
