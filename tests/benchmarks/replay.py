@@ -4,7 +4,7 @@ scale.py's no-op copy of the workflow runs each per-scene and per-tile job as an
 in-process `run:` block. With `--timed`, each of those blocks sleeps for the time
 the time plan's unit costs give that job (`s2basemap.timeplan.costs_for`: the
 development VM's measurements, the H200 box's where measured, OmniCloudMask's
-inference on an H100 taken 3.2x slower for an A100), on a clock `scale` times
+inference on an H100 taken 3.2x slower for an A100), on a clock 1/`scale` times
 faster than real time:
 
 - fetch_scene: its window's bytes (as the storage plan counts them) through one
@@ -36,8 +36,6 @@ import time
 from pathlib import Path
 
 CHUNK_BYTES = 16 * 2**20
-
-
 KEY_WILDCARDS = ("period", "scene", "column")  # a month's products also have {dates}
 
 
