@@ -156,21 +156,13 @@ def test_a_month_whose_network_outpaces_its_sweep_holds_all_its_scene_rasters():
     """When the GPU bounds the sweep, the fetches run on ahead of the composites,
     held back only by the cores the masks take first: the plan counts the whole
     month (the timed replay at 10 Gbit/s held less)."""
+    from test_timeplan import MONTH  # a state-sized month's work
+
     from s2basemap.storage import peak_bytes, timed_sweeps
     from s2basemap.timeplan import Machine
 
-    def month():  # 400 scenes; 236 GB to read; the west-to-east band holds 90 of 180 GB
-        return _month(177e9, 3e9, 7e9, 8e9) | {
-            "scenes": 400,
-            "window_pixels": 30e9,
-            "network_bytes": 236e9,
-            "tiles": 400,
-            "composite_jobs": 22,
-            "largest_column_tiles": 25,
-            "output_pixels": 400 * 2048**2,
-            "sweep_bytes": 90e9,
-            "sweep_tile_bytes": 1e9,
-        }
+    def month():  # the west-to-east band holds 90 of its 180 GB of rasters and masks
+        return MONTH | _month(177e9, 3e9, 7e9, 8e9) | {"sweep_bytes": 90e9, "sweep_tile_bytes": 1e9}
 
     slow, fast = {"m": month()}, {"m": month()}
     timed_sweeps(slow, Machine(16, True, 1.0), uses_ocm=True, products_kept=True)

@@ -145,6 +145,16 @@ def write_scene_sizes(manifest: dict, aoi: AOI, signer: Signer | None, path) -> 
     atomic_write_json(path, size_scenes(manifest, aoi, signer))
 
 
+def scene_network_bytes(size: dict) -> float:
+    """Bytes read over the network for one scene of `size_scenes`: its window's share of
+    the source COGs in whole blocks, and each asset's header; nothing when no window."""
+    if size["window_share"] <= 0:
+        return 0.0
+    return size["source_bytes"] * size["window_share"] * BLOCK_OVERHEAD + HEADER_BYTES * len(
+        size["asset_bytes"]
+    )
+
+
 def estimate_period(
     sizes: dict,
     grid: OutputGrid,
@@ -162,12 +172,7 @@ def estimate_period(
     """
     scenes = sizes["scenes"].values()
     aoi_pixels = aoi.in_crs(grid.crs).area / (grid.res_x * grid.res_y)
-    network = sum(
-        s["source_bytes"] * s["window_share"] * BLOCK_OVERHEAD
-        + HEADER_BYTES * len(s["asset_bytes"])
-        for s in scenes
-        if s["window_share"] > 0
-    )
+    network = sum(map(scene_network_bytes, scenes))
     scene_rasters = sum(s["source_bytes"] * s["aoi_share"] * SCENE_RASTER_FACTOR for s in scenes)
     masks = sum(s["window_pixels"] * MASK_BYTES_PER_PIXEL for s in scenes)
     has_scenes = bool(sizes["scenes"])

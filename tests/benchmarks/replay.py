@@ -49,7 +49,7 @@ def job_costs(work: Path, plan: dict, config: dict, uses_ocm: bool) -> dict[str,
     from s2basemap.aoi import read_aoi
     from s2basemap.grid import output_grid
     from s2basemap.manifest import scenes_by_tile
-    from s2basemap.storage import BLOCK_OVERHEAD, HEADER_BYTES
+    from s2basemap.storage import scene_network_bytes
     from s2basemap.timeplan import COMPOSITE_THREADS, GPU_OCM_S_PER_MPX, Machine, costs_for
 
     machine = Machine(**plan["time"]["machine"])
@@ -74,14 +74,9 @@ def job_costs(work: Path, plan: dict, config: dict, uses_ocm: bool) -> dict[str,
         manifest = json.loads((work / period / "manifest.json").read_text())
         for scene, size in sizes.items():
             mpx = size["window_pixels"] / 1e6
-            network = 0.0
-            if size["window_share"] > 0:
-                network = size["source_bytes"] * size[
-                    "window_share"
-                ] * BLOCK_OVERHEAD + HEADER_BYTES * len(size["asset_bytes"])
             wildcards = {"period": period, "scene": scene}
             jobs[job_key("fetch_scene", wildcards)] = {
-                "network_bytes": network,
+                "network_bytes": scene_network_bytes(size),
                 "cpu_s": start + mpx * costs["fetch_cpu_s_per_mpx"],
             }
             jobs[job_key("mask_scene", wildcards)] = {
