@@ -59,7 +59,7 @@ def reference(world, scene, aoi_path, offset_dn):
 @pytest.mark.parametrize(
     ("scene_id", "offset_dn"),
     [
-        ("S2A_15SYU_20220128_0_L2A", -1000),  # baseline 04.00 with the offset in its pixels
+        ("S2A_15SYU_20220214_0_L2A", -1000),  # baseline 04.00 with the offset in its pixels
         ("S2A_16SBU_20220105_0_L2A", 0),  # baseline 03.01 in the other UTM zone
     ],
 )
@@ -115,7 +115,7 @@ def test_only_strips_crossing_the_aoi_border_are_rasterised():
 
 
 def test_partial_scene_reads_less_than_half_of_its_files(world, http_server, tmp_path):
-    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    scene = world.scene("S2A_15SYU_20220214_0_L2A")
     fetch_scene(spec_for(world, scene, -1000), read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
     served = sum(n for path, n in http_server.bytes_sent.items() if scene.id in path)
     total = sum(scene.path(b).stat().st_size for b in BANDS)
@@ -148,7 +148,7 @@ def test_scene_outside_the_aoi_is_skipped(world, http_server, tmp_path):
 
 
 def test_a_missing_file_is_permanent_and_left_out_at_once(world, http_server, tmp_path):
-    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    scene = world.scene("S2A_15SYU_20220214_0_L2A")
     spec = spec_for(world, scene, -1000)
     spec["assets"]["nir"] = f"{world.base_url}/cogs/does-not-exist/B08.tif"
     record = fetch_scene(spec, read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
@@ -171,7 +171,7 @@ def broken_copy(world, scene, band: str, name: str, content: bytes) -> str:
 
 
 def test_a_file_that_is_not_a_tiff_is_permanent(world, http_server, tmp_path):
-    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    scene = world.scene("S2A_15SYU_20220214_0_L2A")
     spec = spec_for(world, scene, -1000)
     spec["assets"]["red"] = broken_copy(world, scene, "red", "html", b"<html>busy</html>" * 40)
     record = fetch_scene(spec, read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
@@ -180,7 +180,7 @@ def test_a_file_that_is_not_a_tiff_is_permanent(world, http_server, tmp_path):
 
 
 def test_a_file_shorter_than_its_tile_index_is_permanent(world, http_server, tmp_path):
-    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    scene = world.scene("S2A_15SYU_20220214_0_L2A")
     whole = scene.path("green").read_bytes()
     kept = len(whole) // 2
     spec = spec_for(world, scene, -1000)
@@ -193,7 +193,7 @@ def test_a_file_shorter_than_its_tile_index_is_permanent(world, http_server, tmp
 
 
 def test_bytes_cut_in_transit_on_every_attempt_are_transient(world, http_server, tmp_path):
-    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    scene = world.scene("S2A_15SYU_20220214_0_L2A")
     path = "/" + scene.path("green").relative_to(world.root).as_posix()
     # the header reads whole; every later read of the file is cut in half
     http_server.schedule_faults({(path, n): "truncate" for n in range(1, 40)})
@@ -215,14 +215,14 @@ def test_bytes_cut_in_transit_on_every_attempt_are_transient(world, http_server,
 
 @pytest.mark.parametrize("outage", ["503", "refused"])
 def test_an_unanswering_server_is_transient(world, http_server, tmp_path, outage):
-    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    scene = world.scene("S2A_15SYU_20220214_0_L2A")
     spec = spec_for(world, scene, -1000)
     if outage == "503":
         http_server.always_fail = {"/" + scene.path("blue").relative_to(world.root).as_posix()}
         expected = "HTTP response code: 503"
     else:
         spec["assets"]["blue"] = f"http://127.0.0.1:{free_port()}/B02.tif"
-        expected = "Could not connect to server"
+        expected = "connect to server"  # libcurl 8.8 says "Couldn't", 8.16 "Could not"
     try:
         with pytest.raises(SceneUnavailable) as caught:
             fetch_scene(spec, read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST)
@@ -270,7 +270,7 @@ def test_scenes_failing_in_a_row_stop_the_rest_before_any_request(world, http_se
 def test_a_fetch_job_notes_a_transient_failure_and_clears_it_once_fetched(
     world, http_server, tmp_path
 ):
-    scene = world.scene("S2A_15SYU_20220128_0_L2A")
+    scene = world.scene("S2A_15SYU_20220214_0_L2A")
     record = tmp_path / "2022-01" / "scenes" / f"{scene.id}.json"
     record.parent.mkdir(parents=True)
     ledger = tmp_path / "2022-01" / "failed" / f"{scene.id}.json"

@@ -54,8 +54,15 @@ def test_manifest_records_every_scene_once(world, tmp_path):
         assert record["datetime"].startswith(scene.spec.date)
         assert record["processing_baseline"] == scene.spec.baseline
         assert record["assets"] == {b: world.url(scene.path(b)) for b in ASSETS}
-        expected_dn = 0 if scene.spec.baseline < "04.00" else -1000
-        assert record["offset"]["dn"] == expected_dn
+        # Earth Search has no sat:relative_orbit: it comes from the product URI's R###
+        assert record["relative_orbit"] == scene.spec.orbit
+        assert record["datatake_id"] == scene.spec.datatake_id()
+        # the metadata decides only before 04.00 or where the flag says Element 84 removed
+        # the offset; what it decides is the world's truth
+        decided = scene.spec.baseline < "04.00" or scene.spec.flag is True
+        assert record["offset"]["decided"] == decided, record["offset"]
+        if decided:
+            assert record["offset"]["dn"] == (-1000 if scene.spec.data_offset else 0)
 
 
 def test_c1_collection_works(world, tmp_path):
@@ -108,9 +115,10 @@ def test_dedup_keeps_newest_by_baseline_then_update():
             "relative_orbit": 12,
             "processing_baseline": baseline,
             "updated": updated,
+            "assets": {"red": f"https://example.com/{id}/B04.tif"},
         }
 
-    kept, removed = deduplicate(
+    kept, removed, excluded = deduplicate(
         [
             scene("a_0", "05.11", "2025-11-04"),
             scene("a_1", "05.11", "2025-11-05"),
@@ -118,7 +126,7 @@ def test_dedup_keeps_newest_by_baseline_then_update():
         ]
     )
     assert [s["id"] for s in kept] == ["a_1"]
-    assert {r["id"] for r in removed} == {"a_0", "old"}
+    assert {r["id"] for r in removed} == {"a_0", "old"} and excluded == []
 
 
 def test_each_source_tells_its_own_acquisitions_apart():
@@ -132,6 +140,7 @@ def test_each_source_tells_its_own_acquisitions_apart():
             "relative_orbit": orbit,
             "processing_baseline": baseline,
             "updated": updated,
+            "assets": {"red": f"https://example.com/{id}/B04.tif"},
         }
 
     # Collection 1 ids name the acquisition to the second: two passes on one day stay two
@@ -139,7 +148,7 @@ def test_each_source_tells_its_own_acquisitions_apart():
         scene("S2B_T15SVU_20251103T165419_L2A", "15SVU", "2025-11-03T16:54:19Z"),
         scene("S2C_T15SVU_20251103T170301_L2A", "15SVU", "2025-11-03T17:03:01Z", orbit=69),
     ]
-    kept, removed = deduplicate(c1, SOURCES["earth-search-c1"])
+    kept, removed, _ = deduplicate(c1, SOURCES["earth-search-c1"])
     assert len(kept) == 2 and removed == []
     # Planetary Computer: one acquisition processed twice; the highest baseline wins,
     # then the newest processing time (the id's last part)
@@ -169,7 +178,7 @@ def test_each_source_tells_its_own_acquisitions_apart():
             "04.00",
         ),
     ]
-    kept, removed = deduplicate(pc, SOURCES["planetary-computer"])
+    kept, removed, _ = deduplicate(pc, SOURCES["planetary-computer"])
     assert sorted(s["id"] for s in kept) == [pc[1]["id"], pc[3]["id"]]
     assert {r["id"] for r in removed} == {pc[0]["id"], pc[2]["id"]}
     assert all(r["reason"] == f"duplicate of {pc[1]['id']} (older)" for r in removed)
@@ -220,3 +229,59 @@ def test_an_empty_month_names_the_sibling_collection_that_has_items(world, tmp_p
     assert (
         search(world, tmp_path, "2022-03", source="earth-search-l2a")["source"]["elsewhere"] == []
     )
+
+
+def jp2_scene(id, day, baseline, updated, archive: bool):
+    """An Earth Search l2a scene record; `archive`: its bands still in the requester-pays
+    JP2 archive, as items published before their COG conversion have them."""
+    bands = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "scl": "SCL"}
+    copy = id.split("_")[3]
+    if archive:
+        hrefs = {
+            b: f"s3://sentinel-s2-l2a/tiles/35/U/NT/2019/9/{day}/{copy}/R10m/{k}.jp2"
+            for b, k in bands.items()
+        }
+    else:
+        base = f"https://sentinel-cogs.s3.us-west-2.amazonaws.com/sentinel-s2-l2a-cogs/{id}"
+        hrefs = {b: f"{base}/{k}.tif" for b, k in bands.items()}
+    return {
+        "id": id,
+        "tile": "35UNT",
+        "datetime": f"2019-09-{day:02d}T09:30:21Z",
+        "relative_orbit": 36,
+        "processing_baseline": baseline,
+        "updated": updated,
+        "assets": hrefs,
+    }
+
+
+def test_an_unreadable_newer_copy_loses_to_the_readable_older_one():
+    # the real case: S2B_35UNT_20190914_1_L2A (05.00, JP2 hrefs) beside _0 (02.13)
+    readable = jp2_scene("S2B_35UNT_20190914_0_L2A", 14, "02.13", "2019-09-15", archive=False)
+    newer = jp2_scene("S2B_35UNT_20190914_1_L2A", 14, "05.00", "2023-01-01", archive=True)
+    kept, removed, excluded = deduplicate([newer, readable])
+    assert [s["id"] for s in kept] == [readable["id"]] and excluded == []
+    assert removed == [
+        {
+            "id": newer["id"],
+            "reason": f"unreadable copy ({newer['assets']['blue']} cannot be read anonymously "
+            f"over HTTP(S)); the readable copy {readable['id']} is kept",
+        }
+    ]
+
+
+def test_an_acquisition_with_no_readable_copy_is_excluded_with_its_reason():
+    only = jp2_scene("S2B_35UNT_20190924_0_L2A", 24, "05.00", "2023-01-01", archive=True)
+    other = jp2_scene("S2A_35UNT_20190919_0_L2A", 19, "02.13", "2019-09-20", archive=False)
+    kept, removed, excluded = deduplicate([only, other])
+    assert [s["id"] for s in kept] == [other["id"]] and removed == []
+    assert excluded == [
+        {
+            "id": only["id"],
+            "reason": f"no readable copy of this acquisition: {only['assets']['blue']} cannot "
+            "be read anonymously over HTTP(S) (an item published before its COGs?)",
+        }
+    ]
+    # an https href to the JP2 archive is no COG either
+    https_jp2 = only | {"assets": {"red": "https://example.com/T35UNT_B04.jp2"}}
+    assert deduplicate([https_jp2])[2][0]["id"] == only["id"]

@@ -19,8 +19,7 @@ def atomic_path(path: str | Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     # A run killed mid-write (SIGKILL skips the cleanup below) leaves its part file;
     # only one job writes a given output, so older parts of this path are litter.
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
-        stale.unlink(missing_ok=True)
+    remove_parts(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as exc:
@@ -41,6 +40,14 @@ def atomic_path(path: str | Path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_parts(path: str | Path) -> None:
+    """Remove the part files of `path` that `atomic_path` writes: what a write that never
+    finished left (a killed job, or one that ends itself mid-write)."""
+    path = Path(path)
+    for part in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        part.unlink(missing_ok=True)
 
 
 def _raise_if_full(path: Path, exc: Exception) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -27,11 +29,12 @@ from shapely.geometry import box
 
 from s2basemap import failures
 from s2basemap.aoi import AOI
-from s2basemap.atomic import atomic_path, atomic_write_json
+from s2basemap.atomic import atomic_path, atomic_write_json, remove_parts
 from s2basemap.failures import PERMANENT, TRANSIENT, OutageWatch, SceneUnavailable, error_text
-from s2basemap.radiometry import check_offset_against_pixels, harmonise
+from s2basemap.radiometry import decide_offset, harmonise, pixel_verdict
 from s2basemap.search import BANDS, REFLECTANCE_BANDS
 from s2basemap.signing import Signer, unsigned
+from s2basemap.stall import StallGuard, watched
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ class FetchOptions:
     timeout_seconds: int = 60
     offset_check_threshold: float = 0.05
     outage_after: int | None = 8
+    stall_seconds: float = 600.0
 
     @classmethod
     def from_config(cls, fetch_config: dict) -> FetchOptions:
@@ -90,17 +94,52 @@ def fetch_scene_job(
     options: FetchOptions,
     outage_path,
     signer: Signer | None = None,
+    log_path=None,
 ) -> None:
     """One fetch job: the scene's record written, or its transient failure noted in the
-    period's ledger (for the run's closing lines) and raised, which fails the job."""
+    period's ledger (for the run's closing lines) and raised, which fails the job.
+
+    A read that makes no progress for `options.stall_seconds` ends the job's process
+    (`stalled`): a read blocked in C cannot be interrupted otherwise.
+    """
     outage = OutageWatch(outage_path, options.outage_after)
+    on_stall = stalled(spec["id"], tif_path, ledger_path, outage, options, log_path)
     try:
-        record = fetch_scene(spec, aoi, tif_path, options, outage, signer)
+        with StallGuard(options.stall_seconds, on_stall):
+            record = fetch_scene(spec, aoi, tif_path, options, outage, signer)
     except SceneUnavailable as exc:
         failures.note_failure(ledger_path, exc.entry)
         raise
     failures.clear_failure(ledger_path)
     atomic_write_json(record_path, record)
+
+
+def stalled(scene_id: str, tif_path, ledger_path, outage: OutageWatch, options, log_path):
+    """What a fetch job does when a read stalls: note it as a network failure (the run's
+    closing lines list it), remove the half-written raster, say so in one line and end
+    the process with status 1, so that the profile's retry or the next run reads the
+    scene again."""
+
+    def on_stall(what: str, seconds: float) -> None:
+        reason = (
+            f"the read of {what} made no progress for {seconds:.0f} s "
+            f"(fetch.stall_seconds: {options.stall_seconds:g})"
+        )
+        failures.note_failure(ledger_path, SceneUnavailable(scene_id, reason, 1).entry)
+        outage.failed(reason)
+        remove_parts(tif_path)
+        log.error("%s: %s; the job ends so that the scene is read again", scene_id, reason)
+        where = f" (log: {log_path})" if log_path else ""
+        print(
+            f"ERROR {scene_id}: {reason}; the job ends so that the scene is read again{where}",
+            file=sys.stderr,
+            flush=True,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
+
+    return on_stall
 
 
 def fetch_scene(
@@ -233,7 +272,11 @@ def file_size(href: str, options: FetchOptions) -> int | None:
 
 def tiff_extent(href: str, options: FetchOptions) -> int | None:
     """The bytes the TIFF's full-resolution tiles reach to, from its own tile index."""
-    with rasterio.Env(**gdal_http_options(options)), rasterio.open(href) as src:
+    with (
+        rasterio.Env(**gdal_http_options(options)),
+        watched(f"the tile index of {unsigned(href)}"),
+        rasterio.open(href) as src,
+    ):
         rows, cols = src.block_shapes[0]
         ends = []
         for y in range(math.ceil(src.height / rows)):
@@ -255,9 +298,11 @@ class SceneReadError(OSError):
 
 @contextmanager
 def naming(band: str, href: str):
-    """Re-raise GDAL's terse errors ("HTTP response code: 404") with the band and URL."""
+    """Re-raise GDAL's terse errors ("HTTP response code: 404") with the band and URL, and
+    time the read against the job's stall guard (s2basemap.stall)."""
     try:
-        yield
+        with watched(f"{band} ({unsigned(href)})"):
+            yield
     except RasterioError as exc:
         raise SceneReadError(band, href, unsigned(f"{band} ({href}): {exc}")) from exc
 
@@ -339,15 +384,17 @@ def scene_window(aoi_geom, grid, coarse) -> Window | None:
 
 
 def _checked_offset(spec, sources, window, options) -> dict:
-    """The manifest's offset decision, checked against a decimated sample of the pixels."""
+    """The manifest's offset (from the metadata) decided with a decimated sample of the
+    scene's own blue, green and red pixels (s2basemap.radiometry)."""
     factor = max(1, math.ceil(max(window.width, window.height) / SAMPLE_EDGE))
     shape = (math.ceil(window.height / factor), math.ceil(window.width / factor))
-    with naming("blue", sources["blue"].name):
-        blue = sources["blue"].read(
-            1, window=window, out_shape=shape, resampling=Resampling.nearest
-        )
+    visible = np.empty((3, *shape), dtype=np.uint16)
+    for i, band in enumerate(("blue", "green", "red")):
+        with naming(band, sources[band].name):
+            sources[band].read(1, window=window, out=visible[i], resampling=Resampling.nearest)
     scl = read_on_grid(sources["scl"], sources["red"], window, shape)
-    return check_offset_against_pixels(spec["offset"], blue, scl, options.offset_check_threshold)
+    pixels = pixel_verdict(visible, scl, options.offset_check_threshold)
+    return decide_offset(spec["offset"], pixels)
 
 
 def read_on_grid(source, grid, window: Window, shape) -> np.ndarray:

@@ -51,6 +51,10 @@ class Job:
         return self.snakemake.params
 
     @property
+    def log_path(self) -> str:
+        return self.snakemake.log[0]
+
+    @property
     def threads(self) -> int:
         return self.snakemake.threads
 

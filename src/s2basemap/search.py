@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import urlsplit
 
 import shapely
 from shapely.geometry import mapping, shape
@@ -90,6 +91,15 @@ def native_crs_of(item: dict) -> str | None:
     return None
 
 
+def relative_orbit_of(props: dict) -> int | None:
+    """The relative orbit: `sat:relative_orbit` (Planetary Computer) or the `R007` token of
+    `s2:product_uri` (Earth Search, which has no `sat:relative_orbit`)."""
+    if props.get("sat:relative_orbit") is not None:
+        return int(props["sat:relative_orbit"])
+    match = re.search(r"_R(\d{3})_", props.get("s2:product_uri") or "")
+    return int(match[1]) if match else None
+
+
 def scene_from_item(
     item: dict, asset_keys: dict[str, str], adapter: Source = SOURCES["earth-search-l2a"]
 ) -> dict:
@@ -109,31 +119,75 @@ def scene_from_item(
         "assets": {band: assets[asset_keys[band]]["href"] for band in BANDS},
         "processing_baseline": props.get("s2:processing_baseline"),
         "cloud_cover": props.get("eo:cloud_cover"),
-        "relative_orbit": props.get("sat:relative_orbit"),
+        "relative_orbit": relative_orbit_of(props),
+        "datatake_id": props.get("s2:datatake_id"),
+        "datastrip_id": props.get("s2:datastrip_id"),
         "updated": props.get("updated") or props.get("created"),
         "bbox": item.get("bbox") or list(shape(item["geometry"]).bounds),
         "offset": adapter.offset(props, assets[asset_keys["red"]]),
     }
 
 
+def unreadable_href(scene: dict) -> str | None:
+    """The first band href that cannot be read anonymously by HTTP range requests, or None.
+
+    Element 84 publishes some items before their COG conversion, with bands in the
+    requester-pays JP2 archive (`s3://sentinel-s2-l2a/...jp2`) and a higher baseline
+    than the readable copy (facts.md, "Items published before their COGs").
+    """
+    for href in scene["assets"].values():
+        scheme = urlsplit(href).scheme.lower()
+        if scheme not in ("http", "https") or urlsplit(href).path.lower().endswith(".jp2"):
+            return href
+    return None
+
+
 def deduplicate(
     scenes: list[dict], source: Source = SOURCES["earth-search-l2a"]
-) -> tuple[list[dict], list[dict]]:
-    """Keep one scene per acquisition, as the source tells acquisitions apart and
-    ranks their copies; return (kept, removed-with-reason)."""
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Keep one readable scene per acquisition, as the source tells acquisitions apart
+    and ranks their copies; return (kept, duplicates removed, acquisitions excluded),
+    the last two with their reasons.
+
+    Unreadable copies are set aside first: keeping the newest copy would otherwise
+    keep an item published before its COGs, and the month could never be made.
+    """
     groups: dict[tuple, list[dict]] = {}
     for scene in scenes:
         groups.setdefault(source.acquisition_key(scene), []).append(scene)
-    kept, removed = [], []
+    kept, removed, excluded = [], [], []
     for group in groups.values():
-        group.sort(key=source.newness, reverse=True)
-        kept.append(group[0])
-        removed += [
-            {"id": s["id"], "reason": f"duplicate of {group[0]['id']} (older)"} for s in group[1:]
-        ]
+        readable = sorted(
+            (s for s in group if unreadable_href(s) is None), key=source.newness, reverse=True
+        )
+        if not readable:
+            excluded += [
+                {
+                    "id": s["id"],
+                    "reason": f"no readable copy of this acquisition: {unreadable_href(s)} "
+                    "cannot be read anonymously over HTTP(S) (an item published before "
+                    "its COGs?)",
+                }
+                for s in group
+            ]
+            continue
+        best = readable[0]
+        kept.append(best)
+        for scene in group:
+            if scene is best:
+                continue
+            href = unreadable_href(scene)
+            why = (
+                f"duplicate of {best['id']} (older)"
+                if href is None
+                else f"unreadable copy ({href} cannot be read anonymously over HTTP(S)); "
+                f"the readable copy {best['id']} is kept"
+            )
+            removed.append({"id": scene["id"], "reason": why})
     kept.sort(key=lambda s: (s["datetime"], s["id"]))
     removed.sort(key=lambda r: r["id"])
-    return kept, removed
+    excluded.sort(key=lambda r: r["id"])
+    return kept, removed, excluded
 
 
 def build_manifest(
@@ -156,7 +210,7 @@ def build_manifest(
                 reason = str(exc)
         if reason is not None:
             excluded.append({"id": item["id"], "reason": reason})
-    kept, duplicates = deduplicate(scenes, adapter)
+    kept, duplicates, unreadable = deduplicate(scenes, adapter)
     return {
         "manifest_version": MANIFEST_VERSION,
         "period": period.label,
@@ -166,7 +220,7 @@ def build_manifest(
         "status": "ok" if kept else "no_scenes",
         "scenes": kept,
         "duplicates_removed": duplicates,
-        "excluded": excluded,
+        "excluded": sorted(excluded + unreadable, key=lambda r: r["id"]),
     }
 
 

@@ -5,10 +5,14 @@
   offset and says so in `raster:bands` (scale 0.0001, offset -0.1). Ids name the
   acquisition to the second (`S2B_T38XNF_20250422T091553_L2A`). Recent months are
   complete here; older years are sparse.
-- `earth-search-l2a`: Earth Search's older `sentinel-2-l2a`, mixed baselines,
-  offset flags wrong on some items (so the pixels check them), ids to the day
-  (`S2B_15SVU_20251103_0_L2A`), copies `_0`/`_1` of one acquisition. It lacks
-  thousands of items a month in recent years (earth-search issue #65).
+- `earth-search-l2a`: Earth Search's older `sentinel-2-l2a`, mixed baselines.
+  `earthsearch:boa_offset_applied: true` means Element 84 removed the offset from
+  the pixels (`raster:bands` still describes ESA's product); without the flag at
+  04.00 or later the pixels decide, as items are mis-flagged both ways. Ids to the
+  day (`S2B_15SVU_20251103_0_L2A`), copies `_0`/`_1` of one acquisition, and
+  items published before their COGs, whose bands point at the requester-pays JP2
+  archive (`s3://sentinel-s2-l2a/...jp2`). It lacks thousands of items a month in
+  recent years (earth-search issue #65).
 - `planetary-computer`: Microsoft's `sentinel-2-l2a`, asset keys `B02`... `SCL`,
   no harmonisation (from baseline 04.00 the DNs carry +1000), URLs that must be
   signed before reading (see s2basemap.signing).
@@ -23,7 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from s2basemap.radiometry import offset_from_baseline, offset_from_metadata
+from s2basemap.radiometry import offset_from_metadata
 
 BAND_KEYS = ("blue", "green", "red", "nir", "scl")
 EARTH_SEARCH = "https://earth-search.aws.element84.com/v1"
@@ -46,15 +50,13 @@ class Source:
     id_pattern: re.Pattern | None = None
     # other collections of the same API, asked when a month comes back empty
     siblings: tuple = ()
-    # how the DN offset is read: "metadata" (baseline, raster:bands and Earth Search's
-    # flag, then checked against the pixels) or "baseline" (ESA's rule alone)
+    # how its metadata tells the DN offset (s2basemap.radiometry.METADATA_RULES); the
+    # pixels then check it at fetch time
     offset_rule: str = "metadata"
 
     def offset(self, properties: dict, reflectance_asset: dict) -> dict:
-        """The item's DN offset decision, as this source's metadata allows."""
-        if self.offset_rule == "baseline":
-            return offset_from_baseline(properties)
-        return offset_from_metadata(properties, reflectance_asset)
+        """The item's DN offset as this source's metadata tells it (decided or not)."""
+        return offset_from_metadata(self.offset_rule, properties, reflectance_asset)
 
     def acquisition_key(self, scene: dict) -> tuple:
         """Same tile, same acquisition: datastrip splits and reprocessings are one scene.
@@ -91,6 +93,7 @@ SOURCES = {
         EARTH_SEARCH_ASSETS,
         id_pattern=re.compile(r"^S2[A-D]_T\d{2}[A-Z]{3}_(?P<sensed>\d{8}T\d{6})_L2A$"),
         siblings=("earth-search-l2a",),
+        offset_rule="collection-1",
     ),
     "earth-search-l2a": Source(
         "earth-search-l2a",
@@ -98,6 +101,7 @@ SOURCES = {
         "sentinel-2-l2a",
         EARTH_SEARCH_ASSETS,
         siblings=("earth-search-c1",),
+        offset_rule="earth-search-l2a",
     ),
     "planetary-computer": Source(
         "planetary-computer",

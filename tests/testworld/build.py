@@ -1,17 +1,27 @@
 """Fabricate a small Sentinel-2-like world: COGs, STAC items and AOI files.
 
 Two MGRS-like tiles sit either side of the UTM 15N/16N boundary (-90 deg) and
-overlap there, as real tiles do. Each scene has 10 m reflectance (uint16 COGs
-with internal overviews), a 20 m SCL, nodata edges, bright clouds (SCL 8/9),
-cirrus (10), dark shadows (3), and, from baseline 04.00 on, ESA's +1000 DN
-offset. One acquisition is duplicated (a newer `_1` copy) and one item's
-metadata claims an offset its pixels do not carry (earth-search issue #71).
+overlap there, as real tiles do; each acquisition (datatake) touching both is one
+item per tile. Each scene has 10 m reflectance (uint16 COGs with internal
+overviews), a 20 m SCL, nodata edges, bright clouds (SCL 8/9), cirrus (10) and
+dark shadows (3). Items carry what Earth Search's real ones carry (facts.md, "the
+data as it really arrives"): `s2:datatake_id`, `s2:datastrip_id`, `s2:product_uri`
+(with the relative orbit), `proj:epsg` (Collection 1: `proj:code`) and no
+`sat:relative_orbit`. Pixels follow each provider's convention: `sentinel-2-l2a`
+items flagged `earthsearch:boa_offset_applied: true` have had ESA's +1000 DN
+removed, while their `raster:bands` still says `offset: -0.1`; one item flagged
+false carries the offset and one flagged false is harmonised all the same
+(earth-search #71); Collection 1 and the Planetary Computer serve ESA's pixels,
+with the offset from baseline 04.00 on. One acquisition is duplicated (a newer `_1`
+copy).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +56,7 @@ class TileSpec:
 
 
 TILES = (TileSpec("15SYU", 32615, 3500.0), TileSpec("16SBU", 32616, 1620.0))
+TILE_NAMES = tuple(t.name for t in TILES)
 
 
 @dataclass(frozen=True)
@@ -53,14 +64,47 @@ class SceneSpec:
     date: str
     platform: str
     baseline: str
-    flag: bool  # earthsearch:boa_offset_applied
+    flag: bool | None  # earthsearch:boa_offset_applied (None: not in the item)
     raster_offset: float  # raster:bands offset written in the item
     data_offset: bool  # whether the pixels really carry +1000 DN
-    orbit: int
+    orbit: int  # relative orbit
     copy: int = 0  # the _N suffix of the id
     updated: str = "2022-03-01T00:00:00Z"
     tiles: tuple[str, ...] = ("15SYU", "16SBU")
     c1: bool = False  # also published in the C1 collection
+
+    @property
+    def day(self) -> str:
+        return self.date.replace("-", "")
+
+    @property
+    def absolute_orbit(self) -> int:
+        """A made-up absolute orbit, the same for every tile of the acquisition."""
+        return 34000 + date.fromisoformat(self.date).toordinal() % 1000 * 3 + self.orbit
+
+    @property
+    def processed(self) -> str:
+        """When this copy was processed (product_uri, datastrip)."""
+        return f"{self.updated[:10].replace('-', '')}T{10 + self.copy:02d}0000"
+
+    def datatake_id(self, baseline: str | None = None) -> str:
+        return (
+            f"G{self.platform}_{self.day}T165419_{self.absolute_orbit:06d}"
+            f"_N{baseline or self.baseline}"
+        )
+
+    def datastrip_id(self, baseline: str | None = None) -> str:
+        return (
+            f"{self.platform}_OPER_MSI_L2A_DS_2{self.platform[-1]}PS_{self.processed}"
+            f"_S{self.day}T165419_N{baseline or self.baseline}"
+        )
+
+    def product_uri(self, tile: str, baseline: str | None = None) -> str:
+        code = (baseline or self.baseline).replace(".", "")
+        return (
+            f"{self.platform}_MSIL2A_{self.day}T165419_N{code}_R{self.orbit:03d}"
+            f"_T{tile}_{self.processed}.SAFE"
+        )
 
 
 SCENES = (
@@ -78,12 +122,16 @@ SCENES = (
         updated="2022-06-01T00:00:00Z",
         tiles=("15SYU",),
     ),
-    SceneSpec("2022-01-28", "S2A", "04.00", True, -0.1, True, 40),
-    SceneSpec("2022-02-04", "S2B", "04.00", True, -0.1, True, 83, c1=True),
-    SceneSpec("2022-02-14", "S2A", "04.00", True, -0.1, True, 83, c1=True),
-    # earth-search #71: the metadata says offset, the pixels say otherwise
+    # Earth Search l2a's own convention: flagged true, ESA's offset removed from the
+    # pixels, raster:bands still ESA's -0.1
+    SceneSpec("2022-01-28", "S2A", "04.00", True, -0.1, False, 40),
+    SceneSpec("2022-02-04", "S2B", "04.00", True, -0.1, False, 83, c1=True),
+    # flagged false: the pixels carry the offset
+    SceneSpec("2022-02-14", "S2A", "04.00", False, -0.1, True, 83, c1=True),
+    # earth-search #71: flagged false, and harmonised all the same
     SceneSpec("2022-02-24", "S2B", "04.00", False, -0.1, False, 83),
 )
+C1_BASELINE = "05.10"  # Collection 1's reprocessing
 
 
 @dataclass
@@ -104,9 +152,11 @@ class Scene:
 
     @property
     def datetime(self) -> str:
-        """The acquisition time its STAC item says."""
+        """The acquisition time its STAC item says: an acquisition's tiles differ by a
+        few seconds, as real ones do."""
         spec = self.spec
-        return f"{spec.date}T16:54:{12 + spec.copy:02d}.{spec.orbit:03d}000Z"
+        shift = 3 * TILE_NAMES.index(self.tile) if self.tile in TILE_NAMES else 0
+        return f"{spec.date}T16:54:{12 + spec.copy + shift:02d}.{spec.orbit:03d}000Z"
 
 
 @dataclass
@@ -190,9 +240,10 @@ def land(tile: TileSpec) -> tuple[np.ndarray, np.ndarray]:
     return bands, scl
 
 
-def clouds(rng: np.random.Generator) -> np.ndarray:
-    """SCL cloud classes at 20 m: cloud blobs (8/9), cirrus rims (10), shadows (3), 0 elsewhere."""
-    n = SIZE // 2
+def clouds(rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
+    """SCL cloud classes at 20 m over a tile of `size` 10 m pixels: cloud blobs (8/9),
+    cirrus rims (10), shadows (3), 0 elsewhere."""
+    n = size // 2
     yy, xx = np.mgrid[0:n, 0:n]
     out = np.zeros((n, n), dtype=np.uint8)
     for _ in range(rng.integers(2, 5)):
@@ -288,29 +339,49 @@ def build_world(root: Path, base_url: str) -> World:
                 spec,
                 root / "cogs" / scene_id(spec, tile.name),
             )
-            for i, band in enumerate(("blue", "green", "red", "nir")):
-                write_cog(
-                    scene.path(band), dn[i], tile.epsg, from_origin(x0, y0, RES, RES), "average"
-                )
-            write_cog(
-                scene.path("scl"), scl, tile.epsg, from_origin(x0, y0, 2 * RES, 2 * RES), "nearest"
-            )
+            write_scene_files(scene, tile, dn, scl)
             world.scenes.append(scene)
             items[COLLECTION].append(stac_item(world, scene, tile, bounds, scl))
             if spec.c1:
-                c1 = Scene(
-                    scene_id(spec, tile.name, c1=True),
-                    tile.name,
-                    tile.epsg,
-                    spec,
-                    scene.directory,
-                    C1_COLLECTION,
-                )
+                c1 = c1_twin(scene, tile, root)
                 world.c1_scenes.append(c1)
                 items[C1_COLLECTION].append(stac_item(world, c1, tile, bounds, scl))
     write_stac(world, items)
     write_aois(world)
     return world
+
+
+def write_scene_files(scene: Scene, tile: TileSpec, dn: np.ndarray, scl: np.ndarray) -> None:
+    x0, y0 = tile_origin(tile)
+    for i, band in enumerate(("blue", "green", "red", "nir")):
+        write_cog(scene.path(band), dn[i], tile.epsg, from_origin(x0, y0, RES, RES), "average")
+    write_cog(scene.path("scl"), scl, tile.epsg, from_origin(x0, y0, 2 * RES, 2 * RES), "nearest")
+
+
+def with_offset(scene: Scene, directory: Path) -> Path:
+    """The scene's files as ESA made them, +1000 DN in every valid reflectance pixel:
+    its own files where they already carry the offset, else copies in `directory`."""
+    if scene.spec.data_offset:
+        return scene.directory
+    for band, name in FILES.items():
+        target = directory / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if band == "scl":
+            shutil.copyfile(scene.path(band), target)
+            continue
+        with rasterio.open(scene.path(band)) as src:
+            dn, transform = src.read(1), src.transform
+        offset = np.where(dn > 0, dn.astype(np.int64) + 1000, 0).astype(np.uint16)
+        write_cog(target, offset, scene.epsg, transform, "average")
+    return directory
+
+
+def c1_twin(scene: Scene, tile: TileSpec, root: Path) -> Scene:
+    """The scene as Collection 1 publishes it: reprocessed, its pixels with the offset."""
+    spec = replace(scene.spec, baseline=C1_BASELINE, flag=None, data_offset=True)
+    c1_id = scene_id(scene.spec, tile.name, c1=True)
+    directory = with_offset(scene, root / "cogs" / c1_id)
+    return Scene(c1_id, tile.name, tile.epsg, spec, directory, C1_COLLECTION)
 
 
 def footprint_4326(epsg: int, bounds) -> Polygon:
@@ -326,7 +397,7 @@ def stac_item(world: World, scene: Scene, tile: TileSpec, bounds, scl: np.ndarra
     cloud_cover = (
         round(float(np.isin(scl[valid], CLOUD_CLASSES).mean() * 100), 4) if valid.any() else 0.0
     )
-    x0, _, _, y0 = bounds[0], bounds[1], bounds[2], bounds[3]
+    x0, _, x1, y0 = bounds
     reflectance_band = {
         "nodata": 0,
         "data_type": "uint16",
@@ -344,7 +415,7 @@ def stac_item(world: World, scene: Scene, tile: TileSpec, bounds, scl: np.ndarra
             "type": "image/tiff; application=geotiff; profile=cloud-optimized",
             "title": name.removesuffix(".tif"),
             "roles": ["data"] if is_scl else ["data", "reflectance"],
-            "proj:shape": [SIZE * 10 // res] * 2,
+            "proj:shape": [round((bounds[3] - bounds[1]) / res), round((x1 - x0) / res)],
             "proj:transform": [res, 0, x0, 0, -res, y0],
             "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20}]
             if is_scl
@@ -358,25 +429,23 @@ def stac_item(world: World, scene: Scene, tile: TileSpec, bounds, scl: np.ndarra
         "constellation": "sentinel-2",
         "instruments": ["msi"],
         "eo:cloud_cover": cloud_cover,
-        "sat:relative_orbit": spec.orbit,
         "s2:processing_baseline": spec.baseline,
-        "earthsearch:boa_offset_applied": spec.flag,
+        # what every Earth Search item carries; the relative orbit is only in the product
+        # URI's R### (Earth Search has no sat:relative_orbit)
+        "s2:datatake_id": spec.datatake_id(),
+        "s2:datastrip_id": spec.datastrip_id(),
+        "s2:product_uri": spec.product_uri(tile.name),
+        "mgrs:utm_zone": int(tile.name[:2]),
+        "mgrs:latitude_band": tile.name[2],
+        "mgrs:grid_square": tile.name[3:],
+        "grid:code": f"MGRS-{tile.name}",
     }
+    if spec.flag is not None:
+        props["earthsearch:boa_offset_applied"] = spec.flag
     if scene.collection == C1_COLLECTION:
-        # Collection 1 is reprocessed: baseline 05.00 or later, the offset in every item
-        props |= {
-            "grid:code": f"MGRS-{tile.name}",
-            "proj:code": f"EPSG:{tile.epsg}",
-            "s2:processing_baseline": "05.10",
-            "earthsearch:boa_offset_applied": True,
-        }
+        props["proj:code"] = f"EPSG:{tile.epsg}"  # newer items: projection extension v2
     else:
-        props |= {
-            "mgrs:utm_zone": int(tile.name[:2]),
-            "mgrs:latitude_band": tile.name[2],
-            "mgrs:grid_square": tile.name[3:],
-            "proj:epsg": tile.epsg,
-        }
+        props["proj:epsg"] = tile.epsg
     return {
         "type": "Feature",
         "stac_version": "1.0.0",
@@ -450,26 +519,18 @@ def add_acquisition(world: World, like: str, date: str) -> str:
 
     Rewrites the collection's item file: restart the STAC server to serve it.
     """
-    import shutil
-
     original = world.scene(like)
-    spec = SceneSpec(
-        date,
-        original.spec.platform,
-        original.spec.baseline,
-        original.spec.flag,
-        original.spec.raster_offset,
-        original.spec.data_offset,
-        original.spec.orbit,
-        tiles=(original.tile,),
-    )
+    spec = replace(original.spec, date=date, copy=0, tiles=(original.tile,))
     new_id = scene_id(spec, original.tile)
     scene = Scene(new_id, original.tile, original.epsg, spec, world.root / "cogs" / new_id)
     shutil.copytree(original.directory, scene.directory)
     items_path = world.root / "stac" / f"{COLLECTION}-items.json"
     items = json.loads(items_path.read_text())
     template = next(f for f in items["features"] if f["id"] == like)
-    item = json.loads(json.dumps(template).replace(like, new_id))
+    # the same day in its id, hrefs, datetime, datatake, datastrip and product URI
+    item = json.loads(
+        json.dumps(template).replace(like, new_id).replace(original.spec.day, spec.day)
+    )
     item["properties"]["datetime"] = template["properties"]["datetime"].replace(
         original.spec.date, date
     )
@@ -499,8 +560,9 @@ def add_odd_collection(world: World) -> dict[str, str]:
     ]
     items, ids = [], {}
     for day, case in enumerate(cases, start=2):
+        # Earth Search l2a's convention: flagged true, the offset removed from the pixels
         spec = SceneSpec(
-            f"2022-03-{day:02d}", "S2A", "04.00", True, -0.1, True, 40, tiles=(tile.name,)
+            f"2022-03-{day:02d}", "S2A", "04.00", True, -0.1, False, 40, tiles=(tile.name,)
         )
         scene = Scene(
             scene_id(spec, tile.name),
@@ -553,41 +615,31 @@ PC_ASSETS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "scl": "
 def build_pc_world(world: World, month: str = "2022-02") -> tuple[list[Path], list[Scene]]:
     """Planetary Computer's shape of the world's scenes of `month`: ids
     `S2B_MSIL2A_<sensed>_R<orbit>_T<tile>_<processed>`, assets B02... SCL in blob storage,
-    `s2:mgrs_tile`, no harmonisation and no offset metadata (from baseline 04.00 the DNs
-    carry +1000). Only scenes whose pixels agree with their baseline are published, and
-    one is published twice (an older processing of it, a duplicate to drop).
+    `s2:mgrs_tile`, `sat:relative_orbit`, no harmonisation and no offset metadata: the
+    pixels are ESA's, with the +1000 DN from baseline 04.00 on. One scene is published
+    twice (an older processing of it, a duplicate to drop).
 
-    The files are links under <root>/sentinel2-l2/, served as the storage account's
-    container. Returns (STAC files for a STAC server of its own, the scenes to keep).
+    The files are under <root>/sentinel2-l2/, served as the storage account's container.
+    Returns (STAC files for a STAC server of its own, the scenes to keep).
     """
     items, kept = [], []
     for scene in world.newest(month):
         spec = scene.spec
-        if spec.data_offset != (spec.baseline >= "04.00"):
-            continue  # earth-search #71's scene: its metadata and pixels disagree
         tile = next(t for t in TILES if t.name == scene.tile)
-        day = spec.date.replace("-", "")
         copies = [("20220305T101010", scene)]
         if not items:
             copies.append(("20220215T090000", None))  # an older processing: dropped
         for processed, keep in copies:
-            pc = Scene(
-                f"{spec.platform}_MSIL2A_{day}T163551_R{spec.orbit:03d}_T{tile.name}_{processed}",
-                tile.name,
-                tile.epsg,
-                spec,
+            directory = (
                 world.root
                 / "sentinel2-l2"
                 / tile.name[:2]
                 / tile.name[2]
                 / tile.name[3:]
                 / spec.date.replace("-", "/")
-                / f"{day}_{processed}.SAFE",
-                PC_COLLECTION,
+                / f"{spec.day}_{processed}.SAFE"
             )
-            for band in FILES:
-                pc.path(band).parent.mkdir(parents=True, exist_ok=True)
-                pc.path(band).symlink_to(scene.path(band))
+            pc = pc_scene(scene, tile, processed, directory)
             if keep is not None:
                 kept.append(pc)
             items.append(pc_item(world, pc, tile))
@@ -613,9 +665,30 @@ def build_pc_world(world: World, month: str = "2022-02") -> tuple[list[Path], li
     return [stac / "collection.json", stac / "items.json"], kept
 
 
-def pc_item(world: World, scene: Scene, tile: TileSpec) -> dict:
-    x0, y0 = tile_origin(tile)
-    bounds = (x0, y0 - SIZE * RES, x0 + SIZE * RES, y0)
+def pc_scene(scene: Scene, tile: TileSpec, processed: str, directory: Path) -> Scene:
+    """The scene as the Planetary Computer serves it: ESA's pixels, so with the offset
+    from baseline 04.00 on, whatever Earth Search did to its copy."""
+    spec = replace(scene.spec, flag=None, data_offset=scene.spec.baseline >= "04.00")
+    pc_id = f"{spec.platform}_MSIL2A_{spec.day}T163551_R{spec.orbit:03d}_T{tile.name}_{processed}"
+    pc = Scene(pc_id, tile.name, tile.epsg, spec, directory, PC_COLLECTION)
+    if spec.data_offset:
+        with_offset(scene, directory)
+    if not (directory / FILES["red"]).exists():
+        for band in FILES:
+            pc.path(band).parent.mkdir(parents=True, exist_ok=True)
+            pc.path(band).symlink_to(scene.path(band))
+    return pc
+
+
+def pc_item(
+    world: World, scene: Scene, tile: TileSpec, bounds=None, storage: str = PC_STORAGE
+) -> dict:
+    """The Planetary Computer's item of a scene whose files lie under the world's root,
+    at `storage` (its blob storage; reached through the test's proxy)."""
+    if bounds is None:
+        x0, y0 = tile_origin(tile)
+        bounds = (x0, y0 - SIZE * RES, x0 + SIZE * RES, y0)
+    x0, _, x1, y0 = bounds
     footprint = footprint_4326(tile.epsg, bounds)
     with rasterio.open(scene.path("scl")) as src:
         scl = src.read(1)
@@ -624,11 +697,11 @@ def pc_item(world: World, scene: Scene, tile: TileSpec) -> dict:
     for band, key in PC_ASSETS.items():
         res = 20 if band == "scl" else 10
         assets[key] = {
-            "href": PC_STORAGE + "/" + scene.path(band).relative_to(world.root).as_posix(),
+            "href": storage + "/" + scene.path(band).relative_to(world.root).as_posix(),
             "type": "image/tiff; application=geotiff; profile=cloud-optimized",
             "roles": ["data"],
             "gsd": res,
-            "proj:shape": [SIZE * 10 // res] * 2,
+            "proj:shape": [round((bounds[3] - bounds[1]) / res), round((x1 - x0) / res)],
             "proj:transform": [res, 0, x0, 0, -res, y0],
         }
     return {
@@ -651,6 +724,8 @@ def pc_item(world: World, scene: Scene, tile: TileSpec) -> dict:
             "sat:orbit_state": "descending",
             "sat:relative_orbit": scene.spec.orbit,
             "s2:mgrs_tile": tile.name,
+            "s2:datatake_id": scene.spec.datatake_id(),
+            "s2:datastrip_id": scene.spec.datastrip_id(),
             "s2:processing_baseline": scene.spec.baseline,
             "s2:product_type": "S2MSI2A",
             "proj:epsg": tile.epsg,

@@ -54,6 +54,8 @@ class RangeServer:
         self.faults: Counter = Counter()
         self.always_fail: set[str] = set()
         self.stall_limit_seconds = 300.0  # a stall ends when the client hangs up, or at this bound
+        # (path, monotonic start, monotonic end, whether the client hung up) of each stall
+        self.stalls: list[tuple[str, float, float, bool]] = []
         self._schedule: dict[tuple[str, int], str] = {}
         self._gets: Counter = Counter()
         self._up_for: int | None = None  # requests left before an outage; None: no outage
@@ -221,16 +223,21 @@ class _RangeHandler(BaseHTTPRequestHandler):
 
     def _stall(self) -> None:
         """Send nothing until the client hangs up: a stall outlasts any client timeout."""
-        deadline = time.monotonic() + self.owner.stall_limit_seconds
+        started = time.monotonic()
+        deadline = started + self.owner.stall_limit_seconds
+        hung_up = False
         self.connection.settimeout(1.0)
         while time.monotonic() < deadline:
             try:
                 if not self.connection.recv(1024):
+                    hung_up = True
                     break
             except TimeoutError:
                 continue
             except OSError:
+                hung_up = True
                 break
+        self.owner.stalls.append((self._path(), started, time.monotonic(), hung_up))
         self.close_connection = True
 
     def do_HEAD(self):

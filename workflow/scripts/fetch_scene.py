@@ -13,4 +13,5 @@ with job(snakemake) as j:
         options=FetchOptions.from_config(j.config["fetch"]),
         outage_path=j.layout.outage(),
         signer=j.signer,
+        log_path=j.log_path,
     )
