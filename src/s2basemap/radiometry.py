@@ -69,14 +69,14 @@ def _evidence(properties: dict, reflectance_asset: dict) -> tuple:
     return parse_baseline(baseline_text), flag, raster_dn, text
 
 
-def _baseline_rule(baseline, rule: str, evidence: str, decided: bool = True) -> dict:
+def _baseline_rule(baseline, rule: str, evidence: str) -> dict:
     """ESA's rule: from baseline 04.00 the DNs carry +1000."""
     if baseline is None:
         return _metadata(0, False, rule, f"{evidence}: no baseline, so no offset is assumed")
     if baseline < OFFSET_BASELINE:
         return _metadata(0, True, rule, f"{evidence}: before 04.00, no offset")
     return _metadata(
-        ESA_BOA_ADD_OFFSET, decided, rule, f"{evidence}: ESA's BOA_ADD_OFFSET from 04.00 on"
+        ESA_BOA_ADD_OFFSET, True, rule, f"{evidence}: ESA's BOA_ADD_OFFSET from 04.00 on"
     )
 
 

@@ -160,34 +160,34 @@ def deduplicate(
         readable = sorted(
             (s for s in group if unreadable_href(s) is None), key=source.newness, reverse=True
         )
-        if not readable:
-            excluded += [
-                {
-                    "id": s["id"],
-                    "reason": f"no readable copy of this acquisition: {unreadable_href(s)} "
-                    "cannot be read anonymously over HTTP(S) (an item published before "
-                    "its COGs?)",
-                }
-                for s in group
-            ]
-            continue
-        best = readable[0]
-        kept.append(best)
-        for scene in group:
-            if scene is best:
-                continue
-            href = unreadable_href(scene)
-            why = (
-                f"duplicate of {best['id']} (older)"
-                if href is None
-                else f"unreadable copy ({href} cannot be read anonymously over HTTP(S)); "
-                f"the readable copy {best['id']} is kept"
-            )
-            removed.append({"id": scene["id"], "reason": why})
+        if readable:
+            kept.append(readable[0])
+            removed += [_copy_left_out(s, readable[0]) for s in group if s is not readable[0]]
+        else:
+            excluded += [_no_readable_copy(s) for s in group]
     kept.sort(key=lambda s: (s["datetime"], s["id"]))
     removed.sort(key=lambda r: r["id"])
     excluded.sort(key=lambda r: r["id"])
     return kept, removed, excluded
+
+
+def _copy_left_out(scene: dict, kept: dict) -> dict:
+    href = unreadable_href(scene)
+    if href is None:
+        return {"id": scene["id"], "reason": f"duplicate of {kept['id']} (older)"}
+    reason = (
+        f"unreadable copy ({href} cannot be read anonymously over HTTP(S)); "
+        f"the readable copy {kept['id']} is kept"
+    )
+    return {"id": scene["id"], "reason": reason}
+
+
+def _no_readable_copy(scene: dict) -> dict:
+    reason = (
+        f"no readable copy of this acquisition: {unreadable_href(scene)} cannot be read "
+        "anonymously over HTTP(S) (an item published before its COGs?)"
+    )
+    return {"id": scene["id"], "reason": reason}
 
 
 def build_manifest(

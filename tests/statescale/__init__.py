@@ -131,6 +131,7 @@ def asset_size(path: str) -> int:
 def item(tile: Tile, year: int, month: int, day: int, base_url: str) -> dict:
     platform = ("S2A", "S2B", "S2C")[day % 3]
     scene_id = f"{platform}_{tile.name}_{year}{month:02d}{day:02d}_0_L2A"
+    orbit, when = 26 + day % 2 * 57, f"{year}{month:02d}{day:02d}T165400"
     footprint = tile.footprint_4326()
     x0, y0 = tile.x0, tile.y0
     assets = {}
@@ -172,8 +173,15 @@ def item(tile: Tile, year: int, month: int, day: int, base_url: str) -> dict:
             "constellation": "sentinel-2",
             "instruments": ["msi"],
             "eo:cloud_cover": float(_seed(scene_id) % 100),
-            "sat:relative_orbit": 26 + day % 2 * 57,
+            # Earth Search's keys: the relative orbit is only the product URI's R###
             "s2:processing_baseline": "05.11",
+            "s2:datatake_id": f"G{platform}_{when}_{orbit * 100 + day:06d}_N05.11",
+            "s2:datastrip_id": (
+                f"{platform}_OPER_MSI_L2A_DS_2{platform[-1]}PS_{when}_S{when}_N05.11"
+            ),
+            "s2:product_uri": (
+                f"{platform}_MSIL2A_{when}_N0511_R{orbit:03d}_T{tile.name}_{when}.SAFE"
+            ),
             "earthsearch:boa_offset_applied": True,
             "mgrs:utm_zone": int(zone),
             "mgrs:latitude_band": band_letter,
