@@ -5,6 +5,7 @@ tile grid, then take the per-pixel percentile of the valid observations.
 from __future__ import annotations
 
 import logging
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -14,6 +15,7 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform
 from rasterio.windows import Window
 
 from s2basemap.aoi import AOI
@@ -92,18 +94,44 @@ def tile_grid(grid: OutputGrid, tile_id: str) -> TileGrid:
     return TileGrid(grid.crs, grid.tile_transform(tile_id), height, width)
 
 
+def kernel_scales(source: RasterGrid, tile: TileGrid) -> tuple[float, float]:
+    """GDAL's XSCALE and YSCALE for warping `source` onto `tile`: tile pixels per source
+    pixel along the tile's x and y axes, at the tile's centre.
+
+    Left to itself, GDAL estimates them for every chunk it warps from the chunk's
+    source bounding box, which a rotation between the grids (another UTM zone, Albers)
+    stretches by the chunk's other side: a WarpedVRT block of 512 x 128 px in EPSG:5070
+    from UTM 16 near -90 deg gets a y scale of about 0.74, and bilinear and cubic widen
+    their kernels by its inverse (GDAL does below 0.95). Values then depended on how a
+    tile was chunked: a 256 px tile of tests/test_warp.py's scenes read through the
+    WarpedVRT and warped by reproject in one piece differed on most pixels, by up to
+    568 DN. Per axis, because Albers is not conformal.
+    """
+    col, row = tile.width / 2, tile.height / 2
+    xs, ys = zip(*(tile.transform * p for p in ((col, row), (col + 1, row), (col, row + 1))))
+    cols, rows = zip(
+        *(~source.transform * p for p in zip(*transform(tile.crs, source.crs, xs, ys)))
+    )
+    x_step = math.hypot(cols[1] - cols[0], rows[1] - rows[0])
+    y_step = math.hypot(cols[2] - cols[0], rows[2] - rows[0])
+    return 1 / x_step, 1 / y_step
+
+
 def warp(
     path: str, grid: OutputGrid, tile_id: str, resampling: Resampling, nodata: int, indexes
 ) -> np.ndarray:
-    """Read `path` onto the tile grid through GDAL's warper, transforming every pixel exactly.
+    """Read `path` onto the tile grid through GDAL's warper, transforming every pixel exactly,
+    with the kernel's scales fixed for the whole tile (`kernel_scales`).
 
     Used for resampling other than nearest; nearest goes through index maps,
     which pick the same pixels at a fraction of the cost.
     """
     tile = tile_grid(grid, tile_id)
-    with (
-        rasterio.open(path) as src,
-        WarpedVRT(
+    with rasterio.open(path) as src:
+        xscale, yscale = kernel_scales(
+            RasterGrid(src.crs, src.transform, src.height, src.width), tile
+        )
+        with WarpedVRT(
             src,
             crs=tile.crs,
             transform=tile.transform,
@@ -114,9 +142,10 @@ def warp(
             src_nodata=src.nodata if src.nodata is not None else None,
             warp_mem_limit=256,
             tolerance=EXACT,
-        ) as vrt,
-    ):
-        return vrt.read(indexes)
+            XSCALE=repr(xscale),
+            YSCALE=repr(yscale),
+        ) as vrt:
+            return vrt.read(indexes)
 
 
 @dataclass
