@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import re
 from datetime import date
 
 import pytest
+from pyproj import Geod
 
-from s2basemap.config import ConfigError, check_resolution, periods, validate_config
+from s2basemap.config import ConfigError, periods, validate_config
 
 
 @pytest.fixture
@@ -230,12 +232,39 @@ def test_periods_are_months_and_ranges_sorted():
     assert result[0].filename_dates == "2021_12_01_to_2021_12_31"
 
 
+US_SURVEY_FOOT = 1200 / 3937  # metres, by definition
+
+
 @pytest.mark.parametrize(
-    ("crs", "res"),
-    [("EPSG:4326", 0.0001), ("EPSG:5070", 10), ("EPSG:32615", [10, 20]), ("EPSG:3857", 30)],
+    ("crs", "res", "rejected", "unit", "metres"),
+    [
+        # 0.0001 deg is 11 m; 0.1 deg is 11.1 km at the equator, over 10 km
+        ("EPSG:4326", 0.0001, 0.1, "degree", None),
+        ("EPSG:5070", 10, 0.5, "metre", 0.5),
+        ("EPSG:5070", 1, 0.999, "metre", 0.999),  # the bounds are allowed, not beyond
+        ("EPSG:5070", 10_000, 10_001, "metre", 10_001),
+        ("EPSG:32615", [10, 20], [10, 20_000], "metre", 20_000),
+        ("EPSG:3857", 30, 0.5, "metre", 0.5),
+        # NAD83 / Texas Central in US survey feet: 30 ft is 9.1 m, 3 ft 0.91 m
+        ("EPSG:2277", 30, 3, "US survey foot", 3 * US_SURVEY_FOOT),
+    ],
 )
-def test_sensible_resolutions_pass(crs, res):
-    check_resolution({"target": {"crs": crs, "resolution": res}})
+def test_sensible_resolutions_pass_and_their_neighbours_do_not(
+    good, crs, res, rejected, unit, metres
+):
+    config = validate_config(good | {"target": {"crs": crs, "resolution": res}})
+    assert config["target"] == {"crs": crs, "resolution": res, "tile_size": 2048}
+    with pytest.raises(ConfigError) as excinfo:
+        validate_config(good | {"target": {"crs": crs, "resolution": rejected}})
+    assert excinfo.value.key == "target.resolution"
+    said = re.search(r"': (\S+) (.+) is about (\S+) m on the ground in (\S+);", str(excinfo.value))
+    assert said, str(excinfo.value)
+    size = rejected[-1] if isinstance(rejected, list) else rejected
+    if metres is None:  # a degree of longitude along the equator
+        metres = Geod(ellps="WGS84").inv(0, 0, size, 0)[2]
+    assert (float(said[1]), said[2], said[4]) == (size, unit, crs)
+    assert float(said[3]) == pytest.approx(metres, rel=1e-3)
+    assert str(excinfo.value).endswith("(1 m to 10 km)")
 
 
 def test_unquoted_yaml_dates_are_taken_as_the_dates_they_were(good):
@@ -289,13 +318,35 @@ def test_the_config_readme_documents_every_schema_key_with_its_default():
         assert shown == default or text.strip("`") == str(default), (key, text, default)
 
 
-def test_a_period_of_255_days_fits_the_date_band(good):
-    config = good | {
-        "months": [],
-        "date_ranges": [{"start": "2022-03-01", "end": "2022-11-10"}],
-        "composite": {"method": "medoid"},
-    }
-    assert validate_config(config)["composite"]["method"] == "medoid"
+def test_a_period_of_255_days_fits_the_date_band_and_one_of_256_does_not(good):
+    from s2basemap.config import method_settings
+
+    # 31 + 30 + 31 + 30 + 31 + 31 + 30 + 31 days to October's end, then 10 of November: 255
+    # days, the last of them day 254, the date band's last value below its nodata (255)
+    config = validate_config(
+        good
+        | {
+            "months": [],
+            "date_ranges": [{"start": "2022-03-01", "end": "2022-11-10"}],
+            "composite": {"method": "medoid"},
+        }
+    )
+    (period,) = periods(config)
+    assert (period.label, period.days) == ("2022-03-01_2022-11-10", 255)
+    assert period.day_of("2022-11-10T23:59:59Z") == 254
+    assert method_settings(config, period.label) == {"name": "medoid"}
+    longer = copy.deepcopy(config)
+    longer["date_ranges"] = [{"start": "2022-03-01", "end": "2022-11-11"}]
+    with pytest.raises(ConfigError) as excinfo:
+        validate_config(copy.deepcopy(longer))
+    assert excinfo.value.key == "composite.method"
+    assert str(excinfo.value).endswith(
+        "medoid records each pixel's acquisition day as 0-254, but period "
+        "2022-03-01_2022-11-11 has 256 days; use shorter date ranges"
+    )
+    # the percentile records no day: any length fits
+    longer["composite"]["method"] = "percentile"
+    assert [p.days for p in periods(validate_config(longer))] == [256]
 
 
 def test_a_jobs_method_holds_only_the_settings_it_uses(good):

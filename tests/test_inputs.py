@@ -34,12 +34,14 @@ def odd_run(tmp_path_factory):
             world,
             months=["2022-03"],
             stac={"url": stac.url, "collection": ODD_COLLECTION},
-            # two of its five fetched scenes are broken files
+            # two of its five fetched scenes are broken files, left out (2 of 5 is within
+            # 0.5; a third, 3 of 5, is not); they fail for their own reasons, at once, so
+            # the timeout only keeps a good scene on a busy machine from failing the month
             fetch={
                 "retries": 1,
                 "backoff_seconds": 0.05,
-                "timeout_seconds": 5,
-                "max_left_out_fraction": 0.4,
+                "timeout_seconds": 60,
+                "max_left_out_fraction": 0.5,
             },
         )
         result = run_snakemake(workdir, config)
@@ -51,6 +53,9 @@ def test_odd_items_are_left_out_with_named_reasons(odd_run):
     assert "Traceback" not in result.stdout
     metadata = json.loads((workdir / "results" / "2022-03" / "metadata.json").read_text())
     left_out = {e["id"]: e["reason"] for e in metadata["left_out"]}
+    # the month was published without its two broken files, the fetch's only failures
+    failed = {i for i, reason in left_out.items() if reason.startswith("failed: ")}
+    assert failed == {ids["not_a_tiff"], ids["truncated"]}
     assert "not recognized as being in a supported file format" in left_out[ids["not_a_tiff"]]
     assert "red (" in left_out[ids["not_a_tiff"]] and "B04.tif" in left_out[ids["not_a_tiff"]]
     assert left_out[ids["not_a_tiff"]].startswith(
@@ -181,12 +186,14 @@ def test_an_unreachable_stac_api_fails_its_job_in_one_line_with_the_traceback_in
     output = result.stdout + result.stderr
     assert result.returncode != 0
     errors = [line for line in output.splitlines() if line.startswith("ERROR ")]
-    assert errors == [
-        "ERROR STAC search at http://127.0.0.1:9/v1 (collection sentinel-2-l2a) failed: "
-        + errors[0].split(" failed: ", 1)[1]
-    ], output[-3000:]
-    assert "Connection refused" in errors[0]
-    assert errors[0].endswith("(traceback in work/logs/search/2022-01.log)")
+    assert len(errors) == 1, output[-3000:]
+    # where the search went (a config naming only a url searches sentinel-2-l2a), the
+    # connection's own words for why it failed, and where the traceback is
+    assert re.fullmatch(
+        r"ERROR STAC search at http://127\.0\.0\.1:9/v1 \(collection sentinel-2-l2a\) "
+        r"failed: .*\bConnection refused\b.* \(traceback in work/logs/search/2022-01\.log\)",
+        errors[0],
+    ), errors[0]
     assert "Traceback" not in output and "Retrying" not in output  # libraries' noise: the log only
     job_log = (tmp_path / "work" / "logs" / "search" / "2022-01.log").read_text()
     assert "Traceback (most recent call last)" in job_log and "SearchError" in job_log
@@ -239,7 +246,7 @@ def test_tls_verification_stays_on_for_imagery(world, tls_server, tmp_path):
             spec,
             read_aoi(world.aoi_gpkg),
             tmp_path / "s.tif",
-            FetchOptions(retries=0, timeout_seconds=5),
+            FetchOptions(retries=0, timeout_seconds=60),  # the handshake fails at once
         )
     assert re.search(r"SSL|certificate", caught.value.entry["reason"], re.IGNORECASE), (
         caught.value.entry["reason"]
@@ -256,7 +263,7 @@ def test_tls_verification_stays_on_for_search(world, tls_server):
             "sentinel-2-l2a",
             read_aoi(world.aoi_gpkg).geometry_4326,
             Period.month("2022-01"),
-            timeout=5,
+            timeout=60,  # the handshake fails at once; a timeout would be another failure
         )
 
 

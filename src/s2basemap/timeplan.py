@@ -127,8 +127,13 @@ PARTS = ("sweep", "last_columns")  # how the stages add up to a month (period_ti
 OUTPUT_JOBS = 3  # a period's scene summary, mosaic and metadata jobs, one after another
 
 
-def scheduler_seconds(jobs: int) -> float:
-    return SCHEDULER_S_PER_JOB * jobs + SCHEDULER_S_PER_JOB_SQUARED * jobs**2
+def scheduler_seconds(jobs: int, costs: dict | None = None) -> float:
+    """Snakemake's own seconds for `jobs`; `costs` may set its two coefficients (a test's
+    cost table), else they are the fit above."""
+    costs = costs or {}
+    a = costs.get("scheduler_s_per_job", SCHEDULER_S_PER_JOB)
+    b = costs.get("scheduler_s_per_job_squared", SCHEDULER_S_PER_JOB_SQUARED)
+    return a * jobs + b * jobs**2
 
 
 @dataclass(frozen=True)
@@ -283,7 +288,7 @@ def time_plan(
         stage_totals[part] = round(sum(p[f"{part}_seconds"] for p in per_period.values()), 1)
     jobs = sum(job_count(p) for p in periods.values())
     overhead = round(
-        costs["snakemake_start_s"] + costs["numba_compile_s"] + scheduler_seconds(jobs), 1
+        costs["snakemake_start_s"] + costs["numba_compile_s"] + scheduler_seconds(jobs, costs), 1
     )
     total = round(sum(p["total_seconds"] for p in per_period.values()) + overhead, 1)
     bound = max(STAGES, key=stage_totals.get)
