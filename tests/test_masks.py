@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import rasterio
@@ -22,7 +20,6 @@ from s2basemap.masks import (
     MaskOptions,
     combine,
     combine_counted,
-    dilate,
     mask_scene,
 )
 from s2basemap.masktags import mask_usability
@@ -169,8 +166,21 @@ def test_inference_grid_averages_valid_pixels_and_never_upsamples():
     assert back.tolist() == [[0, 0, 1, 1, 2], [0, 0, 1, 1, 2], [3, 3, 4, 4, 5]]
 
 
+def within_distance(region, metres, pixel_size):
+    """Every pixel whose centre lies within `metres` of a region pixel's centre, from
+    its distance to each region pixel in turn (a disk, not a square)."""
+    region_rows, region_cols = np.nonzero(region)
+    cols = np.arange(region.shape[1])[:, None]
+    near = np.zeros(region.shape, dtype=bool)
+    for row in range(region.shape[0]):
+        squared = ((row - region_rows) ** 2 + (cols - region_cols) ** 2) * pixel_size**2
+        near[row] = (squared <= metres**2).any(axis=1)
+    return near
+
+
 def numpy_combine(bands, scl, ocm, opts, pixel_size):
-    """The mask as whole-array numpy passes (the kernel's reference; `ocm` on the 10 m grid)."""
+    """The mask as whole-array numpy passes (the kernel's reference; `ocm` on the 10 m grid),
+    with the dilation by brute force."""
     mask = np.zeros(scl.shape, dtype=np.uint8)
     mask[(bands == 0).any(axis=0) | (scl == 0)] |= NODATA
     cloud = np.zeros(scl.shape, dtype=bool)
@@ -181,7 +191,7 @@ def numpy_combine(bands, scl, ocm, opts, pixel_size):
         mask[ocm > 0] |= OCM_CLOUD
         cloud |= ocm > 0
     if opts.dilation_metres > 0 and cloud.any():
-        mask[dilate(cloud, opts.dilation_metres, pixel_size) & ~cloud] |= DILATED
+        mask[within_distance(cloud, opts.dilation_metres, pixel_size) & ~cloud] |= DILATED
     counted = np.zeros(scl.shape, dtype=bool)
     if opts.uses_scl:
         counted |= np.isin(scl, SCL_CLOUD_AND_SHADOW)
@@ -193,7 +203,9 @@ def numpy_combine(bands, scl, ocm, opts, pixel_size):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(("factor", "dilation"), [(1, 0.0), (2, 0.0), (3, 30.0), (5, 0.0)])
+@pytest.mark.parametrize(
+    ("factor", "dilation"), [(1, 0.0), (2, 0.0), (3, 30.0), (5, 0.0), (1, 25.0)]
+)
 def test_combine_kernel_equals_the_numpy_passes(mode, factor, dilation):
     rng = np.random.default_rng(factor)
     height, width = 67, 83  # not whole blocks of the coarse grid
@@ -206,9 +218,9 @@ def test_combine_kernel_equals_the_numpy_passes(mode, factor, dilation):
     coarse = np.where(rng.random(shape) < 0.9, 0, rng.integers(1, 4, shape)).astype(np.uint8)
     opts = options(mode=mode, dilation=dilation)
     mask, counts = combine_counted(bands, scl, coarse, opts, 10.0, factor)
-    expected, expected_counts = numpy_combine(
-        bands, scl, to_scene_grid(coarse, factor, scl.shape), opts, 10.0
-    )
+    # each coarse class over its factor x factor block of the scene grid, cropped
+    fine = np.kron(coarse, np.ones((factor, factor), dtype=coarse.dtype))[:height, :width]
+    expected, expected_counts = numpy_combine(bands, scl, fine, opts, 10.0)
     np.testing.assert_array_equal(mask, expected)
     assert counts == {k: int(v) for k, v in expected_counts.items()}
     assert 0 < counts["valid"] < counts["data"] < scl.size
@@ -316,12 +328,34 @@ def test_missing_weights_say_how_to_stage_them(tmp_path):
 
 
 def test_offline_download_fails_fast_with_instructions(tmp_path, monkeypatch):
+    """Fast by what the code asks for, not by a clock: the probe is the one request, it
+    carries the short timeout, and the downloader (60 s a request) is never reached."""
+    import inspect
+    import urllib.request
+
+    import omnicloudmask.download_models
+
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # nor in omnicloudmask's directory
-    started = time.monotonic()
-    with pytest.raises(WeightsMissingError, match="cannot reach the model hub"):
+    probes = []
+    real_urlopen = urllib.request.urlopen
+
+    def urlopen(*args, **kwargs):
+        asked = inspect.signature(real_urlopen).bind(*args, **kwargs).arguments
+        probes.append((asked["url"].full_url, asked.get("timeout")))
+        return real_urlopen(*args, **kwargs)
+
+    def get_models(*args, **kwargs):
+        raise AssertionError("the downloader ran after the probe failed")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(omnicloudmask.download_models, "get_models", get_models)
+    with pytest.raises(WeightsMissingError, match="cannot reach the model hub") as excinfo:
         download_weights(tmp_path / "w", 4.0, probe_timeout=5)
-    assert time.monotonic() - started < 10
+    assert probes == [("http://127.0.0.1:9", 5)]
+    assert "http://127.0.0.1:9" in str(excinfo.value) and "snakemake ocm_weights" in str(
+        excinfo.value
+    )
     assert not any((tmp_path / "w").glob("*.safetensors"))
 
 

@@ -11,12 +11,10 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
 from conftest import REPO, planned_jobs, run_snakemake, world_config
-from s2basemap.storage import bytes_under
 from testworld import StacServer, served_world
 from testworld.build import add_acquisition
 
@@ -231,14 +229,64 @@ def test_new_scene_reruns_only_what_depends_on_it(series, own_world):
     }
 
 
+# Runs Snakemake's CLI in this process with os.remove and os.unlink sampling the bytes
+# under the roots first: argv is the roots, the file for the peak, then Snakemake's own.
+PEAK_AT_EVERY_DELETION = """
+import os, sys, threading
+
+from snakemake.cli import main
+from s2basemap.storage import bytes_under
+
+work, results, out = sys.argv[1:4]
+sys.argv = ["snakemake", *sys.argv[4:]]
+peak, lock = 0, threading.Lock()
+
+
+def sample():
+    global peak
+    with lock:
+        peak = max(peak, bytes_under(work) + bytes_under(results))
+
+
+def sampled(delete):
+    def before_deleting(*args, **kwargs):
+        sample()
+        return delete(*args, **kwargs)
+
+    return before_deleting
+
+
+os.remove, os.unlink = sampled(os.remove), sampled(os.unlink)
+try:
+    main()
+finally:
+    sample()
+    with open(out, "w") as handle:
+        handle.write(str(peak))
+"""
+
+
 def measure_peak(workdir, config):
-    """Run the workflow, sampling the bytes under work_dir and results_dir; (peak, result)."""
+    """Run the workflow; (peak bytes under work_dir and results_dir, its output).
+
+    Measured where the bytes can fall, not on a clock (a sampler every 20 ms missed
+    short peaks on a busy machine). They fall only when a file is deleted: the jobs
+    write each file under a temporary name and rename it into place, and the run's
+    deletions are Snakemake's temp files, which its main process removes once their
+    last reader is done. So the bytes are measured just before every os.remove and
+    os.unlink of the main process (PEAK_AT_EVERY_DELETION runs Snakemake's CLI), and
+    once at the end; between two of those moments they only grow, so the largest
+    measurement is the run's peak, however slowly the machine runs jobs or measuring."""
     (workdir / "config.yaml").write_text(__import__("yaml").safe_dump(config))
-    proc = subprocess.Popen(
+    peak_file = workdir / "measured-peak"
+    proc = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "snakemake",
+            "-c",
+            PEAK_AT_EVERY_DELETION,
+            str(workdir / "work"),
+            str(workdir / "results"),
+            str(peak_file),
             "--snakefile",
             str(REPO / "workflow" / "Snakefile"),
             "--directory",
@@ -248,20 +296,19 @@ def measure_peak(workdir, config):
             "--cores",
             "2",
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        capture_output=True,
         text=True,
+        timeout=1800,
+        check=False,
     )
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, bytes_under(workdir / "work") + bytes_under(workdir / "results"))
-        time.sleep(0.02)
-    output = proc.stdout.read()
+    output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
-    return peak, output
+    assert "Removing temporary output" in output  # the deletions the samples are for
+    return int(peak_file.read_text()), output
 
 
 def test_plan_estimates_peak_disk_within_a_quarter(world, tmp_path):
+    """The plan's peak against the run's own, measured at every deletion (`measure_peak`)."""
     config = world_config(world, months=BOTH)
     run_snakemake(tmp_path, config, "plan")
     plan = json.loads((tmp_path / "work" / "plan.json").read_text())
