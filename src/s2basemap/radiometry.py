@@ -168,19 +168,14 @@ def pixel_verdict(bands: np.ndarray, scl: np.ndarray, threshold: float) -> dict:
     if n_clear < MIN_SAMPLE_PIXELS:
         return {"verdict": "undecided", "evidence": f"only {n_clear} clear pixels"} | counts
     if n_dark >= MIN_SAMPLE_PIXELS:
-        share = float(low[dark].mean())
-        evidence = (
-            f"{share:.1%} of {n_dark} clear dark pixels (water, vegetation, dark area) "
-            f"have a visible band below {FLOOR_DN} DN"
-        )
-        verdict = "no offset" if share > threshold else "offset"
-        return {"verdict": verdict, "evidence": evidence, "below_share": share} | counts
-    share = float(low[clear].mean())
-    evidence = (
-        f"{share:.1%} of {n_clear} clear pixels have a visible band below {FLOOR_DN} DN, "
-        f"and only {n_dark} are dark (water, vegetation, dark area)"
-    )
-    verdict = "no offset" if share > threshold else "undecided"
+        sample, otherwise = dark, "offset"
+        what = f"{n_dark} clear dark pixels (water, vegetation, dark area)"
+    else:
+        sample, otherwise = clear, "undecided"
+        what = f"{n_clear} clear pixels (only {n_dark} dark: water, vegetation, dark area)"
+    share = float(low[sample].mean())
+    evidence = f"{share:.1%} of {what} have a visible band below {FLOOR_DN} DN"
+    verdict = "no offset" if share > threshold else otherwise
     return {"verdict": verdict, "evidence": evidence, "below_share": share} | counts
 
 
