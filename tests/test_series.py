@@ -145,6 +145,7 @@ CODE_OF = {
     "search": {SEARCH, FETCH},
     "signing": {FETCH},
     "sources": {SEARCH, FETCH},  # search's adapters; fetch reads search's band names
+    "stall": {FETCH},  # the guard on a fetch's reads
     "warp": {COMPOSITE, ASSEMBLE, METADATA},
     # the parse-time side, logging, planning, upload: nothing finished reruns
     "__init__": set(),
