@@ -37,6 +37,8 @@ SLOWEST_MODULES = [
     "test_maskserver",
     "test_box",
     "test_sources",
+    "test_conventions",
+    "test_fusion",
 ]
 
 

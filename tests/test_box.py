@@ -25,7 +25,7 @@ SLOW_GBPS = 0.05
 @pytest.fixture(scope="module")
 def small_month(tmp_path_factory):
     work = tmp_path_factory.mktemp("box")
-    argv = ["--tiles", "2", "--dates", "2", "--edge", "1098", "--work", str(work)]
+    argv = ["--tiles", "2", "--dates", "2", "--edge", "1098", "--work", str(work), "--unfused"]
     saved = dict(os.environ)  # the benchmark points numba's cache and the mask socket at `work`
     try:
         results = box.main([*argv, "--gbps", "0", str(SLOW_GBPS), "--refetch", "2", "--keep"])
@@ -38,7 +38,7 @@ def small_month(tmp_path_factory):
 def test_every_stage_runs_and_is_measured_and_predicted(small_month):
     _, results = small_month
     full, refetch = results["runs"]
-    assert list(full["stages"]) == ["fetch", "mask", "composite", "products"]
+    assert list(full["stages"]) == ["fetch", "mask", "composite unfused", "composite", "products"]
     for name, figures in full["stages"].items():
         assert figures["wall_s"] > 0 and figures["cpu_s"] > 0, name
         assert full["plan"][box.PLAN_STAGE[name]]["seconds"] > 0, name
@@ -86,6 +86,23 @@ def test_masks_carry_each_dates_own_clouds(small_month):
         assert 0.3 < expected.mean() < 0.5  # clouds and shadows: about 40 % of the pixels
         bits.append(expected)
     assert not np.array_equal(*bits)
+
+
+def test_fusing_acquisitions_changes_nothing_where_their_tiles_do_not_overlap(small_month):
+    """Each date is one datatake over both tiles, but at this reduced edge (1098 px) the
+    tiles lie apart: one observation per acquisition is then every scene's own, and the
+    fused columns equal the unfused ones band for band."""
+    work, _ = small_month
+    run = work / "run-0gbps"
+    unfused = sorted((run / "columns-unfused").glob("*.tif"))
+    assert [p.name for p in unfused] == [p.name for p in sorted((run / "columns").glob("*.tif"))]
+    most = 0
+    for path in unfused:
+        with rasterio.open(path) as before, rasterio.open(run / "columns" / path.name) as after:
+            old, new = before.read(), after.read()
+        np.testing.assert_array_equal(new, old)
+        most = max(most, int(old[4].max()))
+    assert most == 2  # both dates seen somewhere: the comparison has data
 
 
 def test_concurrency_follows_the_profile():

@@ -17,7 +17,7 @@ import pytest
 import rasterio
 
 from conftest import run_snakemake, world_config
-from test_products import PERCENTILE, reference_mosaic
+from test_products import PERCENTILE, assert_count_within_acquisitions, reference_mosaic
 from testworld import RangeServer, StacServer
 from testworld.build import C1_COLLECTION, COLLECTION
 from testworld.conventions import CASES, LANDS, PC_LIKE_COLLECTION, build_conventions_world
@@ -101,6 +101,9 @@ def test_each_cases_mosaic_equals_the_reference_from_the_worlds_truth(convention
     expected, count, ties = reference_mosaic(
         conventions, month, crs, transform, mosaic.shape[1:], scenes
     )
+    (count_path,) = results.glob("*_count.tif")
+    with rasterio.open(count_path) as src:
+        assert_count_within_acquisitions(conventions, month, src.read(1), crs, transform, scenes)
     both = (mosaic > 0).all(axis=0) & (expected > 0).all(axis=0) & ~ties
     exact = (mosaic == expected).all(axis=0) & both
     for land in ("dark", "arid"):

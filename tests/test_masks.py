@@ -11,18 +11,14 @@ from scipy.ndimage import binary_dilation
 from s2basemap.aoi import read_aoi
 from s2basemap.fetch import FetchOptions, fetch_scene
 from s2basemap.masks import (
-    DILATED,
     MODES,
-    NODATA,
-    OCM_CLOUD,
     SCL_CLOUD_AND_SHADOW,
-    SCL_INVALID,
     MaskOptions,
     combine,
     combine_counted,
     mask_scene,
 )
-from s2basemap.masktags import mask_usability
+from s2basemap.masktags import DILATED, NODATA, OCM_CLOUD, SCL_INVALID, mask_usability
 from s2basemap.ocm import (
     OCMOptions,
     WeightsMissingError,
@@ -370,3 +366,15 @@ def test_placeholder_scene_gets_an_all_nodata_mask(tmp_path, weights):
     assert stats["status"] == "skipped" and "HTTP 404" in stats["reason"]
     with rasterio.open(tmp_path / "m.tif") as src:
         assert (src.read(1) == NODATA).all()
+
+
+def test_the_mask_modules_stand_in_a_line():
+    """The mask's bits live in masktags, below every module that reads them: the kernels
+    no longer import the module that imports them (the package's only import circle)."""
+    from s2basemap.provenance import _imported_modules, _module_path
+
+    line = ["masktags", "maskkernels", "ocm", "masks", "acquisitions", "composite"]
+    for i, name in enumerate(line):
+        imported = _imported_modules(_module_path(name).read_text())
+        # no module imports one that sits above it in the line, at any depth of its file
+        assert not imported & set(line[i + 1 :]), (name, imported & set(line[i + 1 :]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from datetime import date
 
 import geopandas
@@ -56,6 +57,7 @@ METADATA_FIELDS = {
     "mask",
     "source",
     "scenes",
+    "acquisitions",
     "left_out",
     "valid_coverage",
     "software",
@@ -66,6 +68,7 @@ SCENE_FIELDS = {
     "id",
     "datetime",
     "tile",
+    "acquisition",
     "processing_baseline",
     "hrefs",
     "offset",
@@ -127,16 +130,28 @@ def near_edge(geometry, x, y, crs_is_geographic):
     return shapely.distance(geometry.boundary, shapely.points(x, y)) < tolerance
 
 
-def reference_stack(world, month, crs, transform, shape, scenes=None):
+@dataclass
+class Reference:
+    """The reference's stack: one layer per acquisition (the world's truth), fused."""
+
+    layers: np.ndarray  # (A, 4, H, W) R, G, B, NIR
+    valid: np.ndarray  # (A, H, W)
+    ties: np.ndarray  # (H, W) pixels left out of exact comparisons
+    with_data: np.ndarray  # (H, W) acquisitions with data at the pixel: a count's bound
+    acquisitions: list[list[int]]  # each acquisition's scenes (indices), first seen first
+
+
+def scene_layers(world, crs, transform, shape, scenes):
     """The scenes' (N, 4, H, W) R, G, B, NIR on the output grid, their (N, H, W) validity
-    and the (H, W) tie pixels, from the source files."""
+    and data (what takes part in fusion: on the tile, no band and no SCL 0), the (H, W)
+    tie pixels and the pixel centres, from the source files."""
     aoi = geopandas.read_file(world.aoi_gpkg)
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
     x, y = transform * (cols + 0.5, rows + 0.5)
     target_aoi = aoi.to_crs(crs).geometry.union_all()
     inside_target = shapely.contains_xy(target_aoi, x, y)
     ties = near_edge(target_aoi, x, y, crs.is_geographic)
-    layers, valid_layers = [], []
+    layers, valid_layers, present_layers = [], [], []
     for scene in scenes:
         with rasterio.open(scene.path("red")) as src:
             src_transform, size = src.transform, src.width
@@ -160,23 +175,69 @@ def reference_stack(world, month, crs, transform, shape, scenes=None):
         value = np.where(dn == 0, 0, np.maximum(dn + offset, 1))
         # every output pixel inside the AOI takes its nearest source pixel, wherever
         # that pixel's centre lies (just outside the AOI too)
-        valid = (
-            on_tile & inside_target & (dn > 0).all(axis=0) & (scl != 0) & ~np.isin(scl, SCL_INVALID)
-        )
+        present = on_tile & (dn > 0).all(axis=0) & (scl != 0)
         layers.append(value)
-        valid_layers.append(valid)
-    return np.stack(layers), np.stack(valid_layers), ties
+        valid_layers.append(present & inside_target & ~np.isin(scl, SCL_INVALID))
+        present_layers.append(present)
+    return np.stack(layers), np.stack(valid_layers), np.stack(present_layers), ties, (x, y)
+
+
+def acquisition_groups(scenes) -> list[list[int]]:
+    """The scenes of each acquisition, by the world's truth (one datatake per platform,
+    day and relative orbit), in the order their first scenes come; by scene id within."""
+    groups: dict[tuple, list[int]] = {}
+    for i, scene in enumerate(scenes):
+        groups.setdefault((scene.spec.platform, scene.spec.date, scene.spec.orbit), []).append(i)
+    return [sorted(members, key=lambda i: scenes[i].id) for members in groups.values()]
+
+
+def reference_stack(world, month, crs, transform, shape, scenes=None) -> Reference:
+    """One observation per acquisition and pixel, by the rule, from the source files:
+    of an acquisition's scenes with data at the pixel, the one whose MGRS tile centre
+    (the world's tile bounds) is nearest the pixel centre in the output CRS, ties to
+    the smaller scene id, gives the values and the validity."""
+    scenes = scenes if scenes is not None else world.newest(month)
+    layers, valid, present, ties, (x, y) = scene_layers(world, crs, transform, shape, scenes)
+    groups = acquisition_groups(scenes)
+    fused_layers, fused_valid = [], []
+    for members in groups:
+        distance = np.stack([squared_distance(world, scenes[i], crs, x, y) for i in members])
+        distance[~present[members]] = np.inf
+        nearest = np.asarray(members)[np.argmin(distance, axis=0)]
+        rows, cols = np.indices(nearest.shape)
+        claimed = present[nearest, rows, cols]
+        fused_layers.append(np.moveaxis(layers[nearest, :, rows, cols], -1, 0))
+        fused_valid.append(valid[nearest, rows, cols] & claimed)
+    with_data = np.stack([present[m].any(axis=0) for m in groups]).sum(axis=0)
+    return Reference(np.stack(fused_layers), np.stack(fused_valid), ties, with_data, groups)
+
+
+def squared_distance(world, scene, crs, x, y) -> np.ndarray:
+    tile_crs, (left, bottom, right, top) = world.tile_bounds[scene.tile]
+    cx, cy = Transformer.from_crs(tile_crs, crs, always_xy=True).transform(
+        (left + right) / 2, (bottom + top) / 2
+    )
+    return (x - cx) ** 2 + (y - cy) ** 2
 
 
 def reference_mosaic(world, month, crs, transform, shape, scenes=None):
-    """(4, H, W) R, G, B, NIR, the (H, W) count and the (H, W) tie pixels, from the source files."""
-    scenes = scenes if scenes is not None else world.newest(month)
-    layers, valid, ties = reference_stack(world, month, crs, transform, shape, scenes)
-    stack = layers.astype(np.float64)  # (N, 4, H, W)
-    stack[~np.broadcast_to(valid[:, None], stack.shape)] = np.nan
+    """(4, H, W) R, G, B, NIR, the (H, W) count of valid acquisitions and the (H, W) tie
+    pixels, from the source files."""
+    ref = reference_stack(world, month, crs, transform, shape, scenes)
+    stack = ref.layers.astype(np.float64)  # (A, 4, H, W)
+    stack[~np.broadcast_to(ref.valid[:, None], stack.shape)] = np.nan
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning, match="All-NaN"):
         mosaic = np.nanpercentile(stack, PERCENTILE, axis=0)
-    return np.where(np.isnan(mosaic), 0, np.rint(mosaic)).astype(np.uint16), valid.sum(axis=0), ties
+    mosaic = np.where(np.isnan(mosaic), 0, np.rint(mosaic)).astype(np.uint16)
+    return mosaic, ref.valid.sum(axis=0), ref.ties
+
+
+def assert_count_within_acquisitions(world, month, count, crs, transform, scenes=None):
+    """No pixel counts more valid observations than acquisitions have data there."""
+    ref = reference_stack(world, month, crs, transform, count.shape, scenes)
+    over = (count > ref.with_data) & ~ref.ties
+    assert not over.any(), f"{int(over.sum())} pixels count more than their acquisitions"
+    return ref
 
 
 @pytest.mark.parametrize("month", ["2022-01", "2022-02"])
@@ -202,6 +263,7 @@ def test_mosaic_equals_the_numpy_reference_for_every_pixel(world, product_run, m
     assert ties.sum() < 0.005 * ties.size
     np.testing.assert_array_equal(count[~ties], expected_count[~ties])
     np.testing.assert_array_equal(mosaic[:, ~ties], expected[:, ~ties])
+    assert_count_within_acquisitions(world, month, count, crs, transform)
     assert (count > 0).mean() > 0.5  # the comparison covered real data, not just nodata
     assert (count >= 2).any()  # including pixels seen from both UTM zones or dates
 
@@ -253,6 +315,17 @@ def test_products_are_valid_cogs_items_and_metadata(world, product_run):
     for scene in metadata["scenes"]:
         assert SCENE_FIELDS <= set(scene)
         assert scene["hrefs"]["red"] == world.url(world.scene(scene["id"]).path("red"))
+    # each datatake's two tiles form one acquisition, named by its datatake without the baseline
+    kept = world.newest("2022-02")
+    truth = [sorted(kept[i].id for i in m) for m in acquisition_groups(kept)]
+    acquisitions = metadata["acquisitions"]
+    assert sorted(a["scenes"] for a in acquisitions) == sorted(truth)
+    for acquisition in acquisitions:
+        spec = world.scene(acquisition["scenes"][0]).spec
+        assert acquisition["id"] == spec.datatake_id().rsplit("_N", 1)[0]
+        assert {
+            s["acquisition"] for s in metadata["scenes"] if s["id"] in acquisition["scenes"]
+        } == {acquisition["id"]}
     wrong_flag = next(s for s in metadata["scenes"] if s["id"] == "S2B_16SBU_20220224_0_L2A")
     assert wrong_flag["offset"]["source"] == "pixels" and wrong_flag["offset"]["dn"] == 0
     assert set(metadata["processing_seconds"]) == {"fetch", "mask", "composite"}
@@ -315,10 +388,12 @@ def medoid_index(layers, valid):
     return np.where(valid.any(axis=0), np.argmin(costs, axis=0), -1)
 
 
-def reference_dated(world, month, crs, transform, shape, method):
-    """The mosaic, count, day band and tie pixels a dated method must give."""
-    scenes = sorted(world.newest(month), key=lambda s: (s.datetime, s.id))
-    layers, valid, ties = reference_stack(world, month, crs, transform, shape, scenes)
+def reference_dated(world, month, crs, transform, shape, method, scenes=None):
+    """The mosaic, count, day band and tie pixels a dated method must give: acquisitions
+    in time order (their first scenes'), dated by their first scene."""
+    scenes = sorted(scenes or world.newest(month), key=lambda s: (s.datetime, s.id))
+    ref = reference_stack(world, month, crs, transform, shape, scenes)
+    layers, valid = ref.layers, ref.valid
     if method == "pick":
         chosen = nearest_rank_pick(layers, valid, PERCENTILE)
     else:
@@ -327,9 +402,12 @@ def reference_dated(world, month, crs, transform, shape, method):
     mosaic = np.moveaxis(layers[np.maximum(chosen, 0), :, rows, cols], -1, 0)
     mosaic[:, chosen < 0] = 0
     start = date.fromisoformat(f"{month}-01")
-    day = np.array([(date.fromisoformat(s.datetime[:10]) - start).days for s in scenes])
+    first = [
+        scenes[min(m, key=lambda i: (scenes[i].datetime, scenes[i].id))] for m in ref.acquisitions
+    ]
+    day = np.array([(date.fromisoformat(s.datetime[:10]) - start).days for s in first])
     days = np.where(chosen >= 0, day[np.maximum(chosen, 0)], 255)
-    return mosaic.astype(np.uint16), valid.sum(axis=0), days.astype(np.uint8), ties
+    return mosaic.astype(np.uint16), valid.sum(axis=0), days.astype(np.uint8), ref.ties
 
 
 def test_pick_and_medoid_months_equal_references_built_from_the_source_cogs(world, tmp_path):
@@ -364,6 +442,7 @@ def test_pick_and_medoid_months_equal_references_built_from_the_source_cogs(worl
         np.testing.assert_array_equal(count[~ties], expected_count[~ties])
         np.testing.assert_array_equal(mosaic[:, ~ties], expected[:, ~ties])
         np.testing.assert_array_equal(days[~ties], expected_days[~ties])
+        assert_count_within_acquisitions(world, month, count, crs, transform)
         assert (count >= 2).any() and len(np.unique(days[count > 0])) >= 2
         for path in (f"{stem}.tif", f"{stem}_count.tif", f"{stem}_date.tif"):
             assert cog_validate(path, quiet=True)[0], path

@@ -220,3 +220,30 @@ def test_sizes_from_a_source_that_does_not_answer_stop_the_plan(world, http_serv
     finally:
         http_server.come_up()
     assert http_server.faults["down"] >= 2
+
+
+def test_acquisition_pixels_count_an_acquisitions_overlapping_tiles_once():
+    """Two tiles of one datatake overlapping by a third of their windows, and a second
+    acquisition on one tile: the windows' pixels less the overlap counted twice."""
+    from pyproj import CRS, Transformer
+    from shapely.geometry import box
+
+    from s2basemap.aoi import AOI
+    from s2basemap.storage import acquisition_pixels, scene_window
+
+    to_4326 = Transformer.from_crs(32615, 4326, always_xy=True)
+    aoi = AOI(box(500_000, 3_900_000, 503_000, 3_901_000), CRS.from_epsg(32615))
+
+    def scene(ident, datatake, west, east):
+        (x0, x1), (y0, y1) = to_4326.transform([west, east], [3_899_000, 3_902_000])
+        return {"id": ident, "crs": "EPSG:32615", "bbox": [x0, y0, x1, y1], "datatake_id": datatake}
+
+    scenes = [
+        scene("S2A_A", "GS2A_1_N05.11", 500_000, 502_000),
+        scene("S2A_B", "GS2A_1_N05.11", 501_000, 503_000),
+        scene("S2B_A", "GS2B_2_N05.11", 500_000, 502_000),
+    ]
+    windows = [scene_window(s, aoi).area / 100 for s in scenes]
+    assert windows == pytest.approx([20_000, 20_000, 20_000], rel=0.01)
+    # GS2A_1: 2 km + 2 km overlapping by 1 km, so 3 km x 1 km; GS2B_2: 2 km x 1 km
+    assert acquisition_pixels({"scenes": scenes}, aoi) == pytest.approx(50_000, rel=0.01)

@@ -221,3 +221,17 @@ def test_bad_machine_keys_are_named(world, machine, key):
     with pytest.raises(ConfigError) as excinfo:
         validate_config(config)
     assert excinfo.value.key == key
+
+
+def test_the_composite_costs_each_scenes_mask_and_each_acquisitions_observations():
+    """Overlapping tiles of one acquisition are read as masks, but composited once: 23 of
+    the 30 gigapixels of windows are acquisitions' observations."""
+    fused = MONTH | {"acquisition_pixels": 23e9}
+    costs = COSTS | {"composite_observation_share": 0.8}
+    by_hand = 0.1 * (0.2 * 30_000 + 0.8 * 23_000)  # 2,440 CPU s against 3,000 unfused
+    assert timeplan.composite_cpu_s(fused, costs) == pytest.approx(by_hand)
+    assert timeplan.composite_cpu_s(MONTH, costs) == pytest.approx(3_000)
+    unfused, fused_work = (
+        timeplan.stage_work(m, True, False, costs)["composite"]["cpu_s"] for m in (MONTH, fused)
+    )
+    assert unfused - fused_work == pytest.approx(3_000 - by_hand)

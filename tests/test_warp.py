@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,15 +21,16 @@ from shapely.geometry import box
 
 from s2basemap.aoi import AOI
 from s2basemap.composite import (
-    MASK_OUTSIDE,
     Device,
     composite_column,
     composite_tile,
+    fused_stack,
     kernel_scales,
     stack_tile,
     tile_grid,
 )
 from s2basemap.grid import output_grid
+from s2basemap.masktags import OUTSIDE as MASK_OUTSIDE
 from s2basemap.percentile import gpu_available
 from s2basemap.warp import OUTSIDE, Lattice, RasterGrid, gather, gather_xp, group_by_lattice
 from testworld.stacks import write_tile_scenes
@@ -249,6 +251,96 @@ def test_the_device_path_gathers_the_same_stack(scenes):
     np.testing.assert_array_equal(on_device[0], host[0])
     np.testing.assert_array_equal(on_device[1], host[1])
     assert len(device.maps) == 6  # 3 lattices x (scene rasters, masks): each map copied once
+
+
+def as_acquisitions(scenes, grid, tile_id):
+    """The fixture's scenes as acquisitions: two of three scenes each (zone 15 and zone
+    16 rasters of the same ground), and one alone; tile centres west, east and south of
+    the tile, so that each member of an acquisition supplies part of it."""
+    _, _, height, width = grid.tile_window(tile_id)
+    transform = grid.tile_transform(tile_id)
+    west, east, south = (
+        transform * p for p in ((0, height / 2), (width, height / 2), (width / 2, height))
+    )
+    plan = [
+        ("A", west),
+        ("B", west),
+        ("C", east),
+        ("A", east),
+        ("B", south),
+        ("", None),
+        ("C", south),
+    ]
+    return [
+        replace(scene, acquisition=name, centre=centre)
+        for scene, (name, centre) in zip(scenes, plan, strict=True)
+    ]
+
+
+def reference_fused(scenes, grid, tile_id, aoi):
+    """The rule in numpy, from GDAL's warps: per acquisition and pixel, of the scenes with
+    data (mask neither outside nor nodata), the nearest tile centre's; ties to the
+    smaller id. (A, 4, H, W) values and (A, H, W) validity, acquisitions as first seen."""
+    _, _, height, width = grid.tile_window(tile_id)
+    inside = geometry_mask(
+        [aoi.in_crs(grid.crs)],
+        out_shape=(height, width),
+        transform=grid.tile_transform(tile_id),
+        invert=True,
+    )
+    rows, cols = np.mgrid[0:height, 0:width]
+    x, y = grid.tile_transform(tile_id) * (cols + 0.5, rows + 0.5)
+    groups = {}
+    for i, scene in enumerate(scenes):
+        groups.setdefault(scene.acquisition or scene.id, []).append(i)
+    values, valid = [], []
+    for members in groups.values():
+        members = sorted(members, key=lambda i: scenes[i].id)
+        warped = [gdal_nearest(scenes[i], grid, tile_id) for i in members]
+        masks = np.stack([m for _, m in warped])
+        data = (masks != MASK_OUTSIDE) & ((masks & 1) == 0)
+        far = np.stack(
+            [
+                np.zeros(x.shape)  # alone: nothing to compare
+                if scenes[i].centre is None
+                else (x - scenes[i].centre[0]) ** 2 + (y - scenes[i].centre[1]) ** 2
+                for i in members
+            ]
+        )
+        far[~data] = np.inf
+        win = np.argmin(far, axis=0)
+        claimed = np.take_along_axis(data, win[None], 0)[0]
+        bands = np.stack([b for b, _ in warped])
+        fused = np.take_along_axis(bands, win[None, None], 0)[0] * claimed
+        mask = np.take_along_axis(masks, win[None], 0)[0]
+        values.append(fused)
+        valid.append(claimed & (mask == 0) & (fused > 0).all(axis=0) & inside)
+    return np.stack(values).astype(np.uint16), np.stack(valid)
+
+
+def test_an_acquisitions_overlapping_scenes_fuse_into_one_observation(scenes):
+    """One layer per acquisition, on the host and on the device path, as the numpy
+    rule from GDAL's warps gives it; every member supplies some of its acquisition."""
+    aoi, grid, tiles = tiles_to_compare("EPSG:5070")
+    tile_id = tiles[1]
+    fused = as_acquisitions(scenes, grid, tile_id)
+    expected_values, expected_valid = reference_fused(fused, grid, tile_id, aoi)
+    assert len(expected_values) == 4
+    for device in (None, Device(np)):
+        stack = fused_stack(fused, grid, tile_id, aoi, Resampling.nearest, 2, device)
+        assert [a.id for a in stack.acquisitions] == ["A", "B", "C", fused[5].id]
+        np.testing.assert_array_equal(stack.valid, expected_valid)
+        # the values of valid observations: a method reads no others
+        seen = np.broadcast_to(expected_valid[:, None], expected_values.shape)
+        np.testing.assert_array_equal(
+            np.where(seen, stack.values, 0), np.where(seen, expected_values, 0)
+        )
+        unfused = stack_tile(scenes, grid, tile_id, aoi, Resampling.nearest)[1]
+        assert stack.scene_observations == int(unfused.sum()) > int(stack.valid.sum())
+    # C's members, both mostly clear here, each supply part of its layer
+    for i in stack.acquisitions[2].scenes:
+        own = gdal_nearest(fused[i], grid, tile_id)[0]
+        assert ((stack.values[2] == own).all(axis=0) & stack.valid[2]).mean() > 0.2, i
 
 
 @pytest.mark.gpu

@@ -18,10 +18,12 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform
 from rasterio.windows import Window
 
+from s2basemap.acquisitions import Acquisition, centre_in, squared_distances, winners
+from s2basemap.acquisitions import group as group_acquisitions
 from s2basemap.aoi import AOI
 from s2basemap.atomic import atomic_path
 from s2basemap.grid import OutputGrid
-from s2basemap.masktags import OK, mask_usability
+from s2basemap.masktags import OK, OUTSIDE, mask_usability
 from s2basemap.percentile import percentile_composite, resolve_backend
 from s2basemap.periods import DAY_NODATA, Period
 from s2basemap.warp import (
@@ -41,7 +43,6 @@ log = logging.getLogger(__name__)
 # Scene files hold blue, green, red, nir, scl; products are red, green, blue, nir.
 SCENE_TO_PRODUCT = [2, 1, 0, 3]
 PRODUCT_BANDS = ("Red", "Green", "Blue", "NIR")
-MASK_OUTSIDE = 255  # what the warped mask holds where the scene has no pixels
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class SceneInput:
     mask: str
     acquired: str = ""  # ISO datetime: pick and medoid stack scenes in time order
     day: int = DAY_NODATA  # days since the period's start: the date band's value
+    acquisition: str = ""  # the datatake it belongs to; "" for one of its own
+    centre: tuple[float, float] | None = None  # its MGRS tile's centre in the output CRS
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,125 @@ class TileReader:
         )
 
 
+@dataclass
+class Stack:
+    """A tile's observations, one per acquisition and pixel (`s2basemap.acquisitions`)."""
+
+    values: object  # (A, 4, H, W) uint16 reflectance in scene band order
+    valid: object  # (A, H, W) bool
+    acquisitions: list[Acquisition]
+    scene_observations: int  # valid pixels summed over the scenes, as if each were its own
+
+
+def fused_stack(
+    scenes: list[SceneInput],
+    grid: OutputGrid,
+    tile_id: str,
+    aoi: AOI,
+    resampling: Resampling,
+    threads: int = 1,
+    device: Device | None = None,
+) -> Stack:
+    """The tile's stack, one layer per acquisition, in the order of `scenes`' first members.
+
+    Masks first: they decide which scene of an acquisition supplies each pixel, and a
+    scene that supplies none is never read. Windows are read and decompressed in
+    `threads` threads. With a `device`, the stack is gathered there and stays there.
+    """
+    xp = np if device is None else device.xp
+    tile = tile_grid(grid, tile_id)
+    acquisitions = group_acquisitions(scenes)
+    shape = (tile.height, tile.width)
+    inside = xp.asarray(
+        geometry_mask(
+            [aoi.in_crs(grid.crs)], out_shape=shape, transform=tile.transform, invert=True
+        )
+    )
+    values = xp.zeros((len(acquisitions), 4, *shape), dtype=np.uint16)
+    masks = xp.full((len(acquisitions), *shape), OUTSIDE, dtype=np.uint8)  # fused, per acquisition
+
+    def read_pixels(i: int):
+        if resampling == Resampling.nearest:
+            return scene_reader.read(scenes[i].tif)
+        return Warped(warp(scenes[i].tif, grid, tile_id, resampling, 0, [1, 2, 3, 4]))
+
+    def place(pixels, a: int, claim) -> None:
+        if claim is None:  # the acquisition's only scene
+            pixels.onto_tile(values[a], 0, device)
+        else:
+            own = pixels.onto_tile(xp.empty((4, *shape), dtype=np.uint16), 0, device)
+            xp.copyto(values[a], own, where=claim[None])  # claims are disjoint: no race
+
+    def load(job):
+        pixels = read_pixels(job[0])
+        if device is not None:  # one thread drives the device
+            return pixels, job
+        place(pixels, *job[1:])  # the gather releases the GIL: it runs in this reader thread
+        return None
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        scene_reader = TileReader([s.tif for s in scenes], 4, tile, pool)
+        mask_reader = TileReader([s.mask for s in scenes], 1, tile, pool)
+        scene_reader.ready(), mask_reader.ready()
+        scene_masks = list(_masks_on_tile(pool, mask_reader, scenes, shape, device))
+        observed = sum(int(((m == 0) & inside).sum()) for m in scene_masks)
+        jobs = []
+        for a, acquisition in enumerate(acquisitions):
+            members = [scene_masks[i] for i in acquisition.scenes]
+            claims = winners(xp.stack(members), _distances(scenes, acquisition, tile, xp), xp)
+            single = len(members) == 1
+            for i, member, claim in zip(acquisition.scenes, members, claims, strict=True):
+                masks[a] = xp.where(claim, member, masks[a])
+                if bool(claim.any()):  # a scene a nearer tile always supplies is never read
+                    jobs.append((i, a, None if single else claim))
+        del scene_masks
+        for loaded in pool.map(load, jobs):
+            if loaded is not None:
+                place(loaded[0], *loaded[1][1:])
+    valid = (masks == 0) & (values > 0).all(axis=1) & inside[None]
+    for a, acquisition in enumerate(acquisitions):
+        log.info(
+            "%s (%d scenes): %d valid pixels in tile %s",
+            acquisition.id,
+            len(acquisition.scenes),
+            int(valid[a].sum()),
+            tile_id,
+        )
+    return Stack(values, valid, acquisitions, observed)
+
+
+def _masks_on_tile(pool, reader: TileReader, scenes, shape, device):
+    """Each scene's mask on the tile (OUTSIDE where it has no pixels), in scene order:
+    gathered in the reader threads on the host, on this thread for a device."""
+
+    def load(scene):
+        picked = reader.read(scene.mask)
+        if device is not None:
+            return picked
+        return picked.onto_tile(np.empty((1, *shape), dtype=np.uint8), OUTSIDE, None)[0]
+
+    for loaded in pool.map(load, scenes):
+        if device is None:
+            yield loaded
+        else:
+            out = device.xp.empty((1, *shape), dtype=np.uint8)
+            yield loaded.onto_tile(out, OUTSIDE, device)[0]
+
+
+def _distances(scenes, acquisition: Acquisition, tile: TileGrid, xp):
+    """(k, H, W) squared distances from the tile's pixel centres to the tile centre of
+    each of the acquisition's k scenes; None for an acquisition of one scene."""
+    if len(acquisition.scenes) == 1:
+        return None
+    centres = [scenes[i].centre for i in acquisition.scenes]
+    if any(c is None for c in centres):
+        names = ", ".join(scenes[i].id for i in acquisition.scenes)
+        raise ValueError(f"acquisition {acquisition.id}: a tile centre is missing ({names})")
+    return xp.stack(
+        [squared_distances(tile.transform, tile.height, tile.width, c, xp) for c in centres]
+    )
+
+
 def stack_tile(
     scenes: list[SceneInput],
     grid: OutputGrid,
@@ -246,52 +368,9 @@ def stack_tile(
     threads: int = 1,
     device: Device | None = None,
 ):
-    """(N, 4, H, W) uint16 reflectance in scene band order and (N, H, W) validity.
-
-    Scene windows are read and decompressed in `threads` threads. With a
-    `device`, the stack is gathered there and stays there.
-    """
-    xp = np if device is None else device.xp
-    tile = tile_grid(grid, tile_id)
-    values = xp.zeros((len(scenes), 4, tile.height, tile.width), dtype=np.uint16)
-    valid = xp.zeros((len(scenes), tile.height, tile.width), dtype=bool)
-    inside = xp.asarray(
-        geometry_mask(
-            [aoi.in_crs(grid.crs)],
-            out_shape=(tile.height, tile.width),
-            transform=tile.transform,
-            invert=True,
-        )
-    )
-
-    def place(i: int, pixels, mask) -> None:
-        pixels.onto_tile(values[i], 0, device)
-        scene_mask = mask.onto_tile(
-            xp.empty((1, tile.height, tile.width), dtype=np.uint8), MASK_OUTSIDE, device
-        )[0]
-        valid[i] = (scene_mask == 0) & (values[i] > 0).all(axis=0) & inside
-        log.info("%s: %d valid pixels in tile %s", scenes[i].id, int(valid[i].sum()), tile_id)
-
-    def load(i: int):
-        scene = scenes[i]
-        if resampling == Resampling.nearest:
-            pixels = scene_reader.read(scene.tif)
-        else:
-            pixels = Warped(warp(scene.tif, grid, tile_id, resampling, 0, [1, 2, 3, 4]))
-        mask = mask_reader.read(scene.mask)
-        if device is not None:  # one thread drives the device
-            return i, pixels, mask
-        place(i, pixels, mask)  # the gather releases the GIL: it runs in this reader thread
-        return None
-
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        scene_reader = TileReader([s.tif for s in scenes], 4, tile, pool)
-        mask_reader = TileReader([s.mask for s in scenes], 1, tile, pool)
-        scene_reader.ready(), mask_reader.ready()
-        for loaded in pool.map(load, range(len(scenes))):
-            if loaded is not None:
-                place(*loaded)
-    return values, valid
+    """`fused_stack`'s (A, 4, H, W) values and (A, H, W) validity."""
+    stack = fused_stack(scenes, grid, tile_id, aoi, resampling, threads, device)
+    return stack.values, stack.valid
 
 
 def _array_module(backend: str):
@@ -314,22 +393,26 @@ def _composite(
     xp,
     threads: int,
 ):
-    """The tile's (4, H, W) composite in product band order, its (H, W) count and, for
-    dated methods, its (H, W) day + 1 (0 where none), else None."""
+    """The tile's (4, H, W) composite in product band order, its (H, W) count of valid
+    acquisitions, for dated methods its (H, W) day + 1 (0 where none), else None, and
+    its fused `Stack` (the arrays dropped)."""
     # a Device per tile: its index-map cache is keyed by the maps' ids, which later
     # tiles' maps may reuse once these are freed
     device = None if xp is None else Device(xp)
-    values, valid = stack_tile(scenes, grid, tile_id, aoi, Resampling[resampling], threads, device)
+    stack = fused_stack(scenes, grid, tile_id, aoi, Resampling[resampling], threads, device)
+    values, valid = stack.values, stack.valid
+    observations = int(valid.sum())
+    stack = replace(stack, values=None, valid=observations)
     if not method.dated:
         composite, count = percentile_composite(values, valid, method.percentile)
-        return composite[SCENE_TO_PRODUCT], count, None
+        return composite[SCENE_TO_PRODUCT], count, None, stack
     from s2basemap.methods import method_composite
 
     composite, count, chosen = method_composite(
         method.name, values[:, SCENE_TO_PRODUCT], valid, method.percentile, method.pick_index
     )
-    day_plus_one = np.array([0] + [scene.day + 1 for scene in scenes], dtype=np.uint16)
-    return composite, count, day_plus_one[chosen.astype(np.int64) + 1]
+    day_plus_one = np.array([0] + [a.day + 1 for a in stack.acquisitions], dtype=np.uint16)
+    return composite, count, day_plus_one[chosen.astype(np.int64) + 1], stack
 
 
 def _tile_profile(
@@ -369,23 +452,41 @@ def _write(dst, composite, count, days, window: Window | None = None) -> None:
 
 
 def _in_time_order(scenes: list[SceneInput], method: Method) -> list[SceneInput]:
-    """Dated methods break ties by the earlier acquisition, then the scene id: the
-    kernels take the lower stack index, so the stack goes in that order."""
-    return sorted(scenes, key=lambda s: (s.acquired, s.id)) if method.dated else scenes
+    """Dated methods break ties by the earlier acquisition, then its id: the kernels take
+    the lower stack index, and the stack's acquisitions come in their first scenes' order."""
+    return (
+        sorted(scenes, key=lambda s: (s.acquired, s.acquisition or s.id, s.id))
+        if method.dated
+        else scenes
+    )
 
 
-def _tile_stats(tile_id: str, scenes: list[SceneInput], method: Method, used: str, count) -> dict:
+def _tile_stats(
+    tile_id: str, scenes: list[SceneInput], method: Method, used: str, count, stack: Stack
+) -> dict:
     covered = int((count > 0).sum())
     log.info(
-        "tile %s: %d scenes, %s on %s, %d of %d pixels covered",
+        "tile %s: %d scenes in %d acquisitions, %s on %s, %d of %d pixels covered, "
+        "%d observation-pixels (%d unfused)",
         tile_id,
         len(scenes),
+        len(stack.acquisitions),
         method.describe(),
         used,
         covered,
         count.size,
+        stack.valid,
+        stack.scene_observations,
     )
-    return {"tile": tile_id, "scenes": len(scenes), "backend": used, "covered_pixels": covered}
+    return {
+        "tile": tile_id,
+        "scenes": len(scenes),
+        "acquisitions": len(stack.acquisitions),
+        "observation_pixels": stack.valid,
+        "scene_observation_pixels": stack.scene_observations,
+        "backend": used,
+        "covered_pixels": covered,
+    }
 
 
 def composite_tile(
@@ -405,7 +506,9 @@ def composite_tile(
     method = method or Method("percentile", percentile)
     used, xp = _array_module(backend)
     scenes = _in_time_order(scenes, method)
-    composite, count, days = _composite(scenes, grid, tile_id, aoi, method, resampling, xp, threads)
+    composite, count, days, stack = _composite(
+        scenes, grid, tile_id, aoi, method, resampling, xp, threads
+    )
     bands = 6 if method.dated else 5
     with (
         atomic_path(out_path) as tmp,
@@ -413,7 +516,7 @@ def composite_tile(
     ):
         _write(dst, composite, count, days)
         _describe_bands(dst)
-    return _tile_stats(tile_id, scenes, method, used, count)
+    return _tile_stats(tile_id, scenes, method, used, count, stack)
 
 
 def composite_column(
@@ -453,12 +556,12 @@ def composite_column(
         for tile_id in sorted(tile_scenes):
             tile_inputs = [by_id[s] for s in tile_scenes[tile_id] if s in by_id]
             tile_inputs = _in_time_order(tile_inputs, method)
-            composite, count, days = _composite(
+            composite, count, days, stack = _composite(
                 tile_inputs, grid, tile_id, aoi, method, resampling, xp, threads
             )
             tile_row, _, tile_height, _ = grid.tile_window(tile_id)
             _write(dst, composite, count, days, Window(0, tile_row - row_off, width, tile_height))
-            stats.append(_tile_stats(tile_id, tile_inputs, method, used, count))
+            stats.append(_tile_stats(tile_id, tile_inputs, method, used, count, stack))
         _describe_bands(dst)
     return stats
 
@@ -475,22 +578,20 @@ def composite_column_job(
     backend: str,
     threads: int,
     period: Period,
-    scene_times: dict[str, str],
+    scene_facts: dict[str, dict],
 ) -> list[dict]:
     """A composite job: the column of its usable scenes, the CPU kernel on `threads` threads.
 
-    The inputs are in `column_scene_ids(tile_scenes)` order, one scene raster, mask and
-    mask statistics per scene; `scene_times` gives each scene's acquisition datetime.
+    The inputs are in `column_scene_ids(tile_scenes)` order, one scene raster and mask
+    per scene; `scene_facts` gives each scene's `acquisitions.scene_facts`.
     """
     import numba
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    scenes = usable_scenes(scene_tifs, mask_tifs)
-    if method.dated:
-        scenes = [
-            replace(s, acquired=scene_times[s.id], day=period.day_of(scene_times[s.id]))
-            for s in scenes
-        ]
+    scenes = [
+        with_facts(s, scene_facts[s.id], period, grid.crs)
+        for s in usable_scenes(scene_tifs, mask_tifs)
+    ]
     return composite_column(
         scenes,
         tile_scenes,
@@ -502,4 +603,16 @@ def composite_column_job(
         backend,
         threads,
         method,
+    )
+
+
+def with_facts(scene: SceneInput, facts: dict, period: Period, crs) -> SceneInput:
+    """The scene with its acquisition, the time and day it was acquired, and its tile's
+    centre in the output CRS."""
+    return replace(
+        scene,
+        acquired=facts["datetime"],
+        day=period.day_of(facts["datetime"]),
+        acquisition=facts["acquisition"],
+        centre=centre_in(facts["extent"], crs),
     )

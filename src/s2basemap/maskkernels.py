@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from s2basemap.masks import NODATA, OCM_CLOUD, SCL_INVALID
+from s2basemap.masktags import NODATA, OCM_CLOUD, SCL_INVALID
 
 
 @numba.njit(nogil=True, cache=True)

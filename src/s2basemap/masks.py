@@ -14,15 +14,11 @@ import rasterio
 from scipy.ndimage import distance_transform_edt
 
 from s2basemap.atomic import atomic_path
-from s2basemap.masktags import OK, SKIPPED, usability_tags
+from s2basemap.masktags import DILATED, NODATA, OK, SKIPPED, usability_tags
 from s2basemap.ocm import OCMOptions, predict_coarse
 
 log = logging.getLogger(__name__)
 
-NODATA = 1  # a band (or SCL) is 0: outside the AOI or the swath
-SCL_INVALID = 2  # SCL class in mask.scl_invalid
-OCM_CLOUD = 4  # OmniCloudMask: thick cloud, thin cloud or shadow
-DILATED = 8  # within mask.dilation_metres of cloud or shadow
 SCL_CLOUD_AND_SHADOW = (3, 8, 9, 10)  # the SCL classes that dilation grows
 MODES = ("ocm+scl", "scl", "ocm")
 RED_GREEN_NIR = (2, 1, 3)  # the model's input bands in a scene raster (blue, green, red, nir, scl)

@@ -15,6 +15,7 @@ import rasterio
 import rasterio.shutil
 from pyproj import CRS
 
+from s2basemap.acquisitions import recorded_acquisition
 from s2basemap.aoi import AOI
 from s2basemap.atomic import atomic_path, atomic_write_json, atomic_write_text
 from s2basemap.composite import PRODUCT_BANDS
@@ -321,6 +322,7 @@ def scene_entries(manifest: dict, records: dict, stats: dict) -> list[dict]:
                 "id": scene["id"],
                 "datetime": scene["datetime"],
                 "tile": scene["tile"],
+                "acquisition": recorded_acquisition(scene),
                 "processing_baseline": scene["processing_baseline"],
                 "hrefs": scene["assets"],
                 "offset": record["offset"],
@@ -329,6 +331,23 @@ def scene_entries(manifest: dict, records: dict, stats: dict) -> list[dict]:
             }
         )
     return entries
+
+
+def acquisition_entries(scenes: list[dict]) -> list[dict]:
+    """The acquisitions the mosaic's scenes form (s2basemap.acquisitions): each one
+    observation per pixel, dated by its earliest scene."""
+    groups: dict[str, list[dict]] = {}
+    for scene in sorted(scenes, key=lambda s: (s["datetime"], s["id"])):
+        groups.setdefault(scene["acquisition"], []).append(scene)
+    return [
+        {
+            "id": ident,
+            "datetime": members[0]["datetime"],
+            "scenes": sorted(s["id"] for s in members),
+            "tiles": sorted(s["tile"] for s in members),
+        }
+        for ident, members in groups.items()
+    ]
 
 
 def build_metadata(
@@ -371,6 +390,7 @@ def build_metadata(
         "mask": settings["mask"],
         "source": manifest["source"],
         "scenes": scenes,
+        "acquisitions": acquisition_entries(scenes),
         "left_out": summary["left_out"],
         "valid_coverage": valid_coverage,
         "software": software_versions(),
@@ -504,6 +524,7 @@ def write_statistics(metadata: dict, path) -> None:
         ("period", metadata["period"]["label"]),
         ("status", metadata["status"]),
         ("scenes used", len(scenes)),
+        ("acquisitions used", len(metadata["acquisitions"])),
         ("scenes left out", len(metadata["left_out"])),
         ("valid coverage (%)", f"{coverage * 100:.2f}" if coverage is not None else "-"),
         ("mean cloud fraction (%)", f"{100 * sum(clouds) / len(clouds):.2f}" if clouds else "-"),

@@ -10,6 +10,7 @@ import shapely
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from s2basemap.acquisitions import acquisition_of, platform_of, tile_extent
 from s2basemap.periods import Period
 from s2basemap.sources import SOURCES, Source, source_of
 
@@ -111,11 +112,13 @@ def scene_from_item(
     if missing:
         raise SceneRecordError(f"item {item['id']}: missing {', '.join(missing)}")
     props = item["properties"]
-    return {
+    crs = native_crs_of(item)
+    record = {
         "id": item["id"],
         "datetime": props["datetime"],
         "tile": tile_of(item),
-        "crs": native_crs_of(item),
+        "crs": crs,
+        "platform": platform_of(props, item["id"]),
         "assets": {band: assets[asset_keys[band]]["href"] for band in BANDS},
         "processing_baseline": props.get("s2:processing_baseline"),
         "cloud_cover": props.get("eo:cloud_cover"),
@@ -125,7 +128,13 @@ def scene_from_item(
         "updated": props.get("updated") or props.get("created"),
         "bbox": item.get("bbox") or list(shape(item["geometry"]).bounds),
         "offset": adapter.offset(props, assets[asset_keys["red"]]),
+        # the MGRS tile, whose centre decides which of an acquisition's overlapping
+        # tiles supplies a pixel (s2basemap.acquisitions)
+        "tile_extent": tile_extent(
+            item, crs, [asset_keys[b] for b in ("red", "green", "blue", "nir")]
+        ),
     }
+    return record | {"acquisition": acquisition_of(record)}
 
 
 def unreadable_href(scene: dict) -> str | None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from pyproj import CRS
 from shapely.geometry import box
 
+from s2basemap.acquisitions import recorded_acquisition
 from s2basemap.aoi import AOI, WGS84, reproject_geometry
 from s2basemap.atomic import atomic_write_json, atomic_write_text
 from s2basemap.disk import human
@@ -119,6 +120,32 @@ def scene_footprint(scene: dict, aoi: AOI):
     return window.area / footprint.area, overlap.area / footprint.area, int(window.area / 100)
 
 
+def scene_window(scene: dict, aoi: AOI):
+    """The scene's window over the AOI (its native CRS's bounding box of the two's
+    overlap), in EQUAL_AREA; None where they do not overlap."""
+    crs = CRS.from_user_input(scene["crs"]) if scene.get("crs") else None
+    if crs is None or not crs.is_projected:
+        crs = EQUAL_AREA
+    overlap = aoi.in_crs(crs).intersection(reproject_geometry(box(*scene["bbox"]), WGS84, crs))
+    if overlap.is_empty:
+        return None
+    return reproject_geometry(box(*overlap.bounds), crs, EQUAL_AREA)
+
+
+def acquisition_pixels(manifest: dict, aoi: AOI) -> int:
+    """10 m pixels of the period's windows with each acquisition's overlapping tiles
+    counted once: the observations the composites fuse the scenes' pixels into
+    (s2basemap.acquisitions)."""
+    from shapely import union_all
+
+    windows: dict[str, list] = {}
+    for scene in manifest["scenes"]:
+        window = scene_window(scene, aoi)
+        if window is not None:
+            windows.setdefault(recorded_acquisition(scene), []).append(window)
+    return int(sum(union_all(parts).area for parts in windows.values()) / 100)
+
+
 def size_scenes(manifest: dict, aoi: AOI, signer: Signer | None = None) -> dict:
     """Per scene: asset sizes and how much of the scene the AOI's window covers."""
     hrefs = [href for scene in manifest["scenes"] for href in scene["assets"].values()]
@@ -137,7 +164,11 @@ def size_scenes(manifest: dict, aoi: AOI, signer: Signer | None = None) -> dict:
             "aoi_share": round(aoi_share, 6),
             "window_pixels": pixels,
         }
-    return {"period": manifest["period"], "scenes": scenes}
+    return {
+        "period": manifest["period"],
+        "scenes": scenes,
+        "acquisition_pixels": acquisition_pixels(manifest, aoi),
+    }
 
 
 def write_scene_sizes(manifest: dict, aoi: AOI, signer: Signer | None, path) -> None:
@@ -189,6 +220,11 @@ def estimate_period(
         "tile_bytes": int(tile_bytes),
         "output_bytes": int(products),
         "window_pixels": sum(s["window_pixels"] for s in scenes),
+        # the same windows, each acquisition's overlapping tiles once (sizes written
+        # before acquisitions were fused lack it: every scene its own)
+        "acquisition_pixels": min(
+            sizes.get("acquisition_pixels", math.inf), sum(s["window_pixels"] for s in scenes)
+        ),
         # fetch, mask and composite jobs, and the month's search, sizes, summary and products
         "bookkeeping_bytes": BOOKKEEPING_BYTES_PER_JOB
         * (2 * len(sizes["scenes"]) + composite_jobs + 5),

@@ -68,6 +68,14 @@ DEV_VM_COSTS = {
     "outputs_wall_s_per_mpx": 0.155,
 }
 CPU_COSTS = DEV_VM_COSTS  # the plan's costs where nothing better is known
+# The share of a composite's cost per scene-megapixel that goes with the observations
+# (pixels read, gathered, composited) rather than the scenes (masks read, fused): from
+# `python tests/benchmarks/bench.py fusion --threads 2` on the development VM
+# (2026-12-08, both cores also loaded by other work), one 2048 px tile of 30 scenes in
+# 15 acquisitions of 2: 14.67 CPU s fused against 16.71 unfused (0.88) at 0.51 of the
+# observation-pixels, so share = (1 - 0.88) / (1 - 0.51). Most of a tile's cost is per
+# scene: its index map's share, its mask, its window's read and decompression.
+COMPOSITE_OBSERVATION_SHARE = (1 - 14.67 / 16.71) / (1 - 57.47 / 112.70)
 
 # Measured on a 16-core box with one NVIDIA H200 (the device machine, 2026-12-04, project
 # at e139862): one 2048 px composite tile from 30 scenes (125.8 scene-megapixels) took
@@ -175,6 +183,22 @@ def has_gpu() -> bool:
     return result.returncode == 0 and "GPU" in result.stdout
 
 
+def composite_cpu_s(period: dict, costs: dict = CPU_COSTS) -> float:
+    """The composite stage's CPU seconds, less its jobs' starts: every scene's mask is
+    read and fused, per scene-megapixel; the pixels read, gathered and composited are
+    one observation per acquisition, per acquisition-megapixel (`acquisition_pixels`:
+    the windows with each acquisition's overlapping tiles counted once).
+
+    `composite_cpu_s_per_scene_mpx` is measured with every scene an acquisition of its
+    own (box.py, costs.py), so observations and scenes are the same there;
+    COMPOSITE_OBSERVATION_SHARE of it scales with the observations."""
+    scene_mpx = period["window_pixels"] / 1e6
+    observation_mpx = period.get("acquisition_pixels", period["window_pixels"]) / 1e6
+    per_mpx = costs["composite_cpu_s_per_scene_mpx"]
+    share = costs.get("composite_observation_share", COMPOSITE_OBSERVATION_SHARE)
+    return per_mpx * ((1 - share) * scene_mpx + share * observation_mpx)
+
+
 def stage_work(period: dict, uses_ocm: bool, gpu: bool, costs: dict = CPU_COSTS) -> dict:
     """Per stage: CPU seconds, GPU seconds, network bytes and serial seconds of one period."""
     mpx = period["window_pixels"] / 1e6
@@ -186,7 +210,7 @@ def stage_work(period: dict, uses_ocm: bool, gpu: bool, costs: dict = CPU_COSTS)
         gpu_s = mpx * costs.get("gpu_ocm_s_per_mpx", GPU_OCM_S_PER_MPX)
     elif uses_ocm:
         mask_cpu += mpx * costs["ocm_cpu_s_per_mpx"]
-    composite_cpu = mpx * costs["composite_cpu_s_per_scene_mpx"]
+    composite_cpu = composite_cpu_s(period, costs)
     largest = period["largest_column_tiles"] / period["tiles"] if period["tiles"] else 0.0
     return {
         "fetch": {

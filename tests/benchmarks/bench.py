@@ -14,6 +14,9 @@ composite one 2048 x 2048 output tile (EPSG:5070) from 30 scenes in UTM zones 15
           16: the previous per-scene exact GDAL warp (one scene after another)
           vs index maps shared per source grid with threaded reads; identical
           output asserted; wall and CPU time
+fusion    the composite section's tile and 30 scenes, paired into 15 acquisitions of a
+          zone 15 and a zone 16 tile: every scene an observation (as before) vs one
+          observation per acquisition and pixel; wall, CPU, observation-pixels
 maskjobs  the mask stage over 20 scenes of 1024 x 1024 px as real Snakemake jobs
           (workflow/scripts/mask_scene.py): each job loading the model (the
           previous layout, one job at a time) vs jobs sending their scene to the
@@ -52,7 +55,16 @@ from s2basemap.ocm import OCMOptions, choose_device, predict
 from s2basemap.percentile import gpu_available, percentile_cpu
 
 PERCENTILE = 25
-SECTIONS = ["kernel", "masking", "composite", "maskjobs", "workflow", "methods", "products"]
+SECTIONS = [
+    "kernel",
+    "masking",
+    "composite",
+    "fusion",
+    "maskjobs",
+    "workflow",
+    "methods",
+    "products",
+]
 
 
 def stack(n_obs: int, edge: int, invalid: float = 0.4, seed: int = 0):
@@ -283,7 +295,8 @@ def previous_composite(scenes, grid, tile_id, aoi, percentile):
     from rasterio.enums import Resampling
     from rasterio.features import geometry_mask
 
-    from s2basemap.composite import MASK_OUTSIDE, warp
+    from s2basemap.composite import warp
+    from s2basemap.masktags import OUTSIDE as MASK_OUTSIDE
 
     _, _, height, width = grid.tile_window(tile_id)
     values = np.zeros((len(scenes), 4, height, width), dtype=np.uint16)
@@ -375,6 +388,81 @@ def bench_composite(threads: int) -> None:
                 f"wall {old_wall / wall:5.1f}x faster, CPU {old_cpu / cpu:5.1f}x less | "
                 f"identical output: {same}"
             )
+
+
+def bench_fusion(threads: int, edge: int) -> None:
+    from dataclasses import replace
+
+    from pyproj import CRS
+    from shapely.geometry import box
+
+    from s2basemap.aoi import AOI
+    from s2basemap.composite import composite_tile
+    from s2basemap.grid import output_grid
+    from testworld.stacks import write_tile_scenes
+
+    print("== composite of one output tile: every scene an observation vs one per acquisition ==")
+    # the composite section's tile: scenes of UTM zones 15 and 16 over the same ground,
+    # here paired into acquisitions (one datatake seen by a tile of each zone), the
+    # zone 15 tile's centre west of the tile and the zone 16 tile's east of it
+    aoi_5070 = box(505_000, 1_390_000, 505_000 + 10 * edge, 1_390_000 + 10 * edge)
+    aoi = AOI(aoi_5070, CRS.from_epsg(5070))
+    grid = output_grid(aoi, "EPSG:5070", (10.0, 10.0), tile_size=edge)
+    tile_id = "0000_0000"
+    left, bottom, right, top = grid.tile_bounds(tile_id)
+    centres = {
+        32615: (left - 40_000, (bottom + top) / 2),
+        32616: (right + 40_000, (bottom + top) / 2),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        scenes = write_tile_scenes(
+            Path(tmp) / "scenes", (left, bottom, right, top), grid.crs, per_zone=15, margin=64
+        )
+        fused = [
+            replace(
+                s, acquisition=f"A{int(s.id[-2:]):02d}", centre=centres[int(s.id.split("_")[1])]
+            )
+            for s in scenes
+        ]
+        print(
+            f"tile {edge} x {edge} px, {len(scenes)} scenes in 15 acquisitions of 2; percentile "
+            f"{PERCENTILE}; {os.cpu_count()} cores, {threads} threads"
+        )
+        composite_tile(
+            scenes[:2],
+            grid,
+            tile_id,
+            aoi,
+            PERCENTILE,
+            "nearest",
+            Path(tmp) / "warm.tif",
+            backend="cpu",
+            threads=threads,
+        )
+        figures = {}
+        for name, inputs in (("every scene", scenes), ("per acquisition", fused)):
+            stats, wall, cpu = timed_call(
+                composite_tile,
+                inputs,
+                grid,
+                tile_id,
+                aoi,
+                PERCENTILE,
+                "nearest",
+                Path(tmp) / f"{name}.tif",
+                backend="cpu",
+                threads=threads,
+            )
+            figures[name] = (wall, cpu, stats)
+            print(
+                f"{name:>16}: wall {wall:6.2f} s, CPU {cpu:6.2f} s, {stats['acquisitions']} layers, "
+                f"{stats['observation_pixels'] / 1e6:.2f} M observation-pixels"
+            )
+        (w0, c0, s0), (w1, c1, s1) = figures.values()
+        print(
+            f"per acquisition / every scene: wall {w1 / w0:.2f}, CPU {c1 / c0:.2f}, "
+            f"observation-pixels {s1['observation_pixels'] / s0['observation_pixels']:.2f}"
+        )
 
 
 MASK_JOBS_SNAKEFILE = """
@@ -755,6 +843,7 @@ def main() -> None:
     )
     parser.add_argument("--mask-edge", type=int, default=2000, help="masking scene edge (10 m px)")
     parser.add_argument("--product-tiles", type=int, default=16, help="products: tiles a side")
+    parser.add_argument("--fusion-edge", type=int, default=2048, help="fusion: tile edge (px)")
     args = parser.parse_args()
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -766,6 +855,8 @@ def main() -> None:
         bench_masking(args.mask_edge)
     if "composite" in args.sections:
         bench_composite(args.threads)
+    if "fusion" in args.sections:
+        bench_fusion(args.threads, args.fusion_edge)
     if "maskjobs" in args.sections:
         bench_mask_jobs()
     if "workflow" in args.sections:

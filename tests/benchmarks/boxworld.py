@@ -222,6 +222,10 @@ def scenes(spec: WorldSpec, url: str, period: str = "2025-06") -> list[dict]:
                     "bbox": [min(xs), min(ys), max(xs), max(ys)],
                     "assets": assets | {"scl": f"{url}/{name}/scl_{date:02d}.tif"},
                     "offset": {"dn": -1000, "source": "metadata", "reason": "baseline 05.11"},
+                    # one datatake per date: it crosses every tile, overlapping as real
+                    # MGRS tiles do (s2basemap.acquisitions)
+                    "datatake_id": f"GS2B_{period.replace('-', '')}{day:02d}T165419_0{date:05d}_N05.11",
+                    "tile_extent": {"crs": f"EPSG:{epsg}", "bounds": [left, bottom, right, top]},
                 }
             )
     return records

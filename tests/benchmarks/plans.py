@@ -44,6 +44,7 @@ E139862_COSTS = {
     "ocm_cpu_threads_busy": 1.0,
     "ocm_host_cpu_s_per_mpx": 0.018,
     "composite_cpu_s_per_scene_mpx": 0.114,
+    "composite_observation_share": 0.0,  # every scene was an observation of its own
     "composite_cores_busy_per_job": 64,
     "outputs_wall_s_per_mpx": 0.26,
     "gpu_ocm_s_per_mpx": H100_OCM_GPU_S_PER_MPX * A100_SLOWER_THAN_H100,
@@ -85,6 +86,25 @@ def line(label: str, periods: dict, machine: Machine, uses_ocm: bool) -> str:
     return "\n".join([f"{label}, {machine.describe()}:", *cells])
 
 
+def fusion_line(periods: dict, machine: Machine) -> str:
+    """The month's observations and composite stage with every scene an observation (as
+    before acquisitions were fused) and with one per acquisition (now)."""
+    (period,) = periods.values()
+    unfused = {
+        label: dict(p, acquisition_pixels=p["window_pixels"]) for label, p in periods.items()
+    }
+    plans = [time_plan(ps, machine, True, costs_for(machine.gpu)) for ps in (unfused, periods)]
+    stages = [p["stages"]["composite"] for p in plans]
+    share = 1 - period["acquisition_pixels"] / period["window_pixels"]
+    return (
+        f"Arkansas, one month, {machine.describe()}: observation-pixels "
+        f"{period['window_pixels'] / 1e9:.2f} G as scenes, {period['acquisition_pixels'] / 1e9:.2f} G "
+        f"as acquisitions ({share:.1%} fewer); composite stage {duration(stages[0])} unfused, "
+        f"{duration(stages[1])} fused; month {duration(plans[0]['total_seconds'])} unfused, "
+        f"{duration(plans[1]['total_seconds'])} fused"
+    )
+
+
 def main() -> None:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,6 +115,7 @@ def main() -> None:
     for gbps in (1.0, 10.0):
         print(line("Arkansas, one month", arkansas, Machine(16, True, gbps), True))
     print(line("Arkansas, one month", arkansas, Machine(16, False, 1.0), True))
+    print(fusion_line(arkansas, Machine(16, True, 1.0)))
     # the README's table: today's plan for the rented box at a typical price
     print(format_time_plan(time_plan(arkansas, Machine(16, True, 1.0, 1.2), True)))
 

@@ -50,7 +50,13 @@ def job_costs(work: Path, plan: dict, config: dict, uses_ocm: bool) -> dict[str,
     from s2basemap.grid import output_grid
     from s2basemap.manifest import scenes_by_tile
     from s2basemap.storage import scene_network_bytes
-    from s2basemap.timeplan import COMPOSITE_THREADS, GPU_OCM_S_PER_MPX, Machine, costs_for
+    from s2basemap.timeplan import (
+        COMPOSITE_THREADS,
+        GPU_OCM_S_PER_MPX,
+        Machine,
+        composite_cpu_s,
+        costs_for,
+    )
 
     machine = Machine(**plan["time"]["machine"])
     costs = costs_for(machine.gpu)
@@ -93,8 +99,10 @@ def job_costs(work: Path, plan: dict, config: dict, uses_ocm: bool) -> dict[str,
             column = tile.split("_")[1]
             share = sum(sizes[s]["window_pixels"] / 1e6 / tiles_of[s] for s in scenes)
             column_mpx[column] = column_mpx.get(column, 0.0) + share
+        # each column's share of the period's composite work, fused as the plan fuses it
+        fused = composite_cpu_s(totals, costs) / max(totals["window_pixels"] / 1e6, 1e-9)
         for column, mpx in column_mpx.items():
-            cpu = costs["composite_job_start_s"] + mpx * costs["composite_cpu_s_per_scene_mpx"]
+            cpu = costs["composite_job_start_s"] + mpx * fused
             jobs[job_key("composite_column", {"period": period, "column": column})] = {
                 "host_s": cpu / column_cores
             }

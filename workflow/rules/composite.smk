@@ -25,8 +25,9 @@ rule composite_column:
         tile_scenes=column_tile_scenes,
         method=lambda wildcards: cfg.method_settings(config, wildcards.period),
         period=period_bounds,
-        # pick and medoid: each scene's acquisition time orders ties and dates pixels
-        scene_times=column_scene_times,
+        # each scene's acquisition, fused per pixel before the method sees it, and
+        # its time, which orders pick's and medoid's ties and dates their pixels
+        scene_facts=column_scene_facts,
         resampling=composite_setting("resampling"),
         backend=config_provider("composite", "backend"),
         code=CODE["composite"],

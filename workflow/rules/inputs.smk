@@ -1,5 +1,6 @@
 # Input functions: what a job needs, known once a period is searched and planned.
 from s2basemap import catalog, upload
+from s2basemap.acquisitions import scene_facts
 from s2basemap.fetch import fetch_spec
 from s2basemap.grid import scene_columns
 from s2basemap.manifest import (
@@ -106,13 +107,11 @@ def column_tile_scenes(wildcards):
     return scenes_by_column(wildcards.period)[0][wildcards.column]
 
 
-def column_scene_times(wildcards):
-    """Acquisition datetime of each scene of the column, for pick and medoid only."""
-    if cfg.method_settings(config, wildcards.period)["name"] == "percentile":
-        return {}
+def column_scene_facts(wildcards):
+    """Each scene of the column: its acquisition, datetime and MGRS tile extent."""
     manifest = manifest_of(wildcards.period)
     wanted = set(column_scene_ids(column_tile_scenes(wildcards)))
-    return {s["id"]: s["datetime"] for s in manifest["scenes"] if s["id"] in wanted}
+    return {s["id"]: scene_facts(s) for s in manifest["scenes"] if s["id"] in wanted}
 
 
 def column_inputs(wildcards):
@@ -122,7 +121,7 @@ def column_inputs(wildcards):
     scenes = column_scene_ids(column_tile_scenes(wildcards))
     return {
         "aoi": paths.aoi(),
-        # the params (tile_scenes, scene_times) come from it: declared, so that a job
+        # the params (tile_scenes, scene_facts) come from it: declared, so that a job
         # that runs where nothing is shared reads it from storage; ancient, so that a
         # new search reruns only the columns whose scenes changed
         "manifest": ancient(paths.manifest(wildcards.period)),

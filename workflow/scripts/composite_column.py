@@ -16,5 +16,5 @@ with job(snakemake) as j:
         backend=j.params.backend,
         threads=j.threads,
         period=j.period,
-        scene_times=j.params.scene_times,
+        scene_facts=j.params.scene_facts,
     )
