@@ -1,5 +1,5 @@
-"""s2basemap.acquisitions: which scenes form one acquisition, where their tiles are, and
-which one supplies each pixel."""
+"""s2basemap.acquisitions and s2basemap.fusion: which scenes form one acquisition, where
+their tiles are, and which one supplies each pixel."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ from pyproj import Transformer
 from s2basemap.acquisitions import (
     acquisition_of,
     centre_in,
-    group,
     platform_of,
     scene_facts,
-    squared_distances,
     tile_extent,
-    winners,
 )
 from s2basemap.composite import SceneInput
+from s2basemap.fusion import group, squared_distances, winners
 from s2basemap.masktags import NODATA, OUTSIDE, SCL_INVALID
 
 

@@ -373,7 +373,7 @@ def test_the_mask_modules_stand_in_a_line():
     no longer import the module that imports them (the package's only import circle)."""
     from s2basemap.provenance import _imported_modules, _module_path
 
-    line = ["masktags", "maskkernels", "ocm", "masks", "acquisitions", "composite"]
+    line = ["masktags", "maskkernels", "ocm", "masks", "fusion", "composite"]
     for i, name in enumerate(line):
         imported = _imported_modules(_module_path(name).read_text())
         # no module imports one that sits above it in the line, at any depth of its file

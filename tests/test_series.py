@@ -116,12 +116,15 @@ SEARCH, FETCH, MASK, COMPOSITE = "search", "fetch_scene", "mask_scene", "composi
 ASSEMBLE, METADATA = "assemble_mosaic", "period_metadata"
 COLLECTION = "series_collection"
 CODE_OF = {
+    # what the search records of an acquisition, and the composite reads of it
+    "acquisitions": {SEARCH, FETCH, COMPOSITE, ASSEMBLE, METADATA},
     "aoi": {SEARCH, FETCH, COMPOSITE, ASSEMBLE, METADATA},
     "atomic": {SEARCH, FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA, COLLECTION},
     "catalog": {METADATA, COLLECTION},
     "composite": {COMPOSITE, ASSEMBLE, METADATA},  # outputs imports composite
     "disk": {SEARCH, FETCH, MASK, COMPOSITE, ASSEMBLE, METADATA, COLLECTION},  # behind atomic
     "failures": {FETCH},
+    "fusion": {COMPOSITE, ASSEMBLE, METADATA},  # one observation per acquisition
     "fetch": {FETCH},
     "grid": {COMPOSITE, ASSEMBLE, METADATA},
     # where every file is: the jobs that find per-node files by it (fetch's failure

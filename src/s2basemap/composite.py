@@ -18,10 +18,11 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform
 from rasterio.windows import Window
 
-from s2basemap.acquisitions import Acquisition, centre_in, squared_distances, winners
-from s2basemap.acquisitions import group as group_acquisitions
+from s2basemap.acquisitions import centre_in
 from s2basemap.aoi import AOI
 from s2basemap.atomic import atomic_path
+from s2basemap.fusion import Acquisition, squared_distances, winners
+from s2basemap.fusion import group as group_acquisitions
 from s2basemap.grid import OutputGrid
 from s2basemap.masktags import OK, OUTSIDE, mask_usability
 from s2basemap.percentile import percentile_composite, resolve_backend
