@@ -18,7 +18,7 @@ import rasterio
 
 from conftest import run_snakemake, world_config
 from test_products import PERCENTILE, assert_count_within_acquisitions, reference_mosaic
-from testworld import RangeServer, StacServer
+from testworld import served_world
 from testworld.build import C1_COLLECTION, COLLECTION
 from testworld.conventions import CASES, LANDS, PC_LIKE_COLLECTION, build_conventions_world
 
@@ -40,15 +40,8 @@ SETTLED_BY = {
 @pytest.fixture(scope="module")
 def conventions(tmp_path_factory):
     root = tmp_path_factory.mktemp("conventions-world")
-    http = RangeServer(root).start()
-    world = build_conventions_world(root, http.url)
-    stac = StacServer(world.item_files, root / "rustac.log").wait_ready()
-    world.stac_url = stac.url
-    try:
+    with served_world(root, build=build_conventions_world) as (world, _, _, _):
         yield world
-    finally:
-        stac.stop()
-        http.stop()
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from test_products import (
     reference_stack,
     scene_layers,
 )
-from testworld import RangeServer, StacServer
+from testworld import served_world
 from testworld.acquisitions import MONTHS, TILES, build_acquisition_world
 
 TARGET = {"crs": "EPSG:32615", "resolution": 10, "tile_size": 256}
@@ -35,15 +35,8 @@ TARGET = {"crs": "EPSG:32615", "resolution": 10, "tile_size": 256}
 @pytest.fixture(scope="module")
 def acquisition_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("acquisition-world")
-    http = RangeServer(root).start()
-    world = build_acquisition_world(root, http.url)
-    stac = StacServer(world.item_files, root / "rustac.log").wait_ready()
-    world.stac_url = stac.url
-    try:
+    with served_world(root, build=build_acquisition_world) as (world, _, _, _):
         yield world
-    finally:
-        stac.stop()
-        http.stop()
 
 
 @pytest.fixture(scope="module")

@@ -123,16 +123,21 @@ def gdal_resampled(scene, grid, tile_id, resampling) -> np.ndarray:
         )
 
 
-def gdal_stack(scenes, grid, tile_id, aoi, resampling):
-    """The tile's stack from GDAL's own warps of each scene and mask (masks with nearest);
-    valid where the mask says so, every band has a value and the pixel is in the AOI."""
+def tile_inside(grid, tile_id, aoi) -> np.ndarray:
+    """The tile's pixels whose centres are in the AOI."""
     _, _, height, width = grid.tile_window(tile_id)
-    inside = geometry_mask(
+    return geometry_mask(
         [aoi.in_crs(grid.crs)],
         out_shape=(height, width),
         transform=grid.tile_transform(tile_id),
         invert=True,
     )
+
+
+def gdal_stack(scenes, grid, tile_id, aoi, resampling):
+    """The tile's stack from GDAL's own warps of each scene and mask (masks with nearest);
+    valid where the mask says so, every band has a value and the pixel is in the AOI."""
+    inside = tile_inside(grid, tile_id, aoi)
     nearest = [gdal_nearest(scene, grid, tile_id) for scene in scenes]
     masks = np.stack([mask for _, mask in nearest])
     if resampling == Resampling.nearest:
@@ -282,12 +287,7 @@ def reference_fused(scenes, grid, tile_id, aoi):
     data (mask neither outside nor nodata), the nearest tile centre's; ties to the
     smaller id. (A, 4, H, W) values and (A, H, W) validity, acquisitions as first seen."""
     _, _, height, width = grid.tile_window(tile_id)
-    inside = geometry_mask(
-        [aoi.in_crs(grid.crs)],
-        out_shape=(height, width),
-        transform=grid.tile_transform(tile_id),
-        invert=True,
-    )
+    inside = tile_inside(grid, tile_id, aoi)
     rows, cols = np.mgrid[0:height, 0:width]
     x, y = grid.tile_transform(tile_id) * (cols + 0.5, rows + 0.5)
     groups = {}
