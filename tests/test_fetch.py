@@ -179,6 +179,29 @@ def test_a_file_that_is_not_a_tiff_is_permanent(world, http_server, tmp_path):
     assert "not recognized as being in a supported file format" in record["reason"]
 
 
+def test_an_open_reset_past_gdals_own_retries_is_transient(world, http_server, tmp_path):
+    """GDAL retries a reset connection itself, then says "not recognized as being in a
+    supported file format", as for a web page: only the file's first bytes can tell."""
+    scene = world.scene("S2A_15SYU_20220214_0_L2A")
+    path = "/" + scene.path("red").relative_to(world.root).as_posix()
+    http_server.reset_counts()
+    http_server.schedule_faults({(path, n): "reset" for n in range(40)})  # an outage of one file
+    try:
+        with pytest.raises(SceneUnavailable) as caught:
+            fetch_scene(
+                spec_for(world, scene, -1000), read_aoi(world.aoi_gpkg), tmp_path / "s.tif", FAST
+            )
+    finally:
+        http_server.schedule_faults({})
+    entry = caught.value.entry
+    assert entry["kind"] == "transient" and entry["attempts"] == FAST.retries + 1
+    assert (
+        "not recognized" in entry["reason"] and "first bytes could not be read" in entry["reason"]
+    )
+    assert http_server.faults["reset"] > FAST.retries + 1  # GDAL's own retries, then the look
+    assert not (tmp_path / "s.tif").exists()
+
+
 def test_a_file_shorter_than_its_tile_index_is_permanent(world, http_server, tmp_path):
     scene = world.scene("S2A_15SYU_20220214_0_L2A")
     whole = scene.path("green").read_bytes()

@@ -181,6 +181,8 @@ def fetch_scene(
                 signer.renew()
                 renewed = True
                 continue
+            if kind == PERMANENT and failures.NOT_A_TIFF in error_text(exc):
+                kind, last = _settle_not_a_tiff(exc, last, options, signer)
             if kind == PERMANENT:
                 break
             renewed = False
@@ -254,6 +256,45 @@ def _settle_short_read(exc, last: str, options: FetchOptions, signer: Signer) ->
             f"{exc.band} ({exc.href}): truncated file: {size:,} bytes of the {needed:,} its tiles need",
         )
     return TRANSIENT, last
+
+
+def _settle_not_a_tiff(exc, last: str, options: FetchOptions, signer: Signer) -> tuple[str, str]:
+    """GDAL says "not recognized" also when its own retries of a reset connection ran
+    out (it logs "HTTP error code: 0" and raises nothing of it): the file is not a
+    TIFF only when the server hands over its first bytes and they are not a TIFF's."""
+    if not isinstance(exc, SceneReadError):
+        return PERMANENT, last
+    try:
+        start = file_start(signer.sign(exc.href), options)
+    except OSError as probe_error:
+        # a refusal (HTTP 404) is the file's; a reset or a timeout the network's
+        kind = failures.classify(str(probe_error)) or TRANSIENT
+        return kind, f"{last}; its first bytes could not be read: {unsigned(str(probe_error))}"
+    if start.startswith(TIFF_MAGIC):
+        return TRANSIENT, f"{last}; the server now serves a TIFF there"
+    return PERMANENT, f"{last} (the file starts with {start[:8]!r})"
+
+
+# little- and big-endian TIFF and BigTIFF
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def file_start(href: str, options: FetchOptions, size: int = 8) -> bytes:
+    """The file's first bytes, as its server serves them now (network errors raise)."""
+    import requests
+
+    try:
+        with requests.get(
+            href,
+            headers={"Range": f"bytes=0-{size - 1}"},
+            timeout=options.timeout_seconds,
+            stream=True,
+        ) as response:
+            if response.status_code >= 400:
+                raise OSError(f"GET {href}: HTTP response code: {response.status_code}")
+            return response.raw.read(size)
+    except requests.RequestException as exc:
+        raise OSError(f"GET {href}: {exc}") from exc
 
 
 def file_size(href: str, options: FetchOptions) -> int | None:
